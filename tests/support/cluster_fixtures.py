@@ -1,0 +1,1 @@
+"""Fixtures that run the local control plane (etcd and kube-apiserver) for tests."""

@@ -1,0 +1,1 @@
+"""Fixtures that run the Ona API simulator for tests."""
