@@ -1,0 +1,651 @@
+"""OnaClient: the operator's async client for the Ona automation and event APIs.
+
+Which calls are repeated after a failure, and why:
+
+- GetTask, ListTasks, GetTaskExecution, ListTaskExecutions have no side effects: every
+  transient failure (connection errors, timeouts, 5xx, 429) is retried with the policy.
+- StopTaskExecution and DeleteTask are idempotent in effect: stopping twice leaves the
+  execution stopped, deleting twice leaves the task gone (the repeat may answer not_found,
+  which `delete_task(missing_ok=True)` accepts). They are retried like reads.
+- StartTask and CreateTask create something new on every call and carry no idempotency
+  key. They are repeated only when the failure provably happened before the request was
+  sent (no connection could be made). Once the request may have reached the server, a
+  timeout, a dropped connection, a 5xx, 503 included (a proxy answers 503 also after the
+  upstream reset mid-request), or an unreadable 2xx raises OutcomeUnknown. A 429 is a
+  refusal: RateLimited is raised without a retry inside the client and the caller decides
+  when to try again. 4xx answers are definite refusals and raise their own errors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from ._connect import encode_envelope, error_from_response
+from .errors import (
+    NotFound,
+    OnaError,
+    OutcomeUnknown,
+    RateLimited,
+    Unavailable,
+)
+from .models import (
+    EnvironmentVariable,
+    Task,
+    TaskExecution,
+    TaskExecutionPhase,
+)
+from .retry import RetryPolicy
+from .watch import Framing, Resync, WatchItem, read_events
+
+__all__ = [
+    "AUTOMATION_SERVICE",
+    "DEFAULT_BASE_URL",
+    "EVENT_SERVICE",
+    "MAX_FILTER_VALUES",
+    "MAX_PAGE_SIZE",
+    "OnaClient",
+    "Page",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://app.ona.com/api"
+AUTOMATION_SERVICE = "gitpod.v1.EnvironmentAutomationService"
+EVENT_SERVICE = "gitpod.v1.EventService"
+MAX_FILTER_VALUES = 25
+MAX_PAGE_SIZE = 100
+
+# A failure that raises one of these happened before any byte of the request was sent.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class _Safety(Enum):
+    READ = "read"  # no side effects
+    IDEMPOTENT = "idempotent"  # side effects, but repeating them changes nothing
+    ONCE = "once"  # every call creates something: never repeat once it may have arrived
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list call; an empty `next_token` means it was the last page."""
+
+    items: list[T]
+    next_token: str
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _chunks(values: Sequence[str], size: int) -> list[list[str]]:
+    return [list(values[i : i + size]) for i in range(0, len(values), size)]
+
+
+def _check_filter(name: str, values: Sequence[str]) -> list[str]:
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a sequence of strings, not a string")
+    listed = list(values)
+    if len(listed) > MAX_FILTER_VALUES:
+        raise ValueError(
+            f"{name} has {len(listed)} values; the API takes at most {MAX_FILTER_VALUES} "
+            "(use a batched list call)"
+        )
+    return listed
+
+
+def _check_page_size(page_size: int) -> int:
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+    return page_size
+
+
+def _newest(executions: Iterable[TaskExecution]) -> list[TaskExecution]:
+    """Executions without duplicates; a later copy wins when its status is not older.
+
+    The order of list results is not documented and pages can shift while they are read,
+    so the same execution may arrive twice with different statuses.
+    """
+    by_id: dict[str, TaskExecution] = {}
+    for execution in executions:
+        seen = by_id.get(execution.id)
+        if seen is None or execution.status_version_int >= seen.status_version_int:
+            by_id[execution.id] = execution
+    return list(by_id.values())
+
+
+class OnaClient:
+    """Async client for the Ona API; use as `async with OnaClient(url, token) as ona:`.
+
+    `timeout` bounds each unary call (and is sent as Connect-Timeout-Ms), `connect_timeout`
+    the TCP/TLS connect. `transport` replaces the network (httpx.MockTransport in tests).
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        token: str = "",
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base URL must be an http(s) URL, got {base_url!r}")
+        if not token or token.strip() != token:
+            raise ValueError("token must be a non-empty string without surrounding whitespace")
+        if timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        self._base_url = base_url.rstrip("/")
+        self.__token = token
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._retry = retry or RetryPolicy()
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            follow_redirects=False,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
+    def __repr__(self) -> str:
+        return f"OnaClient(base_url={self._base_url!r})"
+
+    async def __aenter__(self) -> OnaClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        # A server or proxy may echo the Authorization header back in an error body.
+        return text.replace(self.__token, "[redacted]")
+
+    def _url(self, service: str, method: str) -> str:
+        return f"{self._base_url}/{service}/{method}"
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.__token}",
+            "Content-Type": content_type,
+            "Connect-Protocol-Version": "1",
+        }
+
+    def _transport_error(self, method: str, exc: httpx.TransportError, safety: _Safety) -> OnaError:
+        sent = not isinstance(exc, _NOT_SENT)
+        timed_out = isinstance(exc, httpx.TimeoutException)
+        code = "deadline_exceeded" if timed_out else "unavailable"
+        detail = self._redact(str(exc)) or "no detail"
+        message = f"{type(exc).__name__}: {detail}"
+        if sent and safety is _Safety.ONCE:
+            return OutcomeUnknown(
+                f"{message}; the request may have reached the server", method=method, code=code
+            )
+        return Unavailable(message, method=method, code=code, request_sent=sent)
+
+    async def _send_once(
+        self, method: str, body: Mapping[str, Any], safety: _Safety
+    ) -> dict[str, Any]:
+        headers = self._headers("application/json")
+        headers["Connect-Timeout-Ms"] = str(int(self._timeout * 1000))
+        try:
+            response = await self._http.post(
+                self._url(AUTOMATION_SERVICE, method),
+                content=json.dumps(body).encode(),
+                headers=headers,
+            )
+        except httpx.TransportError as exc:
+            raise self._transport_error(method, exc, safety) from exc
+
+        if response.is_success:
+            try:
+                data = response.json()
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise self._unreadable(method, response, safety) from exc
+            if not isinstance(data, dict):
+                raise self._unreadable(method, response, safety)
+            return data
+
+        error = error_from_response(method, response, self._redact)
+        if safety is _Safety.ONCE and isinstance(error, Unavailable):
+            raise OutcomeUnknown(
+                f"{error.message}; the request may have reached the server",
+                method=method,
+                code=error.code,
+                http_status=error.http_status,
+                retry_after=error.retry_after,
+            ) from error
+        raise error
+
+    def _unreadable(self, method: str, response: httpx.Response, safety: _Safety) -> OnaError:
+        message = f"HTTP {response.status_code} with a body that is not a JSON object"
+        if safety is _Safety.ONCE:
+            return OutcomeUnknown(
+                f"{message}; the call may have taken effect",
+                method=method,
+                code="internal",
+                http_status=response.status_code,
+            )
+        return OnaError(message, method=method, code="internal", http_status=response.status_code)
+
+    def _may_retry(self, error: OnaError, safety: _Safety) -> bool:
+        if safety is _Safety.ONCE:
+            return isinstance(error, Unavailable) and not error.request_sent
+        return isinstance(error, Unavailable | RateLimited)
+
+    async def _call(self, method: str, body: Mapping[str, Any], safety: _Safety) -> dict[str, Any]:
+        attempt = 1
+        while True:
+            try:
+                return await self._send_once(method, body, safety)
+            except OnaError as error:
+                if not self._may_retry(error, safety) or attempt >= self._retry.max_attempts:
+                    raise
+                delay = self._retry.delay(attempt, error.retry_after)
+                if delay is None:
+                    logger.warning(
+                        "%s: server asked to wait %.1fs, longer than the retry cap; giving up",
+                        method,
+                        error.retry_after,
+                    )
+                    raise
+                logger.info(
+                    "%s failed (%s, HTTP %s); retry %d of %d in %.2fs",
+                    method,
+                    error.code,
+                    error.http_status,
+                    attempt,
+                    self._retry.max_attempts - 1,
+                    delay,
+                )
+                await self._retry.sleep(delay)
+                attempt += 1
+
+    def _parse(
+        self, model: type[T], data: Any, method: str, *, safety: _Safety = _Safety.READ
+    ) -> T:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            message = f"response does not hold a valid {model.__name__}"
+            if safety is _Safety.ONCE:
+                raise OutcomeUnknown(
+                    f"{message}; the call may have taken effect", method=method, code="internal"
+                ) from exc
+            raise OnaError(message, method=method, code="internal") from exc
+
+    # -- task executions --------------------------------------------------------------
+
+    async def start_task(self, task_id: str) -> TaskExecution:
+        """Start a new execution of the task. Never repeated once it may have been sent."""
+        data = await self._call("StartTask", {"id": task_id}, _Safety.ONCE)
+        return self._parse(
+            TaskExecution, data.get("taskExecution"), "StartTask", safety=_Safety.ONCE
+        )
+
+    async def get_task_execution(self, execution_id: str) -> TaskExecution:
+        data = await self._call("GetTaskExecution", {"id": execution_id}, _Safety.READ)
+        return self._parse(TaskExecution, data.get("taskExecution"), "GetTaskExecution")
+
+    async def stop_task_execution(self, execution_id: str) -> None:
+        """Ask the execution to stop (desired phase STOPPED); it ends in phase STOPPED."""
+        await self._call("StopTaskExecution", {"id": execution_id}, _Safety.IDEMPOTENT)
+
+    async def list_task_executions_page(
+        self,
+        *,
+        task_ids: Sequence[str] = (),
+        task_references: Sequence[str] = (),
+        environment_ids: Sequence[str] = (),
+        phases: Sequence[TaskExecutionPhase] = (),
+        page_size: int = MAX_PAGE_SIZE,
+        page_token: str = "",
+    ) -> Page[TaskExecution]:
+        """One page of executions; each filter takes at most 25 values, empty means any."""
+        filters = {
+            "taskIds": _check_filter("task_ids", task_ids),
+            "taskReferences": _check_filter("task_references", task_references),
+            "environmentIds": _check_filter("environment_ids", environment_ids),
+            "phases": [TaskExecutionPhase(p).value for p in _check_filter("phases", list(phases))],
+        }
+        body = self._list_body(filters, page_size, page_token)
+        data = await self._call("ListTaskExecutions", body, _Safety.READ)
+        items = [
+            self._parse(TaskExecution, item, "ListTaskExecutions")
+            for item in data.get("taskExecutions") or []
+        ]
+        return Page(items, self._next_token(data))
+
+    async def list_task_executions(
+        self,
+        *,
+        task_ids: Sequence[str] = (),
+        task_references: Sequence[str] = (),
+        environment_ids: Sequence[str] = (),
+        phases: Sequence[TaskExecutionPhase] = (),
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> list[TaskExecution]:
+        """All executions matching the filters, following every page."""
+        found: list[TaskExecution] = []
+        seen_tokens: set[str] = set()
+        token = ""
+        while True:
+            page = await self.list_task_executions_page(
+                task_ids=task_ids,
+                task_references=task_references,
+                environment_ids=environment_ids,
+                phases=phases,
+                page_size=page_size,
+                page_token=token,
+            )
+            found.extend(page.items)
+            token = self._follow(page.next_token, seen_tokens, "ListTaskExecutions")
+            if not token:
+                return _newest(found)
+
+    async def list_task_executions_by_task_ids(
+        self,
+        task_ids: Iterable[str],
+        *,
+        phases: Sequence[TaskExecutionPhase] = (),
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> list[TaskExecution]:
+        """Executions of any number of tasks, in batches of 25 ids; no ids, no executions."""
+        return await self._executions_batched(
+            "taskIds", _unique(task_ids), phases=phases, page_size=page_size
+        )
+
+    async def list_task_executions_by_references(
+        self,
+        references: Iterable[str],
+        *,
+        environment_ids: Sequence[str] = (),
+        phases: Sequence[TaskExecutionPhase] = (),
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> list[TaskExecution]:
+        """Executions of tasks with any of the references (task metadata.reference)."""
+        return await self._executions_batched(
+            "taskReferences",
+            _unique(references),
+            environment_ids=environment_ids,
+            phases=phases,
+            page_size=page_size,
+        )
+
+    async def _executions_batched(
+        self,
+        field: str,
+        values: list[str],
+        *,
+        environment_ids: Sequence[str] = (),
+        phases: Sequence[TaskExecutionPhase] = (),
+        page_size: int,
+    ) -> list[TaskExecution]:
+        found: list[TaskExecution] = []
+        env_batches = _chunks(_unique(environment_ids), MAX_FILTER_VALUES) or [[]]
+        for batch, envs in itertools.product(_chunks(values, MAX_FILTER_VALUES), env_batches):
+            found.extend(
+                await self.list_task_executions(
+                    task_ids=batch if field == "taskIds" else (),
+                    task_references=batch if field == "taskReferences" else (),
+                    environment_ids=envs,
+                    phases=phases,
+                    page_size=page_size,
+                )
+            )
+        return _newest(found)
+
+    # -- tasks ------------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        environment_id: str,
+        name: str,
+        command: str,
+        *,
+        reference: str,
+        description: str = "",
+        env: Mapping[str, str] | Iterable[EnvironmentVariable] = (),
+        runs_on: Mapping[str, Any] | None = None,
+        depends_on: Sequence[str] = (),
+        triggered_by: Sequence[Mapping[str, Any]] = (),
+    ) -> Task:
+        """Create a task. Never repeated once it may have been sent: on OutcomeUnknown,
+        look the task up by `reference` before creating it again."""
+        variables = (
+            [EnvironmentVariable(name=k, value=v) for k, v in env.items()]
+            if isinstance(env, Mapping)
+            else list(env)
+        )
+        spec: dict[str, Any] = {
+            "command": command,
+            "env": [{"name": v.name, "value": v.value} for v in variables],
+        }
+        if runs_on is not None:
+            spec["runsOn"] = dict(runs_on)
+        body = {
+            "environmentId": environment_id,
+            "dependsOn": list(depends_on),
+            "metadata": {
+                "reference": reference,
+                "name": name,
+                "description": description,
+                "triggeredBy": [dict(t) for t in triggered_by],
+            },
+            "spec": spec,
+        }
+        data = await self._call("CreateTask", body, _Safety.ONCE)
+        return self._parse(Task, data.get("task"), "CreateTask", safety=_Safety.ONCE)
+
+    async def get_task(self, task_id: str) -> Task:
+        data = await self._call("GetTask", {"id": task_id}, _Safety.READ)
+        return self._parse(Task, data.get("task"), "GetTask")
+
+    async def delete_task(self, task_id: str, *, missing_ok: bool = False) -> None:
+        """Delete a task; with `missing_ok`, a task that is already gone is not an error."""
+        try:
+            await self._call("DeleteTask", {"id": task_id}, _Safety.IDEMPOTENT)
+        except NotFound:
+            if not missing_ok:
+                raise
+
+    async def list_tasks_page(
+        self,
+        *,
+        environment_ids: Sequence[str] = (),
+        references: Sequence[str] = (),
+        task_ids: Sequence[str] = (),
+        page_size: int = MAX_PAGE_SIZE,
+        page_token: str = "",
+    ) -> Page[Task]:
+        filters = {
+            "environmentIds": _check_filter("environment_ids", environment_ids),
+            "references": _check_filter("references", references),
+            "taskIds": _check_filter("task_ids", task_ids),
+        }
+        body = self._list_body(filters, page_size, page_token)
+        data = await self._call("ListTasks", body, _Safety.READ)
+        items = [self._parse(Task, item, "ListTasks") for item in data.get("tasks") or []]
+        return Page(items, self._next_token(data))
+
+    async def list_tasks(
+        self,
+        *,
+        environment_ids: Sequence[str] = (),
+        references: Sequence[str] = (),
+        task_ids: Sequence[str] = (),
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> list[Task]:
+        """All tasks matching the filters, following every page."""
+        by_id: dict[str, Task] = {}
+        seen_tokens: set[str] = set()
+        token = ""
+        while True:
+            page = await self.list_tasks_page(
+                environment_ids=environment_ids,
+                references=references,
+                task_ids=task_ids,
+                page_size=page_size,
+                page_token=token,
+            )
+            by_id.update((task.id, task) for task in page.items)
+            token = self._follow(page.next_token, seen_tokens, "ListTasks")
+            if not token:
+                return list(by_id.values())
+
+    async def list_tasks_by_references(
+        self, references: Iterable[str], *, environment_ids: Sequence[str] = ()
+    ) -> list[Task]:
+        """Tasks with any of the references, in batches of 25; no references, no tasks."""
+        found: dict[str, Task] = {}
+        env_batches = _chunks(_unique(environment_ids), MAX_FILTER_VALUES) or [[]]
+        for batch, envs in itertools.product(
+            _chunks(_unique(references), MAX_FILTER_VALUES), env_batches
+        ):
+            for task in await self.list_tasks(references=batch, environment_ids=envs):
+                found[task.id] = task
+        return list(found.values())
+
+    # -- list helpers -----------------------------------------------------------------
+
+    @staticmethod
+    def _list_body(
+        filters: Mapping[str, list[str]], page_size: int, page_token: str
+    ) -> dict[str, Any]:
+        pagination: dict[str, Any] = {"pageSize": _check_page_size(page_size)}
+        if page_token:
+            pagination["token"] = page_token
+        return {
+            "filter": {name: values for name, values in filters.items() if values},
+            "pagination": pagination,
+        }
+
+    @staticmethod
+    def _next_token(data: Mapping[str, Any]) -> str:
+        pagination = data.get("pagination")
+        if isinstance(pagination, dict):
+            token = pagination.get("nextToken")
+            if isinstance(token, str):
+                return token
+        return ""
+
+    @staticmethod
+    def _follow(token: str, seen: set[str], method: str) -> str:
+        # A server that hands out a token twice would keep the listing going forever.
+        if token and token in seen:
+            raise OnaError("server repeated a page token", method=method, code="internal")
+        seen.add(token)
+        return token
+
+    # -- events -----------------------------------------------------------------------
+
+    async def watch_events(
+        self,
+        environment_id: str,
+        *,
+        framing: Framing = "connect",
+        idle_timeout: float | None = 300.0,
+        max_failures: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> AsyncIterator[WatchItem]:
+        """Events of one environment, forever; a `Resync` after every (re)connect.
+
+        A dropped or failed stream is reopened with the retry policy's backoff (honouring
+        Retry-After). Errors that a reconnect cannot fix (unauthenticated, permission
+        denied, invalid argument, ...) are raised, and so is the last error after
+        `max_failures` consecutive failed connections. A stream quiet for `idle_timeout`
+        seconds is reopened, which catches connections that died without a word.
+        """
+        method = "WatchEvents"
+        payload = json.dumps({"environmentId": environment_id}).encode()
+        if framing == "connect":
+            headers = self._headers("application/connect+json")
+            content = encode_envelope(payload)
+        else:
+            headers = self._headers("application/json")
+            headers["Accept"] = "application/jsonl"
+            content = payload
+        timeout = httpx.Timeout(self._timeout, connect=self._connect_timeout, read=idle_timeout)
+        url = self._url(EVENT_SERVICE, method)
+        failures = 0
+        connected_once = False
+        reason = ""
+        while True:
+            opened_at: float | None = None
+            delivered = False
+            try:
+                async with self._http.stream(
+                    "POST", url, content=content, headers=headers, timeout=timeout
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise error_from_response(method, response, self._redact)
+                    opened_at = clock()
+                    yield Resync(reconnect=connected_once, reason=reason)
+                    connected_once = True
+                    async for event in read_events(
+                        response, framing, method=method, redact=self._redact
+                    ):
+                        delivered = True
+                        yield event
+                error: OnaError | None = None
+                reason = "server ended the stream"
+            except httpx.TransportError as exc:
+                error = self._transport_error(method, exc, _Safety.READ)
+                error.__cause__ = exc
+                reason = f"connection lost ({error.message})"
+            except (Unavailable, RateLimited) as exc:
+                error = exc
+                reason = f"stream failed ({exc.code}: {exc.message})"
+            # A stream that carried events or stayed up a while was healthy: the next
+            # reconnect starts the backoff afresh.
+            if delivered or (
+                opened_at is not None and clock() - opened_at >= self._retry.max_delay
+            ):
+                failures = 0
+            failures += 1
+            if error is not None and max_failures is not None and failures >= max_failures:
+                raise error
+            retry_after = error.retry_after if error is not None else None
+            delay = self._retry.backoff(failures)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            logger.info(
+                "%s for environment %s: %s; reconnecting in %.2fs",
+                method,
+                environment_id,
+                reason,
+                delay,
+            )
+            await self._retry.sleep(delay)
