@@ -192,6 +192,22 @@ class OnaClient:
         # A server or proxy may echo the Authorization header back in an error body.
         return text.replace(self.__token, "[redacted]")
 
+    def _scrub(self, exc: BaseException) -> None:
+        """Redact the token from an exception chain that is about to become a cause.
+
+        httpx does not put headers in its messages, but lower layers are not ours to vouch
+        for, and a chained cause is printed with every traceback.
+        """
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            if any(isinstance(a, str) and self.__token in a for a in current.args):
+                current.args = tuple(
+                    self._redact(a) if isinstance(a, str) else a for a in current.args
+                )
+            current = current.__cause__ or current.__context__
+
     def _url(self, service: str, method: str) -> str:
         return f"{self._base_url}/{service}/{method}"
 
@@ -203,6 +219,7 @@ class OnaClient:
         }
 
     def _transport_error(self, method: str, exc: httpx.TransportError, safety: _Safety) -> OnaError:
+        self._scrub(exc)
         sent = not isinstance(exc, _NOT_SENT)
         timed_out = isinstance(exc, httpx.TimeoutException)
         code = "deadline_exceeded" if timed_out else "unavailable"
