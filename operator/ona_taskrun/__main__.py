@@ -1,0 +1,34 @@
+"""`taskrun-operator`: load and check the configuration, set up logging, run kopf."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from . import config as config_module
+from . import logs
+from .app import App, build_registry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = config_module.load(argv)
+    except config_module.ConfigError as exc:
+        print(f"taskrun-operator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(cfg.log_level, cfg.log_format, cfg.token.reveal())
+    app = App(cfg)
+    kopf.run(
+        registry=build_registry(app),
+        clusterwide=cfg.all_namespaces,
+        namespaces=list(cfg.namespaces),
+        standalone=True,
+        liveness_endpoint=cfg.liveness_endpoint,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

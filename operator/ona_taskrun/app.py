@@ -1,0 +1,114 @@
+"""The kopf edge: builds the registry of handlers for one configured operator.
+
+Handlers are registered on a registry built from the loaded configuration, never at
+import time. kopf watches TaskRuns and hands every event to the reconciler; the
+reconciler and the execution tracker do the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+import kopf
+
+from . import core
+from .config import Config
+from .kube import GROUP, PLURAL, VERSION, KubeClient
+from .leader import LeaderElector
+from .ona import OnaClient, RetryPolicy
+from .reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """Everything one running operator holds."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ona = OnaClient(
+            config.ona_base_url,
+            config.token.reveal(),
+            timeout=config.request_timeout,
+            connect_timeout=min(config.request_timeout, 5.0),
+            retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
+        )
+        self.reconciler = Reconciler(
+            self.ona,
+            workers=config.workers,
+            settings=core.Settings(
+                start_settle=_seconds(config.start_settle),
+                resync_seconds=config.resync_seconds,
+            ),
+            poll_interval=config.poll_interval,
+            crash_point=config.crash_point,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def connect(self, info: kopf.ConnectionInfo) -> None:
+        self.reconciler.kube = KubeClient.from_connection(info)
+        if self.config.leader_election and not self._tasks:
+            elector = LeaderElector(
+                self.reconciler.kube,
+                self.reconciler.active,
+                namespace=self.config.lease_namespace,
+                name=self.config.lease_name,
+                identity=self.config.identity,
+                duration=self.config.lease_duration,
+            )
+            self._tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.reconciler.stop()
+        await self.ona.aclose()
+        if self.reconciler.kube is not None:
+            await self.reconciler.kube.aclose()
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def build_registry(app: App) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # The operator posts its own Events; kopf's log-to-event posting would echo ours.
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 60
+        await app.reconciler.start()
+        log.info(
+            "taskrun-operator started: Ona API %s, namespaces %s",
+            app.config.ona_base_url,
+            ", ".join(app.config.namespaces) or "all",
+        )
+
+    @kopf.on.login(registry=registry, retries=3)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is not None:
+            app.connect(info)
+        return info
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def on_event(event: kopf.RawEvent, **_: Any) -> None:
+        app.reconciler.observe(str(event.get("type") or "MODIFIED"), event["object"])
+
+    @kopf.on.probe(id="trackedExecutions", registry=registry)
+    def tracked(**_: Any) -> int:
+        return app.reconciler.tracker.tracked
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await app.stop()
+
+    return registry

@@ -1,0 +1,222 @@
+"""The operator's configuration: one place that reads environment variables and flags,
+validates them, and fails fast with a message that names the bad setting.
+
+Nothing is read at import time: `load()` is called by the entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+DEFAULT_BASE_URL = "https://app.ona.com/api"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+CRASH_POINTS = ("", "after-claim", "after-start", "before-stop-record")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message says which and why."""
+
+
+class Secret:
+    """A value that must never be printed: its repr and str hide it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Config:
+    ona_base_url: str
+    token: Secret = field(repr=False)
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    log_level: str = "INFO"
+    log_format: str = "text"
+    liveness_endpoint: str | None = None
+    request_timeout: float = 10.0
+    poll_interval: float = 5.0
+    start_settle: float = 15.0
+    resync_seconds: float = 60.0
+    workers: int = 8
+    leader_election: bool = False
+    lease_namespace: str = "ona-system"
+    lease_name: str = "ona-taskrun-operator"
+    lease_duration: float = 15.0
+    identity: str = ""
+    crash_point: str = ""
+
+    @property
+    def all_namespaces(self) -> bool:
+        return not self.namespaces
+
+
+ENV_HELP = """\
+environment variables (flags win over them):
+  ONA_BASE_URL            Ona API base URL (default https://app.ona.com/api)
+  ONA_API_TOKEN           Ona personal access token
+  ONA_API_TOKEN_FILE      file holding the token (e.g. a mounted Secret); wins over ONA_API_TOKEN
+  WATCH_NAMESPACES        comma-separated namespaces to watch; empty or unset: all
+  LOG_LEVEL               DEBUG, INFO, WARNING or ERROR (default INFO)
+  LOG_FORMAT              text or json (default text)
+  LIVENESS_ENDPOINT       e.g. http://0.0.0.0:8080/healthz
+  ONA_REQUEST_TIMEOUT     seconds per Ona API call (default 10)
+  ONA_POLL_INTERVAL       seconds between batched status polls (default 5)
+  ONA_START_SETTLE        seconds to wait after an unknown StartTask outcome before
+                          looking for the execution (default 15; must exceed the timeout)
+  RECONCILE_WORKERS       concurrent reconciles (default 8)
+  LEADER_ELECTION         true to elect one active replica through a Lease
+  LEASE_NAMESPACE, LEASE_NAME, LEASE_DURATION, POD_NAME (the replica's identity)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="taskrun-operator",
+        description="Runs Ona automation tasks from Kubernetes TaskRun resources.",
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--ona-base-url", help="Ona API base URL (env ONA_BASE_URL)")
+    p.add_argument("--token-file", help="file holding the Ona API token (env ONA_API_TOKEN_FILE)")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        help="a namespace to watch; repeat for several (env WATCH_NAMESPACES)",
+    )
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (env LOG_LEVEL)")
+    p.add_argument("--log-format", help="text or json (env LOG_FORMAT)")
+    p.add_argument("--liveness", help="liveness endpoint URL (env LIVENESS_ENDPOINT)")
+    p.add_argument("--leader-election", action="store_true", default=None)
+    return p
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _token(env: Mapping[str, str], token_file: str | None) -> Secret:
+    path = token_file or env.get("ONA_API_TOKEN_FILE", "").strip()
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API token file {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"the API token file {path} is empty")
+        return Secret(value)
+    value = env.get("ONA_API_TOKEN", "").strip()
+    if not value:
+        raise ConfigError(
+            "no Ona API token: set ONA_API_TOKEN, or ONA_API_TOKEN_FILE / --token-file "
+            "to a file holding it"
+        )
+    return Secret(value)
+
+
+def _base_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"ONA_BASE_URL={raw!r} is not an http(s) URL")
+    if parsed.username or parsed.password:
+        raise ConfigError("ONA_BASE_URL must not carry credentials; use ONA_API_TOKEN")
+    return url
+
+
+def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from flags and environment; raise ConfigError when invalid."""
+    env = os.environ if env is None else env
+    args = _parser().parse_args(argv)
+
+    base_url = _base_url(args.ona_base_url or env.get("ONA_BASE_URL") or DEFAULT_BASE_URL)
+    token = _token(env, args.token_file)
+
+    if args.all_namespaces and args.namespaces:
+        raise ConfigError("use either --namespace or --all-namespaces, not both")
+    raw_ns = args.namespaces or (
+        [] if args.all_namespaces else env.get("WATCH_NAMESPACES", "").split(",")
+    )
+    namespaces = tuple(dict.fromkeys(n.strip() for n in raw_ns if n.strip()))
+    for ns in namespaces:
+        if len(ns) > 63 or not all(c.isalnum() or c == "-" for c in ns) or ns != ns.lower():
+            raise ConfigError(f"namespace {ns!r} is not a valid Kubernetes namespace name")
+
+    log_level = (args.log_level or env.get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"log level {log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+    log_format = (args.log_format or env.get("LOG_FORMAT") or "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"log format {log_format!r} must be text or json")
+
+    liveness = args.liveness or env.get("LIVENESS_ENDPOINT") or None
+    if liveness and urlparse(liveness).scheme != "http":
+        raise ConfigError(f"liveness endpoint {liveness!r} must be an http:// URL")
+
+    request_timeout = _number(env, "ONA_REQUEST_TIMEOUT", 10.0, minimum=0.1)
+    start_settle = _number(env, "ONA_START_SETTLE", max(15.0, request_timeout * 1.5), minimum=0)
+    if start_settle <= request_timeout:
+        raise ConfigError(
+            f"ONA_START_SETTLE ({start_settle:g}s) must be longer than ONA_REQUEST_TIMEOUT "
+            f"({request_timeout:g}s), or a start still in flight could be missed"
+        )
+    crash_point = env.get("ONA_TASKRUN_CRASH_POINT", "").strip()
+    if crash_point not in CRASH_POINTS:
+        raise ConfigError(f"ONA_TASKRUN_CRASH_POINT={crash_point!r} is not a known crash point")
+
+    leader = args.leader_election if args.leader_election is not None else False
+    leader = leader or _bool(env, "LEADER_ELECTION")
+    return Config(
+        ona_base_url=base_url,
+        token=token,
+        namespaces=namespaces,
+        log_level=log_level,
+        log_format=log_format,
+        liveness_endpoint=liveness,
+        request_timeout=request_timeout,
+        poll_interval=_number(env, "ONA_POLL_INTERVAL", 5.0, minimum=0.05),
+        start_settle=start_settle,
+        resync_seconds=_number(env, "ONA_RESYNC_SECONDS", 60.0, minimum=1),
+        workers=int(_number(env, "RECONCILE_WORKERS", 8, minimum=1)),
+        leader_election=leader,
+        lease_namespace=env.get("LEASE_NAMESPACE", "ona-system"),
+        lease_name=env.get("LEASE_NAME", "ona-taskrun-operator"),
+        lease_duration=_number(env, "LEASE_DURATION", 15.0, minimum=2),
+        identity=env.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
+        crash_point=crash_point,
+    )

@@ -1,0 +1,937 @@
+"""The pure core: from a TaskRun, what is known of its remote execution, and the time,
+decide the TaskRun's new status and the one next thing to do.
+
+No I/O happens here: no kopf, no httpx, no Kubernetes client. The edges (the reconciler)
+parse objects into these types, call `decide`, write the status it returns (always with
+an optimistic-concurrency precondition, before acting), perform the action, and fold the
+action's result back in with `apply_result`. Every situation a user can be in is a row in
+the table-driven tests of this module.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+FINALIZER = "automation.ona.com/taskrun"
+# A person resolves an ambiguous start with one of these annotations (see README).
+ADOPT_ANNOTATION = "automation.ona.com/adopt-execution"
+ALLOW_RESTART_ANNOTATION = "automation.ona.com/allow-new-start"
+
+
+class Phase(enum.StrEnum):
+    """The execution phase in the short form the TaskRun status uses."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+
+    @property
+    def final(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.STOPPED)
+
+    @classmethod
+    def from_remote(cls, value: str) -> Phase | None:
+        """`TASK_EXECUTION_PHASE_RUNNING` -> RUNNING; unknown or unspecified -> None."""
+        short = value.removeprefix("TASK_EXECUTION_PHASE_")
+        try:
+            return cls(short)
+        except ValueError:
+            return None
+
+
+class InvalidSpec(ValueError):
+    """A TaskRun spec the schema let through but the operator cannot run."""
+
+
+# --------------------------------------------------------------------------- spec
+
+
+@dataclass(frozen=True)
+class InlineTask:
+    environment_id: str
+    name: str
+    command: str
+    description: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    runs_on: Mapping[str, Any] | None = None
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    id: str | None = None
+    environment_id: str | None = None
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    task: InlineTask | None
+    task_ref: TaskRef | None
+    desired_stopped: bool = False
+    orphan_on_delete: bool = False
+    timeout: timedelta | None = None
+
+    @property
+    def environment_id(self) -> str | None:
+        if self.task is not None:
+            return self.task.environment_id
+        return self.task_ref.environment_id if self.task_ref else None
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration such as `30m`, `1h30m` or `1.5s`."""
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise InvalidSpec(f"spec.timeout {text!r} is not a duration such as 30m or 1h30m")
+    if total <= 0:
+        raise InvalidSpec(f"spec.timeout {text!r} must be longer than zero")
+    return timedelta(seconds=total)
+
+
+def parse_spec(spec: Mapping[str, Any]) -> Spec:
+    """Read a TaskRun's spec; raise InvalidSpec with a precise message when unusable."""
+    task_raw, ref_raw = spec.get("task"), spec.get("taskRef")
+    if (task_raw is None) == (ref_raw is None):
+        raise InvalidSpec("exactly one of spec.task and spec.taskRef must be set")
+    task: InlineTask | None = None
+    ref: TaskRef | None = None
+    if isinstance(task_raw, Mapping):
+        missing = [k for k in ("environmentId", "name", "command") if not task_raw.get(k)]
+        if missing:
+            raise InvalidSpec(f"spec.task needs {', '.join(missing)}")
+        env = tuple(
+            (str(item.get("name", "")), str(item.get("value", "")))
+            for item in task_raw.get("env") or ()
+        )
+        task = InlineTask(
+            environment_id=str(task_raw["environmentId"]),
+            name=str(task_raw["name"]),
+            command=str(task_raw["command"]),
+            description=str(task_raw.get("description", "")),
+            env=env,
+            runs_on=task_raw.get("runsOn"),
+            depends_on=tuple(str(d) for d in task_raw.get("dependsOn") or ()),
+        )
+    elif isinstance(ref_raw, Mapping):
+        ref = TaskRef(
+            id=ref_raw.get("id"),
+            environment_id=ref_raw.get("environmentId"),
+            reference=ref_raw.get("reference"),
+        )
+        if not ref.id and not (ref.environment_id and ref.reference):
+            raise InvalidSpec("spec.taskRef needs either id, or both environmentId and reference")
+    else:
+        raise InvalidSpec("spec.task and spec.taskRef must be objects")
+    timeout_raw = spec.get("timeout")
+    return Spec(
+        task=task,
+        task_ref=ref,
+        desired_stopped=spec.get("desiredPhase", "RUNNING") == "STOPPED",
+        orphan_on_delete=spec.get("deletionPolicy", "Stop") == "Orphan",
+        timeout=parse_duration(str(timeout_raw)) if timeout_raw else None,
+    )
+
+
+def task_reference(uid: str) -> str:
+    """The `metadata.reference` of the Ona task created for an inline TaskRun."""
+    return f"k8s-taskrun-{uid}"
+
+
+# ------------------------------------------------------------------------- remote
+
+
+@dataclass(frozen=True)
+class RemoteStep:
+    id: str
+    phase: str = ""
+    label: str = ""
+    failure_message: str = ""
+    output: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteExecution:
+    """What the core needs of an Ona task execution."""
+
+    id: str
+    task_id: str
+    phase: Phase | None
+    status_version: int
+    status_version_text: str = "0"
+    steps: tuple[RemoteStep, ...] = ()
+    failure_message: str = ""
+    log_url: str = ""
+    created_at: str = ""
+    started_at: str = ""
+    completed_at: str = ""
+    creator_id: str = ""
+
+
+class FailureKind(enum.StrEnum):
+    UNAUTHENTICATED = "Unauthorized"
+    PERMISSION_DENIED = "Forbidden"
+    NOT_FOUND = "NotFound"
+    INVALID_ARGUMENT = "InvalidArgument"
+    RATE_LIMITED = "RateLimited"
+    UNAVAILABLE = "Unavailable"
+    OUTCOME_UNKNOWN = "OutcomeUnknown"
+
+    @property
+    def transient(self) -> bool:
+        return self in (FailureKind.RATE_LIMITED, FailureKind.UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class RemoteFailure:
+    kind: FailureKind
+    message: str
+    retry_after: float | None = None
+
+
+# ------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+    last_transition_time: str = ""
+    observed_generation: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": self.last_transition_time,
+            "observedGeneration": self.observed_generation,
+        }
+
+
+SUCCEEDED, RECONCILING, STALLED, REMOTE_REACHABLE = (
+    "Succeeded",
+    "Reconciling",
+    "Stalled",
+    "RemoteReachable",
+)
+
+
+_STATUS_KEYS = {
+    "observedGeneration": "observed_generation",
+    "taskId": "task_id",
+    "taskExecutionId": "task_execution_id",
+    "phase": "phase",
+    "statusVersion": "status_version",
+    "failureMessage": "failure_message",
+    "logUrl": "log_url",
+    "createdAt": "created_at",
+    "startedAt": "started_at",
+    "completedAt": "completed_at",
+    "startRequestedAt": "start_requested_at",
+    "startAttempts": "start_attempts",
+    "stopRequestedAt": "stop_requested_at",
+    "stopReason": "stop_reason",
+}
+
+
+@dataclass(frozen=True)
+class Status:
+    """The TaskRun status, as the operator owns it."""
+
+    observed_generation: int = 0
+    task_id: str = ""
+    task_execution_id: str = ""
+    phase: str = ""
+    status_version: str = ""
+    steps: tuple[Mapping[str, Any], ...] = ()
+    failure_message: str = ""
+    log_url: str = ""
+    created_at: str = ""
+    started_at: str = ""
+    completed_at: str = ""
+    start_requested_at: str = ""
+    start_attempts: int = 0
+    stop_requested_at: str = ""
+    stop_reason: str = ""
+    conditions: tuple[Condition, ...] = ()
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> Status:
+        raw = raw or {}
+        values: dict[str, Any] = {}
+        for key, attr in _STATUS_KEYS.items():
+            if raw.get(key) not in (None, ""):
+                values[attr] = raw[key]
+        values["steps"] = tuple(raw.get("steps") or ())
+        values["conditions"] = tuple(
+            Condition(
+                type=str(c.get("type", "")),
+                status=str(c.get("status", "Unknown")),
+                reason=str(c.get("reason", "")),
+                message=str(c.get("message", "")),
+                last_transition_time=str(c.get("lastTransitionTime", "")),
+                observed_generation=int(c.get("observedGeneration") or 0),
+            )
+            for c in raw.get("conditions") or ()
+            if isinstance(c, Mapping)
+        )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, attr in _STATUS_KEYS.items():
+            value = getattr(self, attr)
+            if value not in ("", 0) or key == "observedGeneration":
+                out[key] = value
+        if self.steps:
+            out["steps"] = [dict(s) for s in self.steps]
+        out["conditions"] = [c.to_dict() for c in self.conditions]
+        return out
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    @property
+    def version(self) -> int:
+        return int(self.status_version) if self.status_version.isdigit() else -1
+
+    @property
+    def finished(self) -> bool:
+        cond = self.condition(SUCCEEDED)
+        return cond is not None and cond.status in ("True", "False")
+
+
+# ------------------------------------------------------------------------ actions
+
+
+class ActionKind(enum.StrEnum):
+    ADD_FINALIZER = "AddFinalizer"
+    REMOVE_FINALIZER = "RemoveFinalizer"
+    FIND_OWNED_TASK = "FindOwnedTask"
+    CREATE_TASK = "CreateTask"
+    RESOLVE_TASK_REF = "ResolveTaskRef"
+    START = "StartTask"
+    FIND_EXECUTIONS = "FindExecutions"
+    STOP = "StopExecution"
+    STOP_OWNED_EXECUTIONS = "StopOwnedExecutions"
+    DELETE_TASK = "DeleteTask"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    task_id: str = ""
+    execution_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the TaskRun."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: Status
+    action: Action | None = None
+    # Track the execution's remote status (None: stop tracking it).
+    track: str | None = None
+    requeue_after: float | None = None
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the edges know beyond the object itself."""
+
+    execution: RemoteExecution | None = None
+    # The last failure talking to the remote for this TaskRun, while it lasts.
+    remote_failure: RemoteFailure | None = None
+    # Executions found for this TaskRun's task after an unknown start outcome.
+    candidates: tuple[RemoteExecution, ...] | None = None
+    # Execution ids already recorded by other TaskRuns: never adopt those.
+    claimed_elsewhere: frozenset[str] = frozenset()
+    # Outcomes of deletion-time clean-up already done in this pass.
+    stopped: bool = False
+    task_deleted: bool = False
+    # Whether the owned task was looked up and found missing.
+    owned_task_missing: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    # How long after a start with an unknown outcome to wait before looking for the
+    # execution: longer than the StartTask timeout, so a request still in flight at
+    # the server has landed.
+    start_settle: timedelta = timedelta(seconds=15)
+    # Tolerated clock difference between the operator and the Ona API.
+    clock_skew: timedelta = timedelta(seconds=5)
+    # How often a running TaskRun without news is looked at again.
+    resync_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What the core needs of a TaskRun object."""
+
+    uid: str
+    generation: int
+    spec: Spec | InvalidSpec
+    status: Status
+    deleting: bool = False
+    has_finalizer: bool = False
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------- deciding
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _set_condition(
+    conditions: Sequence[Condition],
+    new: Condition,
+    now: datetime,
+) -> tuple[Condition, ...]:
+    """Replace a condition, keeping lastTransitionTime unless its status changes."""
+    old = next((c for c in conditions if c.type == new.type), None)
+    stamp = (
+        old.last_transition_time
+        if old is not None and old.status == new.status and old.last_transition_time
+        else rfc3339(now)
+    )
+    updated = replace(new, last_transition_time=stamp)
+    kept = [c for c in conditions if c.type != new.type]
+    return (*kept, updated)
+
+
+def _conditions(
+    status: Status,
+    generation: int,
+    now: datetime,
+    *,
+    succeeded: tuple[str, str, str],
+    stalled: tuple[str, str, str] | None = None,
+    remote: RemoteFailure | None = None,
+) -> Status:
+    """Write the condition set from one Succeeded triple (status, reason, message)."""
+    s_status, s_reason, s_message = succeeded
+    over = s_status != "Unknown"
+    conds = _set_condition(
+        status.conditions,
+        Condition(SUCCEEDED, s_status, s_reason, s_message, observed_generation=generation),
+        now,
+    )
+    conds = _set_condition(
+        conds,
+        Condition(
+            RECONCILING,
+            "False" if over else "True",
+            s_reason,
+            "" if over else s_message,
+            observed_generation=generation,
+        ),
+        now,
+    )
+    st_status, st_reason, st_message = stalled or ("False", s_reason, "")
+    conds = _set_condition(
+        conds,
+        Condition(STALLED, st_status, st_reason, st_message, observed_generation=generation),
+        now,
+    )
+    if remote is not None and not over:
+        reachable = Condition(
+            REMOTE_REACHABLE,
+            "False",
+            remote.kind.value,
+            f"the Ona API cannot be reached ({remote.kind.value}): {remote.message}; "
+            "the last known status is kept",
+            observed_generation=generation,
+        )
+    else:
+        reachable = Condition(
+            REMOTE_REACHABLE, "True", "Reachable", "", observed_generation=generation
+        )
+    conds = _set_condition(conds, reachable, now)
+    return replace(status, conditions=conds, observed_generation=generation)
+
+
+def _finish(
+    run: TaskRun, status: Status, now: datetime, reason: str, message: str, *, ok: bool
+) -> Status:
+    """Conditions for a run that is over. Stalled when it ended other than asked."""
+    spec = run.spec
+    as_asked = ok or (reason == "Stopped" and isinstance(spec, Spec) and spec.desired_stopped)
+    stalled = None if as_asked else ("True", reason, message)
+    return _conditions(
+        status,
+        run.generation,
+        now,
+        succeeded=("True" if ok else "False", reason, message),
+        stalled=stalled,
+    )
+
+
+def apply_execution(status: Status, remote: RemoteExecution) -> Status:
+    """Mirror a remote execution into the status if it is newer, else return it as is."""
+    if remote.status_version <= status.version and status.status_version:
+        return status
+    if remote.id != status.task_execution_id:
+        return status
+    labels = {s.get("id"): s.get("label", "") for s in status.steps}
+    steps = tuple(
+        {
+            "id": step.id,
+            "label": step.label or str(labels.get(step.id, "")),
+            "phase": (
+                Phase.from_remote(step.phase) or step.phase.removeprefix("TASK_EXECUTION_PHASE_")
+            ),
+            "failureMessage": step.failure_message,
+            "output": dict(step.output),
+        }
+        for step in remote.steps
+    )
+    return replace(
+        status,
+        phase=remote.phase.value if remote.phase else status.phase,
+        status_version=remote.status_version_text,
+        steps=steps,
+        failure_message=remote.failure_message,
+        log_url=remote.log_url,
+        created_at=remote.created_at or status.created_at,
+        started_at=remote.started_at or status.started_at,
+        completed_at=remote.completed_at or status.completed_at,
+    )
+
+
+def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settings()) -> Decision:
+    """The one decision: new status, and the next action, for a TaskRun."""
+    status = run.status
+    if run.deleting:
+        return _decide_deletion(run, obs)
+    if not run.has_finalizer:
+        # Before any remote side effect, so a delete can always clean up.
+        return Decision(status=status, action=Action(ActionKind.ADD_FINALIZER))
+    if isinstance(run.spec, InvalidSpec):
+        if status.finished:
+            return Decision(status=replace(status, observed_generation=run.generation))
+        new = _finish(run, status, now, "InvalidSpec", str(run.spec), ok=False)
+        return Decision(new, events=(Event("Warning", "InvalidSpec", str(run.spec)),))
+    spec = run.spec
+
+    if status.finished:
+        # A final TaskRun costs no API calls, whatever is edited later.
+        return Decision(status=replace(status, observed_generation=run.generation))
+
+    if not status.task_execution_id and not status.start_requested_at and spec.desired_stopped:
+        new = replace(status, phase=Phase.STOPPED.value)
+        msg = "spec.desiredPhase is STOPPED: the task was never started"
+        return Decision(
+            _finish(run, new, now, "Stopped", msg, ok=True),
+            events=(Event("Normal", "Stopped", msg),),
+        )
+
+    if not status.task_id:
+        return _decide_task(run, spec, obs, now)
+
+    if not status.task_execution_id:
+        return _decide_start(run, spec, obs, now, cfg)
+
+    return _decide_running(run, spec, obs, now, cfg)
+
+
+def _pending(
+    run: TaskRun,
+    status: Status,
+    now: datetime,
+    reason: str,
+    message: str,
+    remote: RemoteFailure | None = None,
+) -> Status:
+    return _conditions(
+        status, run.generation, now, succeeded=("Unknown", reason, message), remote=remote
+    )
+
+
+def _backoff(obs: Observation, default: float = 5.0) -> float:
+    failure = obs.remote_failure
+    if failure is not None and failure.retry_after:
+        return max(failure.retry_after, 0.5)
+    return default
+
+
+def _decide_task(run: TaskRun, spec: Spec, obs: Observation, now: datetime) -> Decision:
+    status = run.status
+    failure = (
+        obs.remote_failure if obs.remote_failure and obs.remote_failure.kind.transient else None
+    )
+    if spec.task_ref is not None:
+        if spec.task_ref.id:
+            new = replace(status, task_id=spec.task_ref.id)
+            return Decision(_pending(run, new, now, "Starting", "starting the task", failure))
+        new = _pending(
+            run, status, now, "ResolvingTask", "looking up the task by reference", failure
+        )
+        return Decision(
+            new,
+            action=Action(ActionKind.RESOLVE_TASK_REF),
+            requeue_after=_backoff(obs) if failure else None,
+        )
+    new = _pending(run, status, now, "CreatingTask", "creating the Ona task", failure)
+    kind = ActionKind.CREATE_TASK if obs.owned_task_missing else ActionKind.FIND_OWNED_TASK
+    return Decision(new, action=Action(kind), requeue_after=_backoff(obs) if failure else None)
+
+
+def _decide_start(
+    run: TaskRun, spec: Spec, obs: Observation, now: datetime, cfg: Settings
+) -> Decision:
+    status = run.status
+    failure = obs.remote_failure
+    transient = failure if failure and failure.kind.transient else None
+    if not status.start_requested_at:
+        # Record that a start is under way before calling StartTask; the edge writes
+        # this with a resourceVersion precondition, so two operators cannot both go on.
+        new = replace(
+            status,
+            start_requested_at=rfc3339(now),
+            start_attempts=status.start_attempts + 1,
+        )
+        new = _pending(run, new, now, "Starting", "starting the task execution", transient)
+        return Decision(new, action=Action(ActionKind.START, task_id=status.task_id))
+
+    # A start was under way and no execution id was recorded: the outcome is unknown.
+    adopt = run.annotations.get(ADOPT_ANNOTATION, "").strip()
+    if adopt:
+        if adopt in obs.claimed_elsewhere:
+            msg = f"execution {adopt} named by {ADOPT_ANNOTATION} belongs to another TaskRun"
+            return Decision(_stall_start(run, status, now, msg))
+        new = replace(status, task_execution_id=adopt)
+        return Decision(
+            _pending(run, new, now, "Adopted", f"adopted execution {adopt} as annotated"),
+            events=(Event("Normal", "Adopted", f"adopted execution {adopt} as annotated"),),
+            track=adopt,
+        )
+    if run.annotations.get(ALLOW_RESTART_ANNOTATION, "").lower() == "true" and _stalled(status):
+        new = replace(status, start_requested_at="")
+        return Decision(_pending(run, new, now, "Starting", "a new start was allowed"))
+
+    requested = parse_time(status.start_requested_at) or now
+    settle_at = requested + cfg.start_settle
+    if now < settle_at:
+        msg = "the outcome of StartTask is unknown; waiting before looking for the execution"
+        return Decision(
+            _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
+            requeue_after=(settle_at - now).total_seconds(),
+        )
+    if _stalled(status):
+        return Decision(status)  # waiting for a person
+    if obs.candidates is None:
+        msg = "looking for the execution of a start whose outcome is unknown"
+        return Decision(
+            _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
+            action=Action(ActionKind.FIND_EXECUTIONS, task_id=status.task_id),
+            requeue_after=_backoff(obs) if transient else None,
+        )
+    since = requested - cfg.clock_skew
+    candidates = [
+        c
+        for c in obs.candidates
+        if c.id not in obs.claimed_elsewhere
+        and (spec.task is not None or (parse_time(c.created_at) or now) >= since)
+    ]
+    if len(candidates) == 1:
+        chosen = candidates[0]
+        new = replace(status, task_execution_id=chosen.id)
+        new = apply_execution(new, chosen)
+        msg = f"adopted execution {chosen.id} after a start whose outcome was unknown"
+        return Decision(
+            _pending(run, new, now, "Adopted", msg),
+            events=(Event("Normal", "Adopted", msg),),
+            track=chosen.id,
+        )
+    if not candidates:
+        # The API confirms no execution exists: starting again cannot duplicate one.
+        new = replace(status, start_requested_at="")
+        msg = "no execution was created by the earlier start; starting again"
+        return Decision(
+            _pending(run, new, now, "Starting", msg),
+            events=(Event("Normal", "Restarting", msg),),
+        )
+    ids = ", ".join(sorted(c.id for c in candidates))
+    msg = (
+        f"cannot tell which execution the start created ({ids}); nothing more is started. "
+        f"Annotate the TaskRun with {ADOPT_ANNOTATION}=<execution id> to adopt one, "
+        f"or {ALLOW_RESTART_ANNOTATION}=true to start anew"
+    )
+    return Decision(
+        _stall_start(run, status, now, msg),
+        events=(Event("Warning", "StartOutcomeUnknown", msg),),
+    )
+
+
+def _stalled(status: Status) -> bool:
+    cond = status.condition(STALLED)
+    return cond is not None and cond.status == "True"
+
+
+def _stall_start(run: TaskRun, status: Status, now: datetime, msg: str) -> Status:
+    return _conditions(
+        status,
+        run.generation,
+        now,
+        succeeded=("Unknown", "StartOutcomeUnknown", msg),
+        stalled=("True", "StartOutcomeUnknown", msg),
+    )
+
+
+def _decide_running(
+    run: TaskRun, spec: Spec, obs: Observation, now: datetime, cfg: Settings
+) -> Decision:
+    status = run.status
+    exec_id = status.task_execution_id
+    if obs.execution is not None and obs.execution.id == exec_id:
+        status = apply_execution(status, obs.execution)
+    phase = Phase.from_remote(status.phase) if status.phase else None
+    events: list[Event] = []
+    if phase is not None and phase.final:
+        if phase is Phase.SUCCEEDED:
+            new = _finish(run, status, now, "Succeeded", "the task execution succeeded", ok=True)
+            events.append(Event("Normal", "Succeeded", f"execution {exec_id} succeeded"))
+        elif phase is Phase.FAILED:
+            msg = status.failure_message or "the task execution failed"
+            new = _finish(run, status, now, "Failed", msg, ok=False)
+            events.append(Event("Warning", "Failed", f"execution {exec_id} failed: {msg}"))
+        elif status.stop_reason == "TimedOut":
+            msg = "the execution ran longer than spec.timeout and was stopped"
+            new = _finish(run, status, now, "TimedOut", msg, ok=False)
+            events.append(Event("Warning", "TimedOut", f"execution {exec_id}: {msg}"))
+        else:
+            msg = (
+                "stopped as spec.desiredPhase asked"
+                if spec.desired_stopped
+                else "the execution was stopped outside this TaskRun"
+            )
+            new = _finish(run, status, now, "Stopped", msg, ok=False)
+            events.append(Event("Normal", "Stopped", f"execution {exec_id} {msg}"))
+        return Decision(new, track=None, events=tuple(events))
+
+    failure = obs.remote_failure
+    label = phase.value.capitalize() if phase else "Pending"
+    message = f"execution {exec_id} is {label.lower()}"
+    new = _pending(run, status, now, label, message, failure)
+
+    stop_reason = ""
+    if spec.desired_stopped:
+        stop_reason = "Requested"
+    elif spec.timeout is not None:
+        begun = (
+            parse_time(status.started_at)
+            or parse_time(status.created_at)
+            or parse_time(status.start_requested_at)
+        )
+        if begun is not None and now >= begun + spec.timeout:
+            stop_reason = "TimedOut"
+    if stop_reason and not status.stop_requested_at:
+        new = replace(new, stop_requested_at=rfc3339(now), stop_reason=stop_reason)
+        return Decision(
+            new,
+            action=Action(ActionKind.STOP, execution_id=exec_id, reason=stop_reason),
+            track=exec_id,
+        )
+
+    requeue = cfg.resync_seconds
+    if spec.timeout is not None and not status.stop_requested_at:
+        begun = (
+            parse_time(status.started_at)
+            or parse_time(status.created_at)
+            or parse_time(status.start_requested_at)
+        )
+        if begun is not None:
+            requeue = min(requeue, max((begun + spec.timeout - now).total_seconds(), 0.1))
+    if failure is not None:
+        requeue = min(requeue, _backoff(obs, 10.0))
+    return Decision(new, track=exec_id, requeue_after=requeue)
+
+
+def _decide_deletion(run: TaskRun, obs: Observation) -> Decision:
+    status = run.status
+    remove = Decision(status=status, action=Action(ActionKind.REMOVE_FINALIZER), track=None)
+    if not run.has_finalizer:
+        return Decision(status=status, track=None)
+    spec = run.spec
+    if not isinstance(spec, Spec) or spec.orphan_on_delete:
+        return remove
+    phase = Phase.from_remote(status.phase) if status.phase else None
+    running = phase is None or not phase.final
+    if status.task_execution_id and running and not obs.stopped:
+        return Decision(
+            status,
+            action=Action(ActionKind.STOP, execution_id=status.task_execution_id, reason="Deleted"),
+        )
+    owned = spec.task is not None and bool(status.task_id)
+    if owned and status.start_requested_at and not status.task_execution_id and not obs.stopped:
+        # A start may be in flight with no id recorded: stop whatever runs of our own task.
+        return Decision(
+            status, action=Action(ActionKind.STOP_OWNED_EXECUTIONS, task_id=status.task_id)
+        )
+    if owned and not obs.task_deleted:
+        return Decision(status, action=Action(ActionKind.DELETE_TASK, task_id=status.task_id))
+    return remove
+
+
+# ------------------------------------------------------------------ action results
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of an action, folded back into the status by `apply_result`."""
+
+    task_id: str = ""
+    execution: RemoteExecution | None = None
+    candidates: tuple[RemoteExecution, ...] | None = None
+    failure: RemoteFailure | None = None
+    missing: bool = False
+
+
+_TERMINAL_START_FAILURES = {
+    FailureKind.UNAUTHENTICATED: "Unauthorized",
+    FailureKind.PERMISSION_DENIED: "Forbidden",
+    FailureKind.NOT_FOUND: "TaskNotFound",
+    FailureKind.INVALID_ARGUMENT: "InvalidTask",
+}
+
+
+def apply_result(
+    run: TaskRun, action: Action, result: Result, obs: Observation, now: datetime
+) -> tuple[TaskRun, Observation, tuple[Event, ...]]:
+    """Fold an action's outcome into the TaskRun and the observation."""
+    status = run.status
+    failure = result.failure
+    events: list[Event] = []
+    obs = replace(obs, remote_failure=failure if failure and failure.kind.transient else None)
+    kind = action.kind
+
+    if failure is not None and not failure.kind.transient:
+        terminal = _TERMINAL_START_FAILURES.get(failure.kind)
+        before_start = kind in (
+            ActionKind.CREATE_TASK,
+            ActionKind.RESOLVE_TASK_REF,
+            ActionKind.START,
+            ActionKind.FIND_OWNED_TASK,
+        )
+        if kind is ActionKind.START and failure.kind is FailureKind.OUTCOME_UNKNOWN:
+            msg = f"the outcome of StartTask is unknown: {failure.message}"
+            status = _pending(run, status, now, "StartOutcomeUnknown", msg)
+            events.append(Event("Warning", "StartOutcomeUnknown", msg))
+        elif kind is ActionKind.CREATE_TASK and failure.kind is FailureKind.OUTCOME_UNKNOWN:
+            obs = replace(obs, owned_task_missing=False)  # look it up again by reference
+        elif before_start and terminal is not None:
+            # The API refused: the run cannot start. A refused StartTask started nothing.
+            status = replace(status, start_requested_at="")
+            if kind is ActionKind.START and failure.kind is FailureKind.NOT_FOUND:
+                msg = f"task {action.task_id} was not found: {failure.message}"
+            else:
+                msg = f"{kind.value} was refused: {failure.message}"
+            status = _finish(run, status, now, terminal, msg, ok=False)
+            events.append(Event("Warning", terminal, msg))
+        elif kind in (ActionKind.STOP, ActionKind.STOP_OWNED_EXECUTIONS) and (
+            failure.kind is FailureKind.NOT_FOUND
+        ):
+            obs = replace(obs, stopped=True)
+        elif kind is ActionKind.DELETE_TASK and failure.kind is FailureKind.NOT_FOUND:
+            obs = replace(obs, task_deleted=True)
+        else:
+            # Other refusals while tracking or cleaning up: keep the status, say why.
+            obs = replace(obs, remote_failure=failure, stopped=True, task_deleted=True)
+        return replace(run, status=status), obs, tuple(events)
+
+    if failure is not None:
+        if kind is ActionKind.START:
+            # 429 or a refusal before sending: nothing was started, the claim is void.
+            status = replace(status, start_requested_at="")
+        elif kind is ActionKind.STOP:
+            status = replace(status, stop_requested_at="", stop_reason="")
+        status = _pending(run, status, now, "Waiting", failure.message, failure)
+        return replace(run, status=status), obs, ()
+
+    if kind in (ActionKind.FIND_OWNED_TASK, ActionKind.CREATE_TASK, ActionKind.RESOLVE_TASK_REF):
+        if result.missing:
+            if kind is ActionKind.RESOLVE_TASK_REF:
+                ref = run.spec.task_ref if isinstance(run.spec, Spec) else None
+                msg = (
+                    f"no task with reference {ref.reference!r} in environment {ref.environment_id}"
+                    if ref
+                    else "the task was not found"
+                )
+                status = _finish(run, status, now, "TaskNotFound", msg, ok=False)
+                events.append(Event("Warning", "TaskNotFound", msg))
+            else:
+                obs = replace(obs, owned_task_missing=True)
+        else:
+            status = replace(status, task_id=result.task_id)
+            if kind is ActionKind.CREATE_TASK:
+                events.append(Event("Normal", "TaskCreated", f"created Ona task {result.task_id}"))
+    elif kind is ActionKind.START and result.execution is not None:
+        execution = result.execution
+        status = replace(status, task_execution_id=execution.id)
+        status = apply_execution(status, execution)
+        events.append(Event("Normal", "Started", f"started execution {execution.id}"))
+        obs = replace(obs, execution=execution)
+    elif kind is ActionKind.FIND_EXECUTIONS:
+        obs = replace(obs, candidates=result.candidates or ())
+    elif kind in (ActionKind.STOP, ActionKind.STOP_OWNED_EXECUTIONS):
+        obs = replace(obs, stopped=True)
+        if action.reason in ("Requested", "TimedOut"):
+            msg = (
+                "stopping the execution: spec.timeout exceeded"
+                if action.reason == "TimedOut"
+                else "stopping the execution as spec.desiredPhase asks"
+            )
+            events.append(Event("Normal", "Stopping", msg))
+    elif kind is ActionKind.DELETE_TASK:
+        obs = replace(obs, task_deleted=True)
+    return replace(run, status=status), obs, tuple(events)
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning status `old` into `new` (None deletes a key)."""
+    patch: dict[str, Any] = {key: value for key, value in new.items() if old.get(key) != value}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch

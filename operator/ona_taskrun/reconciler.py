@@ -1,0 +1,408 @@
+"""The reconciler: a work queue of TaskRuns, each handled by the pure core.
+
+kopf delivers every watch event here; the newest object per TaskRun is kept and its key
+queued. A worker takes a key (never two workers the same key), asks `core.decide` what
+to do, writes the status it returns with a resourceVersion precondition *before* acting,
+performs the one action, folds the result back in with `core.apply_result`, and goes
+round again until the core has nothing more to do, then requeues when the core asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from . import core
+from .kube import Conflict, Gone, KubeClient, KubeError
+from .ona import OnaClient, errors
+from .remote import to_failure, to_remote
+from .tracker import ExecutionTracker
+
+log = logging.getLogger(__name__)
+MAX_STEPS = 25
+
+
+def key_of(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata", {})
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def parse_taskrun(body: Mapping[str, Any]) -> core.TaskRun:
+    meta = body.get("metadata", {})
+    spec: core.Spec | core.InvalidSpec
+    try:
+        spec = core.parse_spec(body.get("spec") or {})
+    except core.InvalidSpec as exc:
+        spec = exc
+    return core.TaskRun(
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        spec=spec,
+        status=core.Status.from_dict(body.get("status")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        has_finalizer=core.FINALIZER in (meta.get("finalizers") or ()),
+        annotations=dict(meta.get("annotations") or {}),
+    )
+
+
+def crash(point: str, wanted: str) -> None:
+    """A crash point for tests only: die at once, as a SIGKILL would."""
+    if point and point == wanted:
+        log.warning("crash point %s reached: killing the operator", point)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        ona: OnaClient,
+        *,
+        workers: int = 8,
+        settings: core.Settings | None = None,
+        poll_interval: float = 5.0,
+        crash_point: str = "",
+    ) -> None:
+        self.ona = ona
+        self.kube: KubeClient | None = None
+        self.settings = settings or core.Settings()
+        self.crash_point = crash_point
+        self.tracker = ExecutionTracker(ona, self.enqueue, poll_interval=poll_interval)
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._claims: dict[str, str] = {}  # execution id -> key of the TaskRun holding it
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._dirty: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._failures: dict[str, core.RemoteFailure] = {}
+        self._attempts: dict[str, int] = {}
+        self._workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self.active = asyncio.Event()  # set while this replica may act (leader)
+        self.active.set()
+        self.reconciles = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"reconcile-{i}") for i in range(self._workers)
+        ]
+        self._tasks.append(asyncio.create_task(self.tracker.run(), name="tracker"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for handle in self._timers.values():
+            handle.cancel()
+
+    # ------------------------------------------------------------------ intake
+
+    def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
+        """A watch event from kopf: keep the newest object and queue it."""
+        key = key_of(body)
+        if event_type == "DELETED":
+            old = self._objects.pop(key, None)
+            if old is not None:
+                self._forget(key, old)
+            return
+        self._remember(key, dict(body))
+        self.enqueue(key)
+
+    def _remember(self, key: str, body: dict[str, Any]) -> None:
+        old = self._objects.get(key)
+        if old is not None and _rv(old) > _rv(body) > 0:
+            return  # an older event than what our own write returned
+        self._objects[key] = body
+        execution = (body.get("status") or {}).get("taskExecutionId")
+        if execution:
+            self._claims[execution] = key
+
+    def _forget(self, key: str, body: Mapping[str, Any]) -> None:
+        execution = (body.get("status") or {}).get("taskExecutionId")
+        if execution:
+            self._claims.pop(execution, None)
+            self.tracker.untrack(execution)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._failures.pop(key, None)
+        self._attempts.pop(key, None)
+
+    def enqueue(self, key: str) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def _requeue(self, key: str, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        old = self._timers.get(key)
+        if old is not None:
+            if old.when() <= when:
+                return
+            old.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.enqueue(key)
+
+    @property
+    def idle(self) -> bool:
+        return not self._queued and not self._active
+
+    # ------------------------------------------------------------------ workers
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            await self.active.wait()
+            self._queued.discard(key)
+            self._active.add(key)
+            try:
+                await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never let one TaskRun take the operator down; look again later.
+                log.exception("reconciling %s failed unexpectedly", key)
+                self._requeue(key, 10.0)
+            finally:
+                self._active.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.enqueue(key)
+
+    def _claimed_elsewhere(self, key: str) -> frozenset[str]:
+        return frozenset(e for e, k in self._claims.items() if k != key)
+
+    async def reconcile(self, key: str) -> None:
+        body = self._objects.get(key)
+        if body is None or self.kube is None:
+            return
+        self.reconciles += 1
+        obs = core.Observation(claimed_elsewhere=self._claimed_elsewhere(key))
+        for _ in range(MAX_STEPS):
+            run = parse_taskrun(body)
+            exec_id = run.status.task_execution_id
+            if exec_id:
+                obs = replace(
+                    obs,
+                    execution=self.tracker.latest(exec_id) or obs.execution,
+                    remote_failure=self.tracker.failure or obs.remote_failure,
+                )
+            elif key in self._failures and obs.remote_failure is None:
+                obs = replace(obs, remote_failure=self._failures[key])
+            decision = core.decide(run, obs, _now(), self.settings)
+            try:
+                body = await self._write_status(body, run, decision.status)
+            except Conflict:
+                body = await self._reread(key)
+                if body is None:
+                    return
+                continue
+            except Gone:
+                return
+            await self._post(body, decision.events)
+            self._follow(key, body, decision)
+            action = decision.action
+            if action is None:
+                if decision.requeue_after is not None:
+                    self._requeue(key, decision.requeue_after)
+                return
+            if action.kind in (core.ActionKind.ADD_FINALIZER, core.ActionKind.REMOVE_FINALIZER):
+                try:
+                    body = await self._set_finalizer(body, action.kind)
+                except Conflict:
+                    body = await self._reread(key) or body
+                except Gone:
+                    return
+                continue
+            run = replace(run, status=decision.status)
+            if action.kind is core.ActionKind.START:
+                crash(self.crash_point, "after-claim")
+            result = await self._perform(action, run, body)
+            if action.kind is core.ActionKind.START:
+                crash(self.crash_point, "after-start")
+            new_run, obs, events = core.apply_result(run, action, result, obs, _now())
+            written = await self._write_result(key, body, run, action, result, obs)
+            if written is None:
+                return
+            body = written
+            await self._post(body, events)
+            if result.failure is not None and result.failure.kind.transient:
+                self._failures[key] = result.failure
+                self._attempts[key] = self._attempts.get(key, 0) + 1
+                self._requeue(key, _retry_delay(result.failure, self._attempts[key]))
+                return
+            self._failures.pop(key, None)
+            self._attempts.pop(key, None)
+            if new_run.status.task_execution_id and result.execution is not None:
+                self.tracker.observe(result.execution)
+        log.warning("%s did not settle after %d steps; looking again later", key, MAX_STEPS)
+        self._requeue(key, 5.0)
+
+    def _follow(self, key: str, body: Mapping[str, Any], decision: core.Decision) -> None:
+        status = decision.status
+        if decision.track:
+            spec = body.get("spec") or {}
+            env = (spec.get("task") or spec.get("taskRef") or {}).get("environmentId", "")
+            self.tracker.track(decision.track, key, status.task_id, env)
+            self._claims[decision.track] = key
+        elif status.task_execution_id and (status.finished or parse_taskrun(body).deleting):
+            self.tracker.untrack(status.task_execution_id)
+
+    # ------------------------------------------------------------------ writes
+
+    async def _reread(self, key: str) -> dict[str, Any] | None:
+        assert self.kube is not None
+        namespace, name = key.split("/", 1)
+        try:
+            body = await self.kube.get_taskrun(namespace, name)
+        except Gone:
+            self._objects.pop(key, None)
+            return None
+        self._remember(key, body)
+        return body
+
+    async def _write_status(
+        self, body: dict[str, Any], run: core.TaskRun, status: core.Status
+    ) -> dict[str, Any]:
+        old = body.get("status") or {}
+        new = status.to_dict()
+        patch = core.status_patch(old, new)
+        if not patch:
+            return body
+        assert self.kube is not None
+        meta = body["metadata"]
+        updated = await self.kube.patch_status(
+            meta["namespace"], meta["name"], patch, meta["resourceVersion"]
+        )
+        self._remember(key_of(updated), updated)
+        return updated
+
+    async def _write_result(
+        self,
+        key: str,
+        body: dict[str, Any],
+        run: core.TaskRun,
+        action: core.Action,
+        result: core.Result,
+        obs: core.Observation,
+    ) -> dict[str, Any] | None:
+        """Record an action's outcome; on a conflict re-read and fold it in again, so an
+        execution id is never lost to a concurrent edit of the TaskRun."""
+        for _ in range(10):
+            new_run, _, _ = core.apply_result(run, action, result, obs, _now())
+            try:
+                return await self._write_status(body, run, new_run.status)
+            except Conflict:
+                fresh = await self._reread(key)
+                if fresh is None:
+                    return None
+                body, run = fresh, parse_taskrun(fresh)
+            except Gone:
+                return None
+        raise KubeError(409, f"could not record the outcome of {action.kind.value} for {key}")
+
+    async def _set_finalizer(self, body: dict[str, Any], kind: core.ActionKind) -> dict[str, Any]:
+        assert self.kube is not None
+        meta = body["metadata"]
+        current = list(meta.get("finalizers") or [])
+        if kind is core.ActionKind.ADD_FINALIZER:
+            wanted = [*current, core.FINALIZER]
+        else:
+            wanted = [f for f in current if f != core.FINALIZER]
+        updated = await self.kube.set_finalizers(
+            meta["namespace"], meta["name"], wanted, meta["resourceVersion"]
+        )
+        self._remember(key_of(updated), updated)
+        return updated
+
+    async def _post(self, body: Mapping[str, Any], events: tuple[core.Event, ...]) -> None:
+        if self.kube is None:
+            return
+        for event in events:
+            log.info("%s: %s: %s", key_of(body), event.reason, event.message)
+            await self.kube.post_event(body, event.type, event.reason, event.message)
+
+    # ------------------------------------------------------------------ actions
+
+    async def _perform(
+        self, action: core.Action, run: core.TaskRun, body: Mapping[str, Any]
+    ) -> core.Result:
+        spec = run.spec if isinstance(run.spec, core.Spec) else None
+        kind = action.kind
+        try:
+            if kind is core.ActionKind.START:
+                execution = await self.ona.start_task(action.task_id)
+                return core.Result(execution=to_remote(execution))
+            if kind is core.ActionKind.FIND_OWNED_TASK and spec and spec.task:
+                ref = core.task_reference(run.uid)
+                tasks = await self.ona.list_tasks(
+                    references=[ref], environment_ids=[spec.task.environment_id]
+                )
+                return core.Result(task_id=tasks[0].id) if tasks else core.Result(missing=True)
+            if kind is core.ActionKind.CREATE_TASK and spec and spec.task:
+                task = spec.task
+                created = await self.ona.create_task(
+                    task.environment_id,
+                    task.name,
+                    task.command,
+                    reference=core.task_reference(run.uid),
+                    description=task.description or f"TaskRun {key_of(body)}",
+                    env=dict(task.env),
+                    runs_on=task.runs_on,
+                    depends_on=task.depends_on,
+                )
+                return core.Result(task_id=created.id)
+            if kind is core.ActionKind.RESOLVE_TASK_REF and spec and spec.task_ref:
+                task_ref = spec.task_ref
+                tasks = await self.ona.list_tasks(
+                    references=[task_ref.reference or ""],
+                    environment_ids=[task_ref.environment_id or ""],
+                )
+                return core.Result(task_id=tasks[0].id) if tasks else core.Result(missing=True)
+            if kind is core.ActionKind.FIND_EXECUTIONS:
+                found = await self.ona.list_task_executions(task_ids=[action.task_id])
+                return core.Result(candidates=tuple(to_remote(e) for e in found))
+            if kind is core.ActionKind.STOP:
+                await self.ona.stop_task_execution(action.execution_id)
+                return core.Result()
+            if kind is core.ActionKind.STOP_OWNED_EXECUTIONS:
+                for execution in await self.ona.list_task_executions(task_ids=[action.task_id]):
+                    if not execution.is_final:
+                        await self.ona.stop_task_execution(execution.id)
+                return core.Result()
+            if kind is core.ActionKind.DELETE_TASK:
+                await self.ona.delete_task(action.task_id, missing_ok=True)
+                return core.Result()
+        except errors.OnaError as exc:
+            return core.Result(failure=to_failure(exc))
+        raise ValueError(f"action {kind.value} does not fit this TaskRun")
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    raw = (body.get("metadata") or {}).get("resourceVersion", "")
+    return int(raw) if str(raw).isdigit() else 0
+
+
+def _retry_delay(failure: core.RemoteFailure, attempt: int) -> float:
+    """Capped exponential backoff with jitter; a longer Retry-After from the server wins."""
+    backoff = min(2.0 * 2.0 ** min(attempt, 8), 300.0) * (0.5 + random.random() / 2)
+    return max(float(failure.retry_after or 0.0), backoff)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,195 @@
+"""One component that follows every running execution, instead of a timer per TaskRun.
+
+It polls in batches (ListTaskExecutions by task ids, 25 ids per filter, 100 per page),
+and watches each environment with WatchEvents so a change is re-read at once; polling
+is the fallback, and slows down while every environment's watch is healthy. It keeps
+the newest status seen of each execution (by statusVersion, compared as integers) and
+tells the reconciler which TaskRun to look at when one changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import core
+from .ona import OnaClient, errors
+from .ona.watch import Resync
+from .remote import to_failure, to_remote
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Tracked:
+    key: str
+    task_id: str
+    environment_id: str
+
+
+class ExecutionTracker:
+    def __init__(
+        self,
+        client: OnaClient,
+        notify: Callable[[str], None],
+        *,
+        poll_interval: float = 5.0,
+        watched_poll_interval: float = 30.0,
+        max_backoff: float = 60.0,
+        watch: bool = True,
+    ) -> None:
+        self._client = client
+        self._notify = notify
+        self._poll_interval = poll_interval
+        self._watched_poll_interval = max(watched_poll_interval, poll_interval)
+        self._max_backoff = max_backoff
+        self._watch = watch
+        self._tracked: dict[str, _Tracked] = {}
+        self._latest: dict[str, core.RemoteExecution] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._healthy_watches: set[str] = set()
+        self._wake = asyncio.Event()
+        self._failures = 0
+        self.failure: core.RemoteFailure | None = None
+        self.polls = 0
+
+    # ------------------------------------------------------------------ interface
+
+    def track(self, execution_id: str, key: str, task_id: str, environment_id: str) -> None:
+        if execution_id in self._tracked:
+            return
+        self._tracked[execution_id] = _Tracked(key, task_id, environment_id)
+        if self._watch and environment_id and environment_id not in self._watchers:
+            self._watchers[environment_id] = asyncio.create_task(
+                self._watch_environment(environment_id), name=f"watch-{environment_id}"
+            )
+        self._wake.set()
+
+    def untrack(self, execution_id: str) -> None:
+        gone = self._tracked.pop(execution_id, None)
+        self._latest.pop(execution_id, None)
+        if gone is not None and not any(
+            t.environment_id == gone.environment_id for t in self._tracked.values()
+        ):
+            watcher = self._watchers.pop(gone.environment_id, None)
+            if watcher is not None:
+                watcher.cancel()
+
+    @property
+    def tracked(self) -> int:
+        return len(self._tracked)
+
+    def latest(self, execution_id: str) -> core.RemoteExecution | None:
+        return self._latest.get(execution_id)
+
+    def observe(self, execution: core.RemoteExecution) -> bool:
+        """Keep an execution's status if it is newer than the one held; True if it was."""
+        held = self._latest.get(execution.id)
+        if held is not None and held.status_version >= execution.status_version:
+            return False
+        self._latest[execution.id] = execution
+        return True
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    # ---------------------------------------------------------------------- loops
+
+    async def run(self) -> None:
+        try:
+            while True:
+                delay = await self.poll_once()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        finally:
+            for task in self._watchers.values():
+                task.cancel()
+            await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+
+    async def poll_once(self) -> float:
+        """Refresh every tracked execution; return the seconds until the next poll."""
+        if not self._tracked:
+            return self._poll_interval
+        self.polls += 1
+        tracked = dict(self._tracked)
+        try:
+            found = await self._client.list_task_executions_by_task_ids(
+                {t.task_id for t in tracked.values()}
+            )
+            seen = set()
+            for execution in found:
+                if execution.id in tracked:
+                    seen.add(execution.id)
+                    self._update(to_remote(execution))
+            for missing in set(tracked) - seen:
+                await self._refresh(missing)
+        except errors.OnaError as exc:
+            return self._failed(exc)
+        if self.failure is not None:
+            log.info("the Ona API answers again; %d executions tracked", len(self._tracked))
+            self.failure = None
+            self._failures = 0
+            self._notify_all()
+        envs = {t.environment_id for t in self._tracked.values()}
+        if self._watch and envs and envs <= self._healthy_watches:
+            return self._watched_poll_interval
+        return self._poll_interval
+
+    def _failed(self, exc: errors.OnaError) -> float:
+        failure = to_failure(exc)
+        changed = self.failure is None or self.failure.kind != failure.kind
+        self.failure = failure
+        self._failures += 1
+        if changed:
+            log.warning("cannot refresh executions: %s", failure.message)
+            self._notify_all()
+        # Capped exponential backoff with jitter; the server's Retry-After wins if longer.
+        backoff = min(self._poll_interval * 2.0 ** min(self._failures, 10), self._max_backoff)
+        delay = backoff * (0.5 + random.random() / 2)
+        return max(delay, float(failure.retry_after or 0.0))
+
+    async def _refresh(self, execution_id: str) -> None:
+        try:
+            execution = await self._client.get_task_execution(execution_id)
+        except errors.NotFound:
+            # Gone remotely; the TaskRun keeps its last status and says so on next look.
+            log.warning("execution %s no longer exists in Ona", execution_id)
+            return
+        self._update(to_remote(execution))
+
+    def _update(self, execution: core.RemoteExecution) -> None:
+        tracked = self._tracked.get(execution.id)
+        if tracked is not None and self.observe(execution):
+            self._notify(tracked.key)
+
+    def _notify_all(self) -> None:
+        for key in {t.key for t in self._tracked.values()}:
+            self._notify(key)
+
+    async def _watch_environment(self, environment_id: str) -> None:
+        # Runs until untrack() cancels it with the environment's last execution.
+        try:
+            while True:
+                try:
+                    async for item in self._client.watch_events(environment_id):
+                        if isinstance(item, Resync):
+                            self._healthy_watches.add(environment_id)
+                            self._wake.set()  # no resume cursor: re-list
+                        elif item.is_task_execution and item.resource_id in self._tracked:
+                            with contextlib.suppress(errors.OnaError):
+                                await self._refresh(item.resource_id)
+                except errors.OnaError as exc:
+                    log.info(
+                        "watching environment %s failed (%s); polling instead",
+                        environment_id,
+                        exc.code,
+                    )
+                self._healthy_watches.discard(environment_id)
+                await asyncio.sleep(self._max_backoff * (0.5 + random.random() / 2))
+        finally:
+            self._healthy_watches.discard(environment_id)
