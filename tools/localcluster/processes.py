@@ -58,9 +58,11 @@ def is_running(ref: ProcessRef) -> bool:
 
 
 def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: the kernel sends SIGTERM when the thread that started us exits.
+    # PR_SET_PDEATHSIG: the kernel signals us when the thread that started us exits. SIGKILL,
+    # not SIGTERM: kube-apiserver's graceful shutdown hangs once etcd, dying at the same
+    # moment, is gone, and a throwaway control plane has nothing worth shutting down cleanly.
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:
+    if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
