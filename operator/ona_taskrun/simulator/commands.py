@@ -1,0 +1,161 @@
+"""The command convention: `sim:` directives in a task's command decide how its executions run.
+
+A task's `spec.command` is an ordinary shell command to the real service. The simulator
+reads `sim:` directives anywhere in it (for example `make test # sim:duration=2s sim:steps=3`)
+and ignores everything else, so the same task definition stays meaningful to humans.
+
+Directives (durations take `ms`, `s` or `m` suffixes, a bare number is seconds, and
+`inf` means "until stopped"):
+
+- `sim:pending=DUR`    time spent PENDING before running (default 0.3s)
+- `sim:duration=DUR`   time spent RUNNING, shared evenly by the step groups (default 1s)
+- `sim:steps=N`        number of step groups, run one after another (default 1)
+- `sim:parallel=M`     steps in each group, run at the same time (default 1)
+- `sim:fail="MSG"`     the execution fails with this message (default: it succeeds)
+- `sim:fail_step=K`    the 1-based group whose first step fails (default: the last group);
+                       on its own it implies `sim:fail="step K failed"`
+- `sim:output.KEY=VAL` an output of the last step that runs, set when that step ends
+- `sim:hang`           run until stopped (same as `sim:duration=inf`)
+- `sim:stop_delay=DUR` time from StopTaskExecution to phase STOPPED (default 0.1s)
+
+Values may be quoted with double quotes (backslash escapes `"` and `\\`) or single quotes.
+A directive the simulator does not understand is an error at CreateTask, so a typo in a
+test does not silently turn into the default run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from ona_taskrun.simulator.wire import invalid
+
+DEFAULT_PENDING_S: Final = 0.3
+DEFAULT_DURATION_S: Final = 1.0
+DEFAULT_STOP_DELAY_S: Final = 0.1
+MAX_STEPS: Final = 50
+MAX_OUTPUT_VALUE: Final = 4096
+
+_DIRECTIVE_RE: Final = re.compile(
+    r"""sim:(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)
+        (?:=(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s]*))?""",
+    re.VERBOSE,
+)
+_DURATION_RE: Final = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m)?$")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How an execution of a task behaves, decided once when the execution starts."""
+
+    pending_s: float = DEFAULT_PENDING_S
+    duration_s: float = DEFAULT_DURATION_S
+    groups: int = 1
+    parallel: int = 1
+    failure_message: str = ""
+    fail_group: int = 0
+    outputs: dict[str, str] = field(default_factory=dict)
+    stop_delay_s: float = DEFAULT_STOP_DELAY_S
+
+    @property
+    def fails(self) -> bool:
+        return bool(self.failure_message)
+
+    @property
+    def last_group(self) -> int:
+        """Index of the last group that runs: the failing one, or the final one."""
+        return self.fail_group if self.fails else self.groups - 1
+
+    @property
+    def group_duration_s(self) -> float:
+        return self.duration_s / self.groups
+
+
+def parse_duration(text: str, where: str) -> float:
+    if text in ("inf", "forever"):
+        return math.inf
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise invalid(f"spec.command: simulator directive {where}={text!r} is not a duration")
+    number = float(match["number"])
+    unit = match["unit"] or "s"
+    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    return value
+
+
+def _count(text: str, where: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_STEPS:
+        raise invalid(f"spec.command: simulator directive {where}={text!r} must be 1..{MAX_STEPS}")
+    return int(text)
+
+
+def parse_command(command: str) -> RunPlan:
+    """Read the `sim:` directives of a command; raise invalid_argument on a malformed one."""
+    pending = DEFAULT_PENDING_S
+    duration = DEFAULT_DURATION_S
+    stop_delay = DEFAULT_STOP_DELAY_S
+    groups = 1
+    parallel = 1
+    failure = ""
+    fail_step = 0
+    outputs: dict[str, str] = {}
+    for match in _DIRECTIVE_RE.finditer(command):
+        key = match["key"]
+        raw = match["value"]
+        value = _unquote(raw) if raw is not None else None
+        where = f"sim:{key}"
+        if key == "hang" and value is None:
+            duration = math.inf
+        elif value is None:
+            raise invalid(f"spec.command: simulator directive {where} needs a value")
+        elif key == "pending":
+            pending = parse_duration(value, where)
+        elif key == "duration":
+            duration = parse_duration(value, where)
+        elif key == "stop_delay":
+            stop_delay = parse_duration(value, where)
+        elif key == "steps":
+            groups = _count(value, where)
+        elif key == "parallel":
+            parallel = _count(value, where)
+        elif key == "fail":
+            failure = value or "task failed"
+        elif key == "fail_step":
+            fail_step = _count(value, where)
+        elif key.startswith("output.") and len(key) > len("output."):
+            if len(value) > MAX_OUTPUT_VALUE:
+                raise invalid(
+                    f"spec.command: simulator directive {where} value is longer than "
+                    f"{MAX_OUTPUT_VALUE} characters"
+                )
+            outputs[key[len("output.") :]] = value
+        else:
+            raise invalid(f"spec.command: unknown simulator directive {where}")
+    if fail_step > groups:
+        raise invalid(
+            f"spec.command: simulator directive sim:fail_step={fail_step} exceeds "
+            f"sim:steps={groups}"
+        )
+    if fail_step and not failure:
+        failure = f"step {fail_step} failed"
+    if math.isinf(stop_delay):
+        raise invalid("spec.command: simulator directive sim:stop_delay must be finite")
+    return RunPlan(
+        pending_s=pending,
+        duration_s=duration,
+        groups=groups,
+        parallel=parallel,
+        failure_message=failure,
+        fail_group=(fail_step or groups) - 1,
+        outputs=outputs,
+        stop_delay_s=stop_delay,
+    )
