@@ -58,25 +58,25 @@ class Api:
         result: JSON = (await self.call("GetTaskExecution", {"id": execution_id}))["taskExecution"]
         return result
 
-    async def wait_phase(self, execution_id: str, phase: str, timeout: float = 5.0) -> JSON:
+    async def wait_phase(self, execution_id: str, phase: str, within: float = 5.0) -> JSON:
         async def reached() -> JSON | None:
             execution = await self.execution(execution_id)
             return execution if execution["status"]["phase"] == phase else None
 
-        return await wait_for(reached, timeout=timeout, what=f"{execution_id} in {phase}")
+        return await wait_for(reached, within=within, what=f"{execution_id} in {phase}")
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 5.0, what: str = "condition"
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 5.0, what: str = "condition"
 ) -> T:
     """Poll `probe` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = await probe()
         if result is not None:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.02)
 
 

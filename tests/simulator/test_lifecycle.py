@@ -18,7 +18,7 @@ async def start(api: Api, simulator: SimulatorHandle, command: str) -> JSON:
     return execution
 
 
-async def observe_until_final(api: Api, execution_id: str, timeout: float = 5.0) -> list[JSON]:
+async def observe_until_final(api: Api, execution_id: str, within: float = 5.0) -> list[JSON]:
     """Every distinct status a poller sees, in order, until the execution ends."""
     seen: list[JSON] = []
 
@@ -28,7 +28,7 @@ async def observe_until_final(api: Api, execution_id: str, timeout: float = 5.0)
             seen.append(execution)
         return True if execution["status"]["phase"] in (SUCCEEDED, FAILED, STOPPED) else None
 
-    await wait_for(final, timeout=timeout, what=f"{execution_id} to end")
+    await wait_for(final, within=within, what=f"{execution_id} to end")
     return seen
 
 
@@ -120,10 +120,12 @@ async def test_status_version_grows_past_a_digit_boundary(
     versions = [s["status"]["statusVersion"] for s in seen]
     assert all(isinstance(v, str) and v.isdigit() for v in versions)
     numbers = [int(v) for v in versions]
-    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert numbers == sorted(numbers)
+    assert len(set(numbers)) == len(numbers)
     first, last = versions[0], versions[-1]
     assert len(last) > len(first), versions
-    assert int(last) > int(first) and last < first, "as text the order is the other way round"
+    assert int(last) > int(first)
+    assert last < first, "as text the order is the other way round"
 
 
 async def test_executions_by_different_tokens_have_different_creators(

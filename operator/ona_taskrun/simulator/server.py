@@ -58,7 +58,7 @@ async def run_simulator(
     sim = Simulator(tokens=all_tokens, readonly_tokens=readonly_tokens, seed=seed)
     runner = web.AppRunner(build_app(sim), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     bound_port = _bound_port(site, port)
     running = RunningSimulator(host=host, port=bound_port, simulator=sim)
