@@ -125,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     kubectl = commands.add_parser(
         "kubectl", help="run the matching kubectl as admin", add_help=False
     )
-    kubectl.add_argument("kubectl_args", nargs=argparse.REMAINDER)
     kubectl.set_defaults(run=_kubectl)
     commands.add_parser("bin", help="print the folder holding the binaries").set_defaults(run=_bin)
     bench = commands.add_parser("bench", help="measure warm starts in a temporary state dir")
@@ -133,7 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--timeout", type=float, default=60.0)
     bench.set_defaults(run=_bench)
 
+    # Everything after `kubectl` belongs to kubectl, options included (argparse would try to
+    # read `--kubeconfig` and the like as its own).
+    argv = sys.argv[1:] if argv is None else argv
+    passthrough: list[str] = []
+    if "kubectl" in argv:
+        split = argv.index("kubectl") + 1
+        argv, passthrough = argv[:split], argv[split:]
     args = parser.parse_args(argv)
+    if args.command == "kubectl":
+        args.kubectl_args = passthrough
     cluster = LocalCluster(args.state_dir)
     try:
         code: int = args.run(cluster, args)
