@@ -72,7 +72,7 @@ def spawn(
     """Start `argv` detached from the caller's session and terminal, output to `log_path`;
     with `tied_to_caller`, it is terminated when the caller dies."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    with log_path.open("wb") as log:
         process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
