@@ -209,3 +209,21 @@ def test_policy_validates_its_numbers() -> None:
 def test_retry_after_parsing(header: str | None, seconds: float | None) -> None:
     now = datetime(2015, 10, 21, 7, 28, tzinfo=UTC)
     assert parse_retry_after(header, now=now) == seconds
+
+
+def garbled_gzip(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=b"not gzip at all", headers={"content-encoding": "gzip"})
+
+
+async def test_undecodable_body_is_retried_for_reads_and_unknown_for_start() -> None:
+    sleep = FakeSleep()
+    server = Recorder([garbled_gzip, garbled_gzip, OK_EXECUTION])
+    async with client(server, sleep) as ona:
+        assert (await ona.get_task_execution("x1")).id == "x1"
+    assert len(sleep.delays) == 2
+    start = Recorder([garbled_gzip])
+    async with client(start) as ona:
+        with pytest.raises(OutcomeUnknown) as caught:
+            await ona.start_task("t1")
+    assert isinstance(caught.value.__cause__, httpx.DecodingError)
+    assert len(start.requests) == 1

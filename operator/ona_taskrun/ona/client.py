@@ -218,7 +218,7 @@ class OnaClient:
             "Connect-Protocol-Version": "1",
         }
 
-    def _transport_error(self, method: str, exc: httpx.TransportError, safety: _Safety) -> OnaError:
+    def _transport_error(self, method: str, exc: httpx.RequestError, safety: _Safety) -> OnaError:
         self._scrub(exc)
         sent = not isinstance(exc, _NOT_SENT)
         timed_out = isinstance(exc, httpx.TimeoutException)
@@ -242,7 +242,7 @@ class OnaClient:
                 content=json.dumps(body).encode(),
                 headers=headers,
             )
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise self._transport_error(method, exc, safety) from exc
 
         if response.is_success:
@@ -325,7 +325,11 @@ class OnaClient:
     # -- task executions --------------------------------------------------------------
 
     async def start_task(self, task_id: str) -> TaskExecution:
-        """Start a new execution of the task. Never repeated once it may have been sent."""
+        """Start a new execution of the task. Never repeated once it may have been sent.
+
+        Raises OutcomeUnknown when an execution may or may not have been created. A caller
+        that cancels this coroutine is in the same position: the request may have arrived.
+        """
         data = await self._call("StartTask", {"id": task_id}, _Safety.ONCE)
         return self._parse(
             TaskExecution, data.get("taskExecution"), "StartTask", safety=_Safety.ONCE
@@ -603,6 +607,10 @@ class OnaClient:
         denied, invalid argument, ...) are raised, and so is the last error after
         `max_failures` consecutive failed connections. A stream quiet for `idle_timeout`
         seconds is reopened, which catches connections that died without a word.
+
+        The `Resync` comes as soon as the server accepts the stream (HTTP 200). Connect
+        servers report even a refused stream with HTTP 200 and an error in the end frame,
+        so a `Resync` may be followed by an error (e.g. Unauthenticated) instead of events.
         """
         method = "WatchEvents"
         payload = json.dumps({"environmentId": environment_id}).encode()
@@ -638,7 +646,7 @@ class OnaClient:
                         yield event
                 error: OnaError | None = None
                 reason = "server ended the stream"
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 error = self._transport_error(method, exc, _Safety.READ)
                 error.__cause__ = exc
                 reason = f"connection lost ({error.message})"
