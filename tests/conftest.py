@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.simulator_fixtures",
     "tests.support.cluster_fixtures",
+    "tests.support.operator_fixtures",
 ]

@@ -562,7 +562,7 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         new = replace(status, phase=Phase.STOPPED.value)
         msg = "spec.desiredPhase is STOPPED: the task was never started"
         return Decision(
-            _finish(run, new, now, "Stopped", msg, ok=True),
+            _finish(run, new, now, "Stopped", msg, ok=False),
             events=(Event("Normal", "Stopped", msg),),
         )
 

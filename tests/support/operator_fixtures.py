@@ -1,0 +1,284 @@
+"""Fixtures that run `taskrun-operator` as a real process under its own RBAC identity,
+against the local control plane and the simulator, plus helpers to drive TaskRuns the
+way a user does (kubectl and the official Kubernetes client).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client
+
+from ona_taskrun.simulator.control_client import SimulatorControl
+from tests.support.cluster_fixtures import ControlPlane
+from tests.support.simulator_fixtures import SimulatorHandle, SimulatorProcess
+
+GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
+ENVIRONMENT_ID = "0f0e5f4a-3a4b-4b8e-9a51-6f1f4f7d2c10"
+# Short timings so the suite stays quick; the settle time must exceed the request timeout.
+FAST_ENV = {
+    "ONA_POLL_INTERVAL": "0.5",
+    "ONA_REQUEST_TIMEOUT": "2",
+    "ONA_START_SETTLE": "3",
+    "ONA_RESYNC_SECONDS": "5",
+    "LOG_LEVEL": "DEBUG",
+}
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
+
+
+@dataclass
+class OperatorProcess:
+    """One `taskrun-operator` process; its log is kept in a file for failure reports."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class OperatorFactory:
+    control_plane: ControlPlane
+    simulator: SimulatorProcess
+    workdir: Path
+    started: list[OperatorProcess] = field(default_factory=list)
+
+    def __call__(
+        self,
+        namespace: str,
+        *,
+        token: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        start: bool = True,
+    ) -> OperatorProcess:
+        exe = Path(sys.executable).parent / "taskrun-operator"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("ONA_", "KUBE"))},
+            **FAST_ENV,
+            "KUBECONFIG": str(self.control_plane.operator_kubeconfig),
+            "ONA_BASE_URL": self.simulator.base_url,
+            "ONA_API_TOKEN": token if token is not None else self.simulator.token,
+            "WATCH_NAMESPACES": namespace,
+            **(extra_env or {}),
+        }
+        index = len(self.started)
+        proc = OperatorProcess([str(exe)], env, self.workdir / f"operator-{index}.log")
+        self.started.append(proc)
+        return proc.start() if start else proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            proc.stop()
+
+
+_FACTORY = pytest.StashKey[OperatorFactory]()
+
+
+@pytest.fixture
+def e2e_simulator(ona_simulator_process: SimulatorProcess) -> Iterator[SimulatorHandle]:
+    """The session's simulator without a reset: operators of other tests may be using it."""
+    with SimulatorControl(ona_simulator_process.control_url) as control:
+        control.clear_faults()
+        yield SimulatorHandle(
+            base_url=ona_simulator_process.base_url,
+            token=ona_simulator_process.token,
+            readonly_token=ona_simulator_process.readonly_token,
+            control=control,
+        )
+        control.clear_faults()
+
+
+@pytest.fixture
+def operator_factory(
+    request: pytest.FixtureRequest,
+    control_plane: ControlPlane,
+    ona_simulator_process: SimulatorProcess,
+    tmp_path: Path,
+) -> Iterator[OperatorFactory]:
+    factory = OperatorFactory(control_plane, ona_simulator_process, tmp_path)
+    request.node.stash[_FACTORY] = factory
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def operator(operator_factory: OperatorFactory, namespace: str) -> OperatorProcess:
+    """An operator watching only this test's namespace, as its own RBAC identity."""
+    return operator_factory(namespace)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    factory = item.stash.get(_FACTORY, None)
+    if report.failed and factory is not None:
+        for index, proc in enumerate(factory.started):
+            tail = "\n".join(proc.log().splitlines()[-60:])
+            report.sections.append((f"taskrun-operator #{index} log, last 60 lines", tail))
+    return report
+
+
+# --------------------------------------------------------------------- TaskRuns
+
+
+@dataclass
+class TaskRuns:
+    """Create and read TaskRuns as a user would."""
+
+    control_plane: ControlPlane
+    api: client.CustomObjectsApi
+    namespace: str
+
+    def manifest(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "TaskRun",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": dict(spec),
+        }
+
+    def apply(self, name: str, spec: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+        doc = yaml.safe_dump(self.manifest(name, spec))
+        return self.control_plane.kubectl_run("apply", "-f", "-", input=doc)
+
+    def try_apply(self, name: str, spec: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+        doc = yaml.safe_dump(self.manifest(name, spec))
+        return self.control_plane.kubectl_run("apply", "-f", "-", input=doc, check=False)
+
+    def get(self, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self.api.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
+        return obj
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.get(name).get("status") or {})
+
+    def condition(self, name: str, type_: str) -> dict[str, Any] | None:
+        for cond in self.status(name).get("conditions") or ():
+            if cond.get("type") == type_:
+                return dict(cond)
+        return None
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 30.0) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            status = self.status(name)
+            return status if status.get("phase") == phase else None
+
+        return wait_for(probe, timeout=timeout, what=f"TaskRun {name} phase {phase}")
+
+    def wait_condition(
+        self, name: str, type_: str, status: str, reason: str | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            cond = self.condition(name, type_)
+            if cond and cond.get("status") == status:
+                if reason is None or cond.get("reason") == reason:
+                    return cond
+            return None
+
+        what = f"TaskRun {name} condition {type_}={status}" + (f" ({reason})" if reason else "")
+        return wait_for(probe, timeout=timeout, what=what)
+
+    def patch_spec(self, name: str, spec: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.control_plane.kubectl_run(
+            "-n",
+            self.namespace,
+            "patch",
+            "taskrun",
+            name,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": dict(spec)}),
+            check=False,
+        )
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        core = client.CoreV1Api(self.api.api_client)
+        found = core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return [{"reason": e.reason, "type": e.type, "message": e.message} for e in found.items]
+
+
+@pytest.fixture
+def taskruns(control_plane: ControlPlane, k8s_admin: client.ApiClient, namespace: str) -> TaskRuns:
+    return TaskRuns(control_plane, client.CustomObjectsApi(k8s_admin), namespace)
+
+
+def inline_task(command: str, name: str = "demo-task") -> dict[str, Any]:
+    return {"environmentId": ENVIRONMENT_ID, "name": name, "command": command}
+
+
+def unique_reference() -> str:
+    return f"ref-{uuid.uuid4().hex[:10]}"
