@@ -43,11 +43,15 @@ def test_inline_task_runs_to_succeeded_with_steps_mirrored(
     status = taskruns.wait_phase("inline", "SUCCEEDED")
     assert [s["phase"] for s in status["steps"]] == ["SUCCEEDED"] * 3
     assert status["steps"][-1]["output"] == {"result": "ok"}
-    assert status["taskId"] and status["taskExecutionId"]
+    assert status["taskId"]
+    assert status["taskExecutionId"]
     assert int(status["statusVersion"]) > 0
-    assert status["logUrl"] and status["startedAt"] and status["completedAt"]
+    assert status["logUrl"]
+    assert status["startedAt"]
+    assert status["completedAt"]
     succeeded = taskruns.condition("inline", "Succeeded")
-    assert succeeded is not None and succeeded["status"] == "True"
+    assert succeeded is not None
+    assert succeeded["status"] == "True"
     assert taskruns.condition("inline", "Reconciling")["status"] == "False"  # type: ignore[index]
     assert taskruns.condition("inline", "Stalled")["status"] == "False"  # type: ignore[index]
 
@@ -129,7 +133,8 @@ def test_created_stopped_never_starts(
     cond = taskruns.wait_condition("never", "Succeeded", "False", "Stopped")
     assert "never started" in cond["message"]
     status = taskruns.status("never")
-    assert not status.get("taskExecutionId") and not status.get("taskId")
+    assert not status.get("taskExecutionId")
+    assert not status.get("taskId")
     uid = taskruns.get("never")["metadata"]["uid"]
     refs = {t["metadata"].get("reference") for t in e2e_simulator.control.tasks()}
     assert f"k8s-taskrun-{uid}" not in refs

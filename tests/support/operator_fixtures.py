@@ -242,9 +242,9 @@ class TaskRuns:
     ) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
             cond = self.condition(name, type_)
-            if cond and cond.get("status") == status:
-                if reason is None or cond.get("reason") == reason:
-                    return cond
+            matches = cond is not None and cond.get("status") == status
+            if matches and (reason is None or cond.get("reason") == reason):  # type: ignore[union-attr]
+                return cond
             return None
 
         what = f"TaskRun {name} condition {type_}={status}" + (f" ({reason})" if reason else "")
