@@ -5,6 +5,7 @@ from tools.localcluster.binaries import Binaries, BinariesError, resolve_binarie
 from tools.localcluster.cluster import (
     ADMIN,
     OPERATOR,
+    ApiserverRestart,
     ClusterError,
     ClusterInfo,
     LocalCluster,
@@ -19,6 +20,7 @@ from tools.localcluster.pki import Identity
 __all__ = [
     "ADMIN",
     "OPERATOR",
+    "ApiserverRestart",
     "Binaries",
     "BinariesError",
     "ClusterError",

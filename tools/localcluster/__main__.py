@@ -1,4 +1,5 @@
-"""Command line of the local control plane: up, down, status, kubectl, bin, bench.
+"""Command line of the local control plane: up, down, restart-apiserver, status, kubectl, bin,
+bench.
 
 Progress goes to stderr; `up` prints `export KUBECONFIG=...` as its last stdout line, so
 `eval "$(scripts/local-cluster up)"` points the shell at the new cluster.
@@ -39,6 +40,18 @@ def _down(cluster: LocalCluster, args: argparse.Namespace) -> int:
         _progress(f"nothing to stop in {cluster.state_dir}")
     else:
         _progress(f"stopped; ports {', '.join(map(str, info.ports))} are free")
+    return 0
+
+
+def _restart_apiserver(cluster: LocalCluster, args: argparse.Namespace) -> int:
+    restart = cluster.restart_apiserver(
+        timeout=args.timeout, stop_timeout=args.stop_timeout, progress=_progress
+    )
+    _progress(
+        f"restarted in {restart.total_seconds:.2f} s "
+        f"(stop {restart.stop_seconds:.2f} s, ready {restart.ready_seconds:.2f} s); "
+        f"same server {restart.info.server}"
+    )
     return 0
 
 
@@ -119,6 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     down = commands.add_parser("down", help="stop the control plane and free its ports")
     down.add_argument("--timeout", type=float, default=30.0)
     down.set_defaults(run=_down)
+    restart = commands.add_parser(
+        "restart-apiserver",
+        help="stop kube-apiserver alone and start it again (same port, certificates, etcd)",
+    )
+    restart.add_argument("--timeout", type=float, default=60.0, help="seconds to become ready")
+    restart.add_argument(
+        "--stop-timeout", type=float, default=15.0, help="seconds after SIGTERM before SIGKILL"
+    )
+    restart.set_defaults(run=_restart_apiserver)
     commands.add_parser("status", help="show whether it runs and is ready").set_defaults(
         run=_status
     )

@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tools.localcluster import processes
@@ -66,6 +66,9 @@ class ClusterInfo:
     apiserver_port: int
     etcd: ProcessRef
     kube_apiserver: ProcessRef
+    # The API server's exact command line, so a restart reuses the same flags, port,
+    # certificates and etcd. Empty in state written before restarts existed.
+    apiserver_argv: tuple[str, ...] = ()
 
     @property
     def admin_kubeconfig(self) -> Path:
@@ -100,6 +103,7 @@ class ClusterInfo:
             "apiserver_port": self.apiserver_port,
             "etcd": self.etcd.to_json(),
             "kube_apiserver": self.kube_apiserver.to_json(),
+            "apiserver_argv": list(self.apiserver_argv),
         }
 
     @classmethod
@@ -116,6 +120,9 @@ class ClusterInfo:
                 raise ClusterError(f"{state_dir / 'state.json'}: {key} is not a process")
             return ProcessRef.from_json(value)
 
+        argv = data.get("apiserver_argv", [])
+        if not isinstance(argv, list):
+            raise ClusterError(f"{state_dir / 'state.json'}: apiserver_argv is not a list")
         return cls(
             state_dir=state_dir,
             server=str(data["server"]),
@@ -125,7 +132,21 @@ class ClusterInfo:
             apiserver_port=port("apiserver_port"),
             etcd=ref("etcd"),
             kube_apiserver=ref("kube_apiserver"),
+            apiserver_argv=tuple(str(arg) for arg in argv),
         )
+
+
+@dataclass(frozen=True)
+class ApiserverRestart:
+    """How a restart of kube-apiserver went: the new process and the time each part took."""
+
+    info: ClusterInfo
+    stop_seconds: float
+    ready_seconds: float
+
+    @property
+    def total_seconds(self) -> float:
+        return self.stop_seconds + self.ready_seconds
 
 
 @dataclass
@@ -174,6 +195,8 @@ class LocalCluster:
         self.repo_root = repo_root
         # Our own children, when this object started them: lets stop() reap them.
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        # Whether up() tied the processes to the caller; a restart does the same.
+        self._tied_to_caller = False
 
     @property
     def state_file(self) -> Path:
@@ -226,6 +249,7 @@ class LocalCluster:
             )
         binaries = binaries or resolve_binaries()
         started = time.monotonic()
+        self._tied_to_caller = tied_to_caller
         self._prepare_state_dir()
         progress(f"state in {self.state_dir}, binaries from {binaries.folder}")
         pki = create_pki(self.state_dir / "pki")
@@ -312,31 +336,30 @@ class LocalCluster:
         self._children[etcd_ref.pid] = etcd_process
         # Started at once, without waiting for etcd: the API server retries its connection,
         # and the two start-ups overlap.
+        apiserver_argv = [
+            str(binaries.kube_apiserver),
+            f"--etcd-servers={client_url}",
+            f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}",
+            f"--secure-port={apiserver}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-account-issuer={server}",
+            f"--service-account-key-file={pki.service_account_pub}",
+            f"--service-account-signing-key-file={pki.service_account_key}",
+            # No controller-manager makes the tokens this plugin would wait for.
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+            # Endpoints may not hold a loopback address; with nothing to route to,
+            # the `kubernetes` Service needs none.
+            "--endpoint-reconciler-type=none",
+        ]
         try:
             apiserver_process, apiserver_ref = processes.spawn(
-                [
-                    str(binaries.kube_apiserver),
-                    f"--etcd-servers={client_url}",
-                    f"--bind-address={LOOPBACK}",
-                    f"--advertise-address={LOOPBACK}",
-                    f"--secure-port={apiserver}",
-                    f"--tls-cert-file={pki.serving_cert}",
-                    f"--tls-private-key-file={pki.serving_key}",
-                    f"--client-ca-file={pki.ca_cert}",
-                    "--authorization-mode=RBAC",
-                    "--service-cluster-ip-range=10.0.0.0/24",
-                    f"--service-account-issuer={server}",
-                    f"--service-account-key-file={pki.service_account_pub}",
-                    f"--service-account-signing-key-file={pki.service_account_key}",
-                    # No controller-manager makes the tokens this plugin would wait for.
-                    "--disable-admission-plugins=ServiceAccount",
-                    "--allow-privileged=true",
-                    # Endpoints may not hold a loopback address; with nothing to route to,
-                    # the `kubernetes` Service needs none.
-                    "--endpoint-reconciler-type=none",
-                ],
-                logs / "kube-apiserver.log",
-                tied_to_caller=tied_to_caller,
+                apiserver_argv, logs / "kube-apiserver.log", tied_to_caller=tied_to_caller
             )
         except BaseException:
             processes.stop(etcd_ref, process=etcd_process, timeout=10)
@@ -351,6 +374,7 @@ class LocalCluster:
             apiserver_port=apiserver,
             etcd=etcd_ref,
             kube_apiserver=apiserver_ref,
+            apiserver_argv=tuple(apiserver_argv),
         )
         self.state_file.write_text(json.dumps(info.to_json(), indent=2) + "\n")
         return info
@@ -388,6 +412,72 @@ class LocalCluster:
                     f"{info.apiserver_log}:\n{log_tail(info.apiserver_log, 40)}"
                 )
             time.sleep(_POLL_INTERVAL)
+
+    # --- restart ----------------------------------------------------------------------------
+
+    def restart_apiserver(
+        self,
+        *,
+        timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+        tied_to_caller: bool | None = None,
+        progress: Progress = _quiet,
+    ) -> ApiserverRestart:
+        """Stop kube-apiserver alone (SIGTERM, SIGKILL after `stop_timeout`) and start it
+        again with the same command line: same port, certificates and etcd, whose data is
+        kept. Returns once /readyz answers, so clients holding the old kubeconfigs carry on.
+
+        `tied_to_caller` defaults to what `up()` on this object used (False otherwise): a
+        restart from `scripts/local-cluster` must outlive the command.
+        """
+        info = self.load()
+        if info is None:
+            raise ClusterError(f"no control plane in {self.state_dir}; run `up` first")
+        if not info.apiserver_argv:
+            raise ClusterError(
+                f"{self.state_file} does not record the API server's command line; "
+                "start the control plane again (`down`, then `up`) to be able to restart it"
+            )
+        if not processes.is_running(info.etcd):
+            raise ClusterError("etcd is not running: a restarted API server would have no data")
+        tied = self._tied_to_caller if tied_to_caller is None else tied_to_caller
+        started = time.monotonic()
+        progress(f"stopping kube-apiserver (pid {info.kube_apiserver.pid})")
+        processes.stop(
+            info.kube_apiserver,
+            process=self._children.pop(info.kube_apiserver.pid, None),
+            timeout=stop_timeout,
+        )
+        # The port must be free again: the kubeconfigs name it, so another one will not do.
+        free_by = time.monotonic() + stop_timeout
+        while not processes.port_is_free(info.apiserver_port):
+            if time.monotonic() >= free_by:
+                raise ClusterError(f"port {info.apiserver_port} still in use after the stop")
+            time.sleep(_POLL_INTERVAL)
+        stopped = time.monotonic()
+        with info.apiserver_log.open("ab") as log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            log.write(f"\n--- kube-apiserver restarted by local-cluster at {stamp} ---\n".encode())
+        process, ref = processes.spawn(
+            list(info.apiserver_argv), info.apiserver_log, tied_to_caller=tied, append=True
+        )
+        self._children[ref.pid] = process
+        restarted = replace(info, kube_apiserver=ref)
+        self.state_file.write_text(json.dumps(restarted.to_json(), indent=2) + "\n")
+        try:
+            self._wait_ready(restarted, stopped + timeout, progress)
+        except _PortTaken:
+            raise ClusterError(
+                f"port {info.apiserver_port} was taken by another process during the restart"
+            ) from None
+        ready = time.monotonic()
+        progress(
+            f"kube-apiserver restarted (pid {ref.pid}): stopped in {stopped - started:.2f} s, "
+            f"ready {ready - stopped:.2f} s later"
+        )
+        return ApiserverRestart(
+            info=restarted, stop_seconds=stopped - started, ready_seconds=ready - stopped
+        )
 
     # --- down -----------------------------------------------------------------------------
 

@@ -67,12 +67,13 @@ def _die_with_parent() -> None:
 
 
 def spawn(
-    argv: list[str], log_path: Path, *, tied_to_caller: bool = False
+    argv: list[str], log_path: Path, *, tied_to_caller: bool = False, append: bool = False
 ) -> tuple[subprocess.Popen[bytes], ProcessRef]:
-    """Start `argv` detached from the caller's session and terminal, output to `log_path`;
-    with `tied_to_caller`, it is terminated when the caller dies."""
+    """Start `argv` detached from the caller's session and terminal, output to `log_path`
+    (kept and continued with `append`); with `tied_to_caller`, it is terminated when the
+    caller dies."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
+    with log_path.open("ab" if append else "wb") as log:
         process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
