@@ -375,6 +375,8 @@ class Observation:
     candidates: tuple[RemoteExecution, ...] | None = None
     # Execution ids already recorded by other TaskRuns: never adopt those.
     claimed_elsewhere: frozenset[str] = frozenset()
+    # The subject id the Ona API records as creator of what this operator starts.
+    own_principal: str = ""
     # Outcomes of deletion-time clean-up already done in this pass.
     stopped: bool = False
     task_deleted: bool = False
@@ -390,6 +392,8 @@ class Settings:
     start_settle: timedelta = timedelta(seconds=15)
     # Tolerated clock difference between the operator and the Ona API.
     clock_skew: timedelta = timedelta(seconds=5)
+    # How long an ambiguous start may wait to learn the operator's principal.
+    principal_wait: timedelta = timedelta(seconds=60)
     # How often a running TaskRun without news is looked at again.
     resync_seconds: float = 60.0
 
@@ -668,13 +672,24 @@ def _decide_start(
             requeue_after=_backoff(obs) if transient else None,
         )
     since = requested - cfg.clock_skew
-    candidates = [
-        c
-        for c in obs.candidates
-        if c.id not in obs.claimed_elsewhere
-        and (spec.task is not None or (parse_time(c.created_at) or now) >= since)
-    ]
-    if len(candidates) == 1:
+    candidates = [c for c in obs.candidates if c.id not in obs.claimed_elsewhere]
+    why = ""
+    if spec.task is None:
+        # A referenced task may be started by others too: only an execution created
+        # after the recorded start, by the operator's own principal, can be ours.
+        candidates = [c for c in candidates if (parse_time(c.created_at) or now) >= since]
+        if obs.own_principal:
+            candidates = [c for c in candidates if c.creator_id == obs.own_principal]
+        elif candidates:
+            give_up_at = settle_at + cfg.principal_wait
+            if now < give_up_at:
+                msg = "waiting to learn the operator's own principal to tell executions apart"
+                return Decision(
+                    _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
+                    requeue_after=min(5.0, (give_up_at - now).total_seconds()),
+                )
+            why = "the operator's own principal is unknown, so it cannot tell whose they are"
+    if len(candidates) == 1 and not why:
         chosen = candidates[0]
         new = replace(status, task_execution_id=chosen.id)
         new = apply_execution(new, chosen)
@@ -694,7 +709,8 @@ def _decide_start(
         )
     ids = ", ".join(sorted(c.id for c in candidates))
     msg = (
-        f"cannot tell which execution the start created ({ids}); nothing more is started. "
+        f"cannot tell which execution the start created ({ids}"
+        f"{'; ' + why if why else ''}); nothing more is started. "
         f"Annotate the TaskRun with {ADOPT_ANNOTATION}=<execution id> to adopt one, "
         f"or {ALLOW_RESTART_ANNOTATION}=true to start anew"
     )

@@ -88,6 +88,10 @@ class Reconciler:
         self.active = asyncio.Event()  # set while this replica may act (leader)
         self.active.set()
         self.reconciles = 0
+        # The Ona subject this operator acts as, learned from what it created or started;
+        # adoption of a referenced task's execution needs it.
+        self.principal = ""
+        self._principal_retry_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,8 +206,12 @@ class Reconciler:
                     execution=self.tracker.latest(exec_id) or obs.execution,
                     remote_failure=self.tracker.failure or obs.remote_failure,
                 )
+                self._learn_principal(run, obs.execution)
             elif key in self._failures and obs.remote_failure is None:
                 obs = replace(obs, remote_failure=self._failures[key])
+            elif run.status.start_requested_at and not self.principal:
+                await self._ask_principal()
+            obs = replace(obs, own_principal=self.principal)
             decision = core.decide(run, obs, _now(), self.settings)
             try:
                 body = await self._write_status(body, run, decision.status)
@@ -252,6 +260,28 @@ class Reconciler:
                 self.tracker.observe(result.execution)
         log.warning("%s did not settle after %d steps; looking again later", key, MAX_STEPS)
         self._requeue(key, 5.0)
+
+    async def _ask_principal(self) -> None:
+        """Ask the API who the token acts as, at most every 30 s while it fails."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._principal_retry_at:
+            return
+        self._principal_retry_at = loop.time() + 30.0
+        try:
+            subject = await self.ona.get_authenticated_identity()
+        except errors.OnaError as exc:
+            log.info("cannot learn the operator's principal yet: %s", exc)
+            return
+        self.principal = self.principal or subject.id
+
+    def _learn_principal(self, run: core.TaskRun, execution: core.RemoteExecution | None) -> None:
+        # Only executions this operator started itself (not adopted by a person) count.
+        started_here = run.status.start_attempts > 0
+        adopted_by_hand = core.ADOPT_ANNOTATION in run.annotations
+        if execution is not None and execution.creator_id and started_here and not adopted_by_hand:
+            if self.principal and self.principal != execution.creator_id:
+                log.warning("executions started by this operator show different creators")
+            self.principal = self.principal or execution.creator_id
 
     def _follow(self, key: str, body: Mapping[str, Any], decision: core.Decision) -> None:
         status = decision.status
@@ -347,13 +377,17 @@ class Reconciler:
         try:
             if kind is core.ActionKind.START:
                 execution = await self.ona.start_task(action.task_id)
+                self.principal = execution.metadata.creator.id or self.principal
                 return core.Result(execution=to_remote(execution))
             if kind is core.ActionKind.FIND_OWNED_TASK and spec and spec.task:
                 ref = core.task_reference(run.uid)
                 tasks = await self.ona.list_tasks(
                     references=[ref], environment_ids=[spec.task.environment_id]
                 )
-                return core.Result(task_id=tasks[0].id) if tasks else core.Result(missing=True)
+                if not tasks:
+                    return core.Result(missing=True)
+                self.principal = self.principal or tasks[0].metadata.creator.id
+                return core.Result(task_id=tasks[0].id)
             if kind is core.ActionKind.CREATE_TASK and spec and spec.task:
                 task = spec.task
                 created = await self.ona.create_task(
@@ -366,6 +400,7 @@ class Reconciler:
                     runs_on=task.runs_on,
                     depends_on=task.depends_on,
                 )
+                self.principal = created.metadata.creator.id or self.principal
                 return core.Result(task_id=created.id)
             if kind is core.ActionKind.RESOLVE_TASK_REF and spec and spec.task_ref:
                 task_ref = spec.task_ref

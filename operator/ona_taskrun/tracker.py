@@ -38,14 +38,16 @@ class ExecutionTracker:
         notify: Callable[[str], None],
         *,
         poll_interval: float = 5.0,
-        watched_poll_interval: float = 30.0,
+        watched_poll_interval: float | None = None,
         max_backoff: float = 60.0,
         watch: bool = True,
     ) -> None:
         self._client = client
         self._notify = notify
         self._poll_interval = poll_interval
-        self._watched_poll_interval = max(watched_poll_interval, poll_interval)
+        # While every environment is watched, polling is only the safety net (and the way
+        # an outage that leaves the streams open is noticed), so it may slow down.
+        self._watched_poll_interval = watched_poll_interval or poll_interval * 3
         self._max_backoff = max_backoff
         self._watch = watch
         self._tracked: dict[str, _Tracked] = {}

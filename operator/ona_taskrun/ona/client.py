@@ -41,6 +41,7 @@ from .errors import (
 )
 from .models import (
     EnvironmentVariable,
+    Subject,
     Task,
     TaskExecution,
     TaskExecutionPhase,
@@ -63,6 +64,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://app.ona.com/api"
 AUTOMATION_SERVICE = "gitpod.v1.EnvironmentAutomationService"
 EVENT_SERVICE = "gitpod.v1.EventService"
+IDENTITY_SERVICE = "gitpod.v1.IdentityService"
+# Methods outside the automation service, by the service that serves them.
+_SERVICE_OF = {"GetAuthenticatedIdentity": IDENTITY_SERVICE}
 MAX_FILTER_VALUES = 25
 MAX_PAGE_SIZE = 100
 
@@ -238,7 +242,7 @@ class OnaClient:
         headers["Connect-Timeout-Ms"] = str(int(self._timeout * 1000))
         try:
             response = await self._http.post(
-                self._url(AUTOMATION_SERVICE, method),
+                self._url(_SERVICE_OF.get(method, AUTOMATION_SERVICE), method),
                 content=json.dumps(body).encode(),
                 headers=headers,
             )
@@ -323,6 +327,12 @@ class OnaClient:
             raise OnaError(message, method=method, code="internal") from exc
 
     # -- task executions --------------------------------------------------------------
+
+    async def get_authenticated_identity(self) -> Subject:
+        """The subject the token acts as (IdentityService/GetAuthenticatedIdentity): the
+        creator id that the API records on what this client creates or starts."""
+        data = await self._call("GetAuthenticatedIdentity", {}, _Safety.READ)
+        return self._parse(Subject, data.get("subject") or {}, "GetAuthenticatedIdentity")
 
     async def start_task(self, task_id: str) -> TaskExecution:
         """Start a new execution of the task. Never repeated once it may have been sent.

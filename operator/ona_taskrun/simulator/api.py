@@ -28,6 +28,7 @@ from ona_taskrun.simulator.wire import (
 
 AUTOMATION_SERVICE: Final = "gitpod.v1.EnvironmentAutomationService"
 EVENT_SERVICE: Final = "gitpod.v1.EventService"
+IDENTITY_SERVICE: Final = "gitpod.v1.IdentityService"
 SIMULATOR_KEY: Final = web.AppKey("simulator", Simulator)
 CONNECT_JSON_STREAM: Final = "application/connect+json"
 END_STREAM_FLAG: Final = 0x02
@@ -92,7 +93,7 @@ async def before_handling(
 
 async def unary(request: web.Request) -> web.StreamResponse:
     sim = request.app[SIMULATOR_KEY]
-    method = request.match_info["method"]
+    method = request.match_info.get("method") or request.path.rsplit("/", 1)[-1]
     call = sim.begin_call(method)
     handler = METHODS.get(method)
     try:
@@ -217,4 +218,5 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     for prefix in ("", "/api"):
         app.router.add_post(f"{prefix}/{AUTOMATION_SERVICE}/{{method}}", unary)
+        app.router.add_post(f"{prefix}/{IDENTITY_SERVICE}/GetAuthenticatedIdentity", unary)
         app.router.add_post(f"{prefix}/{EVENT_SERVICE}/WatchEvents", watch_events)

@@ -166,7 +166,22 @@ def stop_task_execution(
     return {}
 
 
+# The organization every simulated token belongs to.
+ORGANIZATION_ID: Final = "5e1a7c3e-0000-4000-8000-00000000a11a"
+
+
+def get_authenticated_identity(
+    sim: Simulator, body: JSON, subject: Subject, query: Mapping[str, str], call: CallRecord
+) -> JSON:
+    """gitpod.v1.IdentityService/GetAuthenticatedIdentity: who the token acts as."""
+    return {
+        "organizationId": ORGANIZATION_ID,
+        "subject": {"id": subject.id, "principal": "PRINCIPAL_USER"},
+    }
+
+
 METHODS: Final[Mapping[str, Method]] = {
+    "GetAuthenticatedIdentity": get_authenticated_identity,
     "CreateTask": create_task,
     "GetTask": get_task,
     "ListTasks": list_tasks,

@@ -1,0 +1,233 @@
+"""End to end: one TaskRun starts at most one execution, whatever dies or fails, and
+nothing is lost. The operator runs as a process; crash points SIGKILL it mid-start."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.operator_fixtures import (
+    ENVIRONMENT_ID,
+    OperatorFactory,
+    OperatorProcess,
+    TaskRuns,
+    inline_task,
+    unique_reference,
+    wait_for,
+)
+from tests.support.simulator_fixtures import SimulatorHandle
+
+pytestmark = pytest.mark.e2e
+
+
+def _executions_of_task(sim: SimulatorHandle, task_id: str) -> list[dict[str, Any]]:
+    found = []
+    for item in sim.control.executions():
+        execution = item.get("execution", item)
+        if execution["metadata"]["taskId"] == task_id:
+            found.append(execution)
+    return found
+
+
+def _task_id_by_reference(sim: SimulatorHandle, reference: str) -> str | None:
+    for task in sim.control.tasks():
+        if task["metadata"].get("reference") == reference:
+            return str(task["id"])
+    return None
+
+
+def _start_directly(sim: SimulatorHandle, task_id: str) -> str:
+    """Start an execution as the operator's own principal, outside the operator."""
+    response = httpx.post(
+        f"{sim.base_url}/gitpod.v1.EnvironmentAutomationService/StartTask",
+        headers={"Authorization": f"Bearer {sim.token}", "Content-Type": "application/json"},
+        content=json.dumps({"id": task_id}),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["taskExecution"]["id"])
+
+
+@pytest.mark.parametrize("form", ["inline", "taskRef"])
+def test_killed_between_start_and_record_adopts_the_execution(
+    form: str,
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+) -> None:
+    crashing = operator_factory(namespace, extra_env={"ONA_TASKRUN_CRASH_POINT": "after-start"})
+    command = "test # sim:duration=2s"
+    if form == "inline":
+        spec: dict[str, Any] = {"task": inline_task(command)}
+    else:
+        task = e2e_simulator.control.seed_task(
+            environment_id=ENVIRONMENT_ID, reference=unique_reference(), command=command
+        )
+        spec = {"taskRef": {"id": task["id"]}}
+    taskruns.apply("crashy", spec)
+    assert crashing.wait_exit(timeout=30) == -signal.SIGKILL
+
+    status = taskruns.status("crashy")
+    assert status.get("startRequestedAt")
+    assert not status.get("taskExecutionId")  # the crash came before recording it
+    task_id = status["taskId"]
+    assert len(_executions_of_task(e2e_simulator, task_id)) == 1
+
+    operator_factory(namespace)  # restart without the crash point
+    final = taskruns.wait_phase("crashy", "SUCCEEDED", timeout=60)
+    executions = _executions_of_task(e2e_simulator, task_id)
+    assert [e["id"] for e in executions] == [final["taskExecutionId"]]
+    assert "Adopted" in {e["reason"] for e in taskruns.events("crashy")}
+
+
+def test_killed_after_claim_before_start_starts_exactly_once(
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+) -> None:
+    crashing = operator_factory(namespace, extra_env={"ONA_TASKRUN_CRASH_POINT": "after-claim"})
+    taskruns.apply("claimed", {"task": inline_task("x # sim:duration=0.5s")})
+    assert crashing.wait_exit(timeout=30) == -signal.SIGKILL
+    status = taskruns.status("claimed")
+    assert status.get("startRequestedAt")
+    assert _executions_of_task(e2e_simulator, status["taskId"]) == []
+
+    operator_factory(namespace)
+    final = taskruns.wait_phase("claimed", "SUCCEEDED", timeout=60)
+    executions = _executions_of_task(e2e_simulator, final["taskId"])
+    assert [e["id"] for e in executions] == [final["taskExecutionId"]]
+
+
+@pytest.mark.parametrize("mode", ["503", "drop", "hang"])
+def test_lost_start_response_is_adopted_not_retried(
+    mode: str, operator: OperatorProcess, taskruns: TaskRuns, e2e_simulator: SimulatorHandle
+) -> None:
+    e2e_simulator.control.set_faults(
+        "StartTask", lost_response=1.0, lost_response_mode=mode, hang_ms=4000, count=1
+    )
+    taskruns.apply("lost", {"task": inline_task("x # sim:duration=1s")})
+    cond = taskruns.wait_condition("lost", "Succeeded", "Unknown", "StartOutcomeUnknown")
+    assert "unknown" in cond["message"]
+    final = taskruns.wait_phase("lost", "SUCCEEDED", timeout=60)
+    executions = _executions_of_task(e2e_simulator, final["taskId"])
+    assert [e["id"] for e in executions] == [final["taskExecutionId"]]
+    assert operator.running
+
+
+def test_ambiguous_start_stalls_until_a_person_names_the_execution(
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+    control_plane: Any,
+) -> None:
+    task = e2e_simulator.control.seed_task(
+        environment_id=ENVIRONMENT_ID, reference=unique_reference(), command="x # sim:hang"
+    )
+    crashing = operator_factory(namespace, extra_env={"ONA_TASKRUN_CRASH_POINT": "after-claim"})
+    taskruns.apply("ambiguous", {"taskRef": {"id": task["id"]}})
+    assert crashing.wait_exit(timeout=30) == -signal.SIGKILL
+    # Two executions by the operator's own principal after its recorded start: which is ours?
+    first = _start_directly(e2e_simulator, task["id"])
+    second = _start_directly(e2e_simulator, task["id"])
+
+    operator_factory(namespace)
+    cond = taskruns.wait_condition("ambiguous", "Stalled", "True", "StartOutcomeUnknown", 60)
+    assert first in cond["message"]
+    assert second in cond["message"]
+    assert "automation.ona.com/adopt-execution" in cond["message"]
+    assert len(_executions_of_task(e2e_simulator, task["id"])) == 2  # nothing more started
+
+    control_plane.kubectl_run(
+        "-n",
+        namespace,
+        "annotate",
+        "taskrun",
+        "ambiguous",
+        f"automation.ona.com/adopt-execution={second}",
+    )
+    running = taskruns.wait_phase("ambiguous", "RUNNING")
+    assert running["taskExecutionId"] == second
+    e2e_simulator.control.set_phase(second, "SUCCEEDED")
+    e2e_simulator.control.set_phase(first, "STOPPED")
+    taskruns.wait_condition("ambiguous", "Succeeded", "True")
+    assert len(_executions_of_task(e2e_simulator, task["id"])) == 2
+
+
+def test_outage_keeps_the_last_status_and_converges_after(
+    operator: OperatorProcess, taskruns: TaskRuns, e2e_simulator: SimulatorHandle
+) -> None:
+    taskruns.apply("outage", {"task": inline_task("x # sim:hang")})
+    running = taskruns.wait_phase("outage", "RUNNING")
+    e2e_simulator.control.clear_calls()
+    e2e_simulator.control.set_faults("*", error_503=1.0)
+    e2e_simulator.control.disconnect_watchers()  # an outage drops the open streams too
+    cond = taskruns.wait_condition("outage", "RemoteReachable", "False", "Unavailable")
+    assert "cannot be reached" in cond["message"]
+    assert taskruns.status("outage")["phase"] == "RUNNING"
+    # The execution ends while the API is down; nothing may be lost.
+    e2e_simulator.control.set_phase(running["taskExecutionId"], "SUCCEEDED")
+    outage_started = time.monotonic()
+    wait_for(
+        lambda: len(e2e_simulator.control.calls()) >= 5,
+        what="the operator to keep trying during the outage",
+    )
+    assert taskruns.status("outage")["phase"] == "RUNNING"
+    e2e_simulator.control.clear_faults()
+    final = taskruns.wait_phase("outage", "SUCCEEDED", timeout=90)
+    assert final["taskExecutionId"] == running["taskExecutionId"]
+    taskruns.wait_condition("outage", "RemoteReachable", "True")
+    assert operator.running
+    assert time.monotonic() - outage_started < 90
+
+
+def test_two_replicas_start_once_and_the_standby_takes_over(
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+    control_plane: Any,
+) -> None:
+    lease = f"lease-{uuid.uuid4().hex[:8]}"
+
+    def replica(name: str) -> OperatorProcess:
+        env = {
+            "LEADER_ELECTION": "true",
+            "LEASE_NAME": lease,
+            "LEASE_DURATION": "4",
+            "POD_NAME": name,
+        }
+        return operator_factory(namespace, extra_env=env)
+
+    replicas = {"replica-a": replica("replica-a"), "replica-b": replica("replica-b")}
+    for i in range(4):
+        taskruns.apply(f"pair-{i}", {"task": inline_task("x # sim:duration=1s")})
+    for i in range(4):
+        status = taskruns.wait_phase(f"pair-{i}", "SUCCEEDED", timeout=60)
+        assert len(_executions_of_task(e2e_simulator, status["taskId"])) == 1
+
+    def holder() -> str:
+        result = control_plane.kubectl_run(
+            "-n", "ona-system", "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}"
+        )
+        return str(result.stdout.strip())
+
+    leader = wait_for(holder, what="a lease holder")
+    killed_at = time.monotonic()
+    replicas[leader].kill()
+    standby = next(name for name in replicas if name != leader)
+    wait_for(lambda: holder() == standby, timeout=30, what="the standby to take the lease")
+    taskruns.apply("after-failover", {"task": inline_task("x # sim:duration=0.5s")})
+    status = taskruns.wait_phase("after-failover", "SUCCEEDED", timeout=60)
+    takeover = time.monotonic() - killed_at
+    print(f"failover: standby led and finished a new TaskRun {takeover:.1f}s after the kill")
+    assert len(_executions_of_task(e2e_simulator, status["taskId"])) == 1
+    assert replicas[standby].running
