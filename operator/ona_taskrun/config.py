@@ -7,7 +7,9 @@ Nothing is read at import time: `load()` is called by the entry point.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ from urllib.parse import urlparse
 DEFAULT_BASE_URL = "https://app.ona.com/api"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 CRASH_POINTS = ("", "after-claim", "after-start", "before-stop-record")
 
 
@@ -78,6 +81,7 @@ environment variables (flags win over them):
   ONA_POLL_INTERVAL       seconds between batched status polls (default 5)
   ONA_START_SETTLE        seconds to wait after an unknown StartTask outcome before
                           looking for the execution (default 15; must exceed the timeout)
+  ONA_RESYNC_SECONDS      seconds between looks at a running TaskRun without news (default 60)
   RECONCILE_WORKERS       concurrent reconciles (default 8)
   LEADER_ELECTION         true to elect one active replica through a Lease
   LEASE_NAMESPACE, LEASE_NAME, LEASE_DURATION, POD_NAME (the replica's identity)
@@ -116,6 +120,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
     return value
@@ -152,10 +158,15 @@ def _token(env: Mapping[str, str], token_file: str | None) -> Secret:
 def _base_url(raw: str) -> str:
     url = raw.strip().rstrip("/")
     parsed = urlparse(url)
+    # Checked first, so that a token pasted into the URL is never echoed back.
+    if "@" in parsed.netloc:
+        raise ConfigError("ONA_BASE_URL must not carry credentials; use ONA_API_TOKEN")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(f"ONA_BASE_URL={raw!r} is not an http(s) URL")
-    if parsed.username or parsed.password:
-        raise ConfigError("ONA_BASE_URL must not carry credentials; use ONA_API_TOKEN")
+    try:
+        parsed.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"ONA_BASE_URL={raw!r} has an invalid port") from None
     return url
 
 
@@ -174,7 +185,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     )
     namespaces = tuple(dict.fromkeys(n.strip() for n in raw_ns if n.strip()))
     for ns in namespaces:
-        if len(ns) > 63 or not all(c.isalnum() or c == "-" for c in ns) or ns != ns.lower():
+        if len(ns) > 63 or not _NAMESPACE.fullmatch(ns):
             raise ConfigError(f"namespace {ns!r} is not a valid Kubernetes namespace name")
 
     log_level = (args.log_level or env.get("LOG_LEVEL") or "INFO").upper()

@@ -663,8 +663,17 @@ def _decide_start(
             requeue_after=(settle_at - now).total_seconds(),
         )
     if _stalled(status):
-        return Decision(status)  # waiting for a person
+        # Waiting for a person; only note which generation was seen.
+        return Decision(_observe(status, run.generation))
     if obs.candidates is None:
+        refused = failure if failure and failure.kind is not FailureKind.OUTCOME_UNKNOWN else None
+        if refused is not None and not refused.kind.transient:
+            # A refused look (401/403) is not repeated at once: say why, look again later.
+            msg = f"cannot look for the execution of an unknown start: {refused.message}"
+            return Decision(
+                _pending(run, status, now, "StartOutcomeUnknown", msg, refused),
+                requeue_after=_backoff(obs, 30.0),
+            )
         msg = "looking for the execution of a start whose outcome is unknown"
         return Decision(
             _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
@@ -720,6 +729,11 @@ def _decide_start(
     )
 
 
+def _observe(status: Status, generation: int) -> Status:
+    conditions = tuple(replace(c, observed_generation=generation) for c in status.conditions)
+    return replace(status, observed_generation=generation, conditions=conditions)
+
+
 def _stalled(status: Status) -> bool:
     cond = status.condition(STALLED)
     return cond is not None and cond.status == "True"
@@ -769,7 +783,19 @@ def _decide_running(
     failure = obs.remote_failure
     label = phase.value.capitalize() if phase else "Pending"
     message = f"execution {exec_id} is {label.lower()}"
-    new = _pending(run, status, now, label, message, failure)
+    refused = status.condition(STALLED)
+    if refused is not None and refused.status == "True" and status.stop_requested_at:
+        # A refused stop stays in view until the run ends.
+        new = _conditions(
+            status,
+            run.generation,
+            now,
+            succeeded=("Unknown", "StopRefused", refused.message),
+            stalled=("True", refused.reason, refused.message),
+            remote=failure,
+        )
+    else:
+        new = _pending(run, status, now, label, message, failure)
 
     stop_reason = ""
     if spec.desired_stopped:
@@ -891,8 +917,24 @@ def apply_result(
             obs = replace(obs, stopped=True)
         elif kind is ActionKind.DELETE_TASK and failure.kind is FailureKind.NOT_FOUND:
             obs = replace(obs, task_deleted=True)
+        elif kind is ActionKind.STOP and action.reason in ("Requested", "TimedOut"):
+            # The stop was refused: not retried blindly; the run stays tracked (it may still
+            # end remotely) and a person is told why it does not stop.
+            msg = f"StopTaskExecution was refused: {failure.message}"
+            status = _conditions(
+                status,
+                run.generation,
+                now,
+                succeeded=("Unknown", "StopRefused", msg),
+                stalled=("True", failure.kind.value, msg),
+            )
+            events.append(Event("Warning", "StopRefused", msg))
+        elif kind is ActionKind.FIND_EXECUTIONS:
+            msg = f"cannot look for the execution of an unknown start: {failure.message}"
+            status = _pending(run, status, now, "StartOutcomeUnknown", msg, failure)
+            obs = replace(obs, remote_failure=failure)
         else:
-            # Other refusals while tracking or cleaning up: keep the status, say why.
+            # Other refusals while cleaning up: deletion goes on rather than hang.
             obs = replace(obs, remote_failure=failure, stopped=True, task_deleted=True)
         return replace(run, status=status), obs, tuple(events)
 
@@ -900,9 +942,10 @@ def apply_result(
         if kind is ActionKind.START:
             # 429 or a refusal before sending: nothing was started, the claim is void.
             status = replace(status, start_requested_at="")
-        elif kind is ActionKind.STOP:
+        elif kind is ActionKind.STOP and not run.deleting:
             status = replace(status, stop_requested_at="", stop_reason="")
-        status = _pending(run, status, now, "Waiting", failure.message, failure)
+        if not (status.finished or run.deleting):
+            status = _pending(run, status, now, "Waiting", failure.message, failure)
         return replace(run, status=status), obs, ()
 
     if kind in (ActionKind.FIND_OWNED_TASK, ActionKind.CREATE_TASK, ActionKind.RESOLVE_TASK_REF):

@@ -198,17 +198,6 @@ def test_token_is_hidden_in_every_rendering(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- refusals
 
-BUG_NAMESPACE = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the namespace check is `isalnum() or '-'` and lower(), so names that are "
-    "not RFC 1123 labels (leading/trailing '-', non-ASCII letters) are accepted",
-)
-BUG_NUMBER = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _number accepts float('nan') and float('inf') (nan < minimum is False); "
-    "RECONCILE_WORKERS=inf/nan then crash in int() with OverflowError/ValueError",
-)
-
 # (argv, env on top of a valid token, exact message or a fragment it must hold)
 REFUSED: list[Any] = [
     pytest.param(
@@ -252,11 +241,6 @@ REFUSED: list[Any] = [
         {"ONA_BASE_URL": "https://app.ona.com:port/api"},
         "ONA_BASE_URL",
         id="base-url-bad-port",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: _base_url never reads parsed.port, so a non-numeric port is accepted "
-            "and only fails at the first API call",
-        ),
     ),
     pytest.param(
         ["-n", "team-a", "-A"],
@@ -293,21 +277,18 @@ REFUSED: list[Any] = [
         {"WATCH_NAMESPACES": "-team"},
         "namespace '-team' is not a valid Kubernetes namespace name",
         id="namespace-leading-dash",
-        marks=BUG_NAMESPACE,
     ),
     pytest.param(
         [],
         {"WATCH_NAMESPACES": "team-"},
         "namespace 'team-' is not a valid Kubernetes namespace name",
         id="namespace-trailing-dash",
-        marks=BUG_NAMESPACE,
     ),
     pytest.param(
         [],
         {"WATCH_NAMESPACES": "équipe"},
         "namespace 'équipe' is not a valid Kubernetes namespace name",
         id="namespace-non-ascii",
-        marks=BUG_NAMESPACE,
     ),
     pytest.param(
         [],
@@ -377,21 +358,18 @@ REFUSED: list[Any] = [
         {"ONA_POLL_INTERVAL": "nan"},
         "ONA_POLL_INTERVAL",
         id="poll-nan",
-        marks=BUG_NUMBER,
     ),
     pytest.param(
         [],
         {"ONA_POLL_INTERVAL": "inf"},
         "ONA_POLL_INTERVAL",
         id="poll-inf",
-        marks=BUG_NUMBER,
     ),
     pytest.param(
         [],
         {"RECONCILE_WORKERS": "inf"},
         "RECONCILE_WORKERS",
         id="workers-inf",
-        marks=BUG_NUMBER,
     ),
     pytest.param(
         [],
@@ -423,11 +401,6 @@ REFUSED: list[Any] = [
         {"ONA_BASE_URL": f"ftp://operator:{TOKEN}@app.ona.com/api"},
         "ONA_BASE_URL",
         id="base-url-bad-scheme-with-token-inside",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: _base_url echoes the raw URL when the scheme is wrong before checking "
-            "for credentials, so a token put in the URL is printed in the error",
-        ),
     ),
 ]
 

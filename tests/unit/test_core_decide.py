@@ -332,12 +332,6 @@ UNKNOWN_START = [
                 "RemoteReachable": ("True", "Reachable"),
             },
         ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: while a start is stalled, decide returns the status untouched, so "
-            "observedGeneration (and the conditions' observedGeneration) stay at the old "
-            "generation after spec.desiredPhase is edited",
-        ),
     ),
     case(
         "taskref-candidate-older-than-start-minus-skew-is-ignored",

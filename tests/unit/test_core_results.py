@@ -243,12 +243,6 @@ ROWS = [
             conditions=finished("True", "Succeeded", stalled=False),
             obs={"task_deleted": False},
         ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: apply_result's transient-failure branch always calls _pending, so a "
-            "429/503 on DeleteTask (or StopExecution) while deleting a finished TaskRun turns "
-            "Succeeded True back into Unknown/Waiting and Reconciling back to True",
-        ),
     ),
     row(
         "create-task-outcome-unknown-looks-the-task-up-again",
@@ -437,12 +431,6 @@ def test_refused_start_is_final_and_costs_no_more_calls() -> None:
     assert condition_table(decision.status)["Succeeded"] == ("False", "TaskNotFound")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a non-transient failure of FindExecutions (e.g. 401) is kept in the "
-    "observation, but _decide_start passes only transient failures to the conditions, so "
-    "RemoteReachable stays True/Reachable and FindExecutions is asked again at once",
-)
 def test_find_executions_unauthorized_says_the_remote_refused() -> None:
     run = taskrun(inline_spec(), {**CLAIMED, "startRequestedAt": at(-20)})
     find = Action(ActionKind.FIND_EXECUTIONS, task_id=TASK)
@@ -454,12 +442,6 @@ def test_find_executions_unauthorized_says_the_remote_refused() -> None:
     assert condition_table(decision.status)["RemoteReachable"] == ("False", "Unauthorized")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a StopExecution refused with 403 keeps stopRequestedAt and puts the "
-    "refusal only into the per-pass observation; the next reconcile without news shows "
-    "RemoteReachable True, the stop is never retried, and no condition says it was refused",
-)
 def test_refused_stop_stays_visible_in_the_conditions() -> None:
     run = taskrun(inline_spec(desiredPhase="STOPPED"), RUNNING, generation=2)
     stop = core.decide(run, Observation(), NOW, CFG)
