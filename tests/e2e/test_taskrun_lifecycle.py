@@ -4,8 +4,10 @@ the simulator over HTTP; TaskRuns driven with kubectl and the Kubernetes client.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import (
@@ -265,3 +267,25 @@ def test_older_or_equal_status_version_never_overwrites_a_newer_one(
     e2e_simulator.control.set_phase(execution_id, "SUCCEEDED")
     final = taskruns.wait_phase("versions", "SUCCEEDED")
     assert int(final["statusVersion"]) > held
+
+
+def test_the_shipped_samples_run_against_the_simulator(
+    operator: OperatorProcess,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+    control_plane: ControlPlane,
+) -> None:
+    samples = Path(__file__).resolve().parents[2] / "config" / "samples"
+    ref_sample = yaml.safe_load((samples / "taskrun-taskref.yaml").read_text())
+    task_id = ref_sample["spec"]["taskRef"]["id"]
+    if task_id not in {t["id"] for t in e2e_simulator.control.tasks()}:
+        e2e_simulator.control.seed_task(
+            task_id=task_id,
+            environment_id=ENVIRONMENT_ID,
+            reference="nightly-report",
+            command="./report.sh # sim:duration=0.5s",
+        )
+    control_plane.kubectl_run("-n", taskruns.namespace, "apply", "-k", str(samples))
+    for name in ("build-and-test", "nightly-report"):
+        status = taskruns.wait_phase(name, "SUCCEEDED", timeout=60)
+        assert status["steps"]
