@@ -49,8 +49,15 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
+        first = self.reconciler.kube is None
         self.reconciler.kube = KubeClient.from_connection(info)
-        if self.config.leader_election and not self._tasks:
+        if first:
+            self._tasks.append(
+                asyncio.create_task(
+                    self.reconciler.initial_sync(self.config.namespaces), name="initial-sync"
+                )
+            )
+        if self.config.leader_election and first:
             elector = LeaderElector(
                 self.reconciler.kube,
                 self.reconciler.active,
@@ -93,7 +100,8 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
         )
 
     @kopf.on.login(registry=registry, retries=3)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # Async, so that connect() runs in the operator's event loop, not in a worker thread.
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
         if info is not None:
             app.connect(info)

@@ -88,9 +88,14 @@ class KubeClient:
     async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._request("GET", self._path(namespace, name))
 
-    async def list_taskruns(self) -> list[dict[str, Any]]:
-        body = await self._request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}")
-        return list(body.get("items", []))
+    async def list_taskruns(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        path = self._path(namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+        body = await self._request("GET", path)
+        items = list(body.get("items", []))
+        for item in items:  # list items come without kind/apiVersion
+            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            item.setdefault("kind", "TaskRun")
+        return items
 
     async def patch_status(
         self, namespace: str, name: str, status_patch: Mapping[str, Any], resource_version: str

@@ -87,6 +87,9 @@ class Reconciler:
         self._tasks: list[asyncio.Task[None]] = []
         self.active = asyncio.Event()  # set while this replica may act (leader)
         self.active.set()
+        # Set once every watched TaskRun has been read: until then an adoption could not
+        # know which executions other TaskRuns already hold.
+        self.synced = asyncio.Event()
         self.reconciles = 0
         # The Ona subject this operator acts as, learned from what it created or started;
         # adoption of a referenced task's execution needs it.
@@ -141,6 +144,27 @@ class Reconciler:
         self._failures.pop(key, None)
         self._attempts.pop(key, None)
 
+    async def initial_sync(self, namespaces: tuple[str, ...]) -> None:
+        """Read every watched TaskRun once, retrying until the API server answers."""
+        assert self.kube is not None
+        delay = 1.0
+        while True:
+            try:
+                if namespaces:
+                    bodies = [b for ns in namespaces for b in await self.kube.list_taskruns(ns)]
+                else:
+                    bodies = await self.kube.list_taskruns()
+                break
+            except KubeError as exc:
+                log.warning("cannot list TaskRuns yet (%s); retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        for body in bodies:
+            self._remember(key_of(body), body)
+            self.enqueue(key_of(body))
+        log.info("read %d TaskRuns; reconciling", len(bodies))
+        self.synced.set()
+
     def enqueue(self, key: str) -> None:
         if key in self._active:
             self._dirty.add(key)
@@ -171,6 +195,7 @@ class Reconciler:
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
+            await self.synced.wait()
             await self.active.wait()
             self._queued.discard(key)
             self._active.add(key)
