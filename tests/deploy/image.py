@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 
@@ -35,7 +36,14 @@ IMAGE = os.environ.get("ONA_IMAGE", "localhost/ona-taskrun/operator:dev")
 
 # Paths that `buildah run` itself creates or rewrites in the container's root on every
 # run; anything else written there came from the process.
-_BUILDAH_RUN_PATHS = ("/etc", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run")
+_BUILDAH_RUN_PATHS = (
+    "/etc",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/run",
+    "/run/.containerenv",
+)
 
 
 def buildah(*args: str) -> list[str]:
@@ -147,6 +155,7 @@ class ImageProcess:
         log_path: Path,
         started_at: float,
         mount_targets: Sequence[str] = (),
+        mount_copies: Path | None = None,
     ) -> None:
         self.container = container
         self.popen = popen
@@ -158,6 +167,7 @@ class ImageProcess:
             for target in mount_targets
             for depth in range(1, len(Path(target).parts))
         }
+        self._mount_copies = mount_copies
         self._removed = False
 
     @property
@@ -230,6 +240,8 @@ class ImageProcess:
         """Remove the container (once the process has ended)."""
         if not self._removed:
             subprocess.run(buildah("rm", self.container), capture_output=True, check=True)
+            if self._mount_copies is not None:
+                shutil.rmtree(self._mount_copies, ignore_errors=True)
             self._removed = True
 
     def __enter__(self) -> ImageProcess:
@@ -242,6 +254,73 @@ class ImageProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _resolve_in_root(root: Path, target: str) -> str:
+    """`target` with the image's symlinks followed, as seen inside the container.
+
+    buildah's chroot isolation binds onto the literal path, so a mount at
+    /var/run/secrets/... would land beside the /var/run -> /run symlink and stay
+    invisible; Kubernetes resolves the symlink, and so does this.
+    """
+    resolved = PurePosixPath("/")
+    pending = list(PurePosixPath(target).parts[1:])
+    for _ in range(256):
+        if not pending:
+            return str(resolved)
+        part = pending.pop(0)
+        candidate = resolved / part
+        host_path = root / str(candidate).lstrip("/")
+        if host_path.is_symlink():
+            link = PurePosixPath(os.readlink(host_path))
+            pending = [*link.parts[1:], *pending] if link.is_absolute() else [*link.parts, *pending]
+            if link.is_absolute():
+                resolved = PurePosixPath("/")
+        elif part == "..":
+            resolved = resolved.parent
+        else:
+            resolved = candidate
+    raise ValueError(f"too many symlinks resolving {target} in the image")
+
+
+def _mount_targets(container: str, mounts: Mapping[str | Path, str]) -> list[str]:
+    if not mounts:
+        return []
+    root = subprocess.run(
+        buildah("mount", container), capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        return [_resolve_in_root(Path(root), target) for target in mounts.values()]
+    finally:
+        subprocess.run(buildah("umount", container), capture_output=True, check=False)
+
+
+def _readable_copies(sources: Sequence[str | Path], user: str) -> list[Path]:
+    """Private copies of `sources` owned by the user the process runs as, mode 0400.
+
+    What a Secret volume with fsGroup gives the operator in a cluster, and what a host
+    file of another owner (an admin's 0600 kubeconfig) would not.
+    """
+    if not sources:
+        return []
+    folder = Path(tempfile.mkdtemp(prefix="ona-image-mounts-"))
+    uid_text, _, gid_text = user.partition(":")
+    uid = int(uid_text) if uid_text.isdigit() else -1
+    gid = int(gid_text) if gid_text.isdigit() else uid
+    copies = []
+    for index, source in enumerate(sources):
+        copy = folder / f"{index}-{Path(source).name}"
+        if Path(source).is_dir():
+            shutil.copytree(source, copy)
+            paths = [copy, *copy.rglob("*")]
+        else:
+            shutil.copyfile(source, copy)
+            paths = [copy]
+        for path in paths:
+            os.chown(path, uid, gid)
+            path.chmod(0o500 if path.is_dir() else 0o400)
+        copies.append(copy)
+    return copies
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -267,27 +346,34 @@ def run_in_image(
     """Start `entrypoint + args` in a new container of `image`, on the host's network.
 
     entrypoint defaults to the image's own (taskrun-operator), user to the image's
-    (65532:65532). mounts maps host paths to container paths, bound read-only (a
-    kubeconfig, a token file). Output goes to log_path (a new temporary file by
-    default), so a chatty process never blocks on a full pipe.
+    (65532:65532). mounts maps host paths (files or folders) to container paths: a
+    private copy of each, owned by that user and read-only, is bound there (a
+    kubeconfig, a token file), as Kubernetes does with a Secret volume. Output goes to
+    log_path (a new temporary file by default), so a chatty process never blocks on a
+    full pipe.
     """
     command = list(entrypoint if entrypoint is not None else image_config(image)["Entrypoint"])
     container = subprocess.run(
         buildah("from", "--pull=never", image), capture_output=True, text=True, check=True
     ).stdout.strip()
-    run = ["run", "--isolation", "chroot", "--network", "host"]
-    if user is not None:
-        run += ["--user", user]
-    for name, value in (env or {}).items():
-        run += ["--env", f"{name}={value}"]
-    for source, target in (mounts or {}).items():
-        run += ["--volume", f"{Path(source).resolve()}:{target}:ro"]
-    if log_path is None:
-        handle, name = tempfile.mkstemp(prefix="ona-image-", suffix=".log")
-        os.close(handle)
-        log_path = Path(name)
-    started_at = time.time()
+    copies: list[Path] = []
     try:
+        run = ["run", "--isolation", "chroot", "--network", "host"]
+        if user is not None:
+            run += ["--user", user]
+        for name, value in (env or {}).items():
+            run += ["--env", f"{name}={value}"]
+        targets = _mount_targets(container, mounts or {})
+        copies = _readable_copies(
+            list((mounts or {}).keys()), user or image_config(image).get("User", "")
+        )
+        for copy, target in zip(copies, targets, strict=True):
+            run += ["--volume", f"{copy}:{target}:ro"]
+        if log_path is None:
+            handle, name = tempfile.mkstemp(prefix="ona-image-", suffix=".log")
+            os.close(handle)
+            log_path = Path(name)
+        started_at = time.time()
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
                 buildah(*run, container, "--", *command, *args),
@@ -299,5 +385,9 @@ def run_in_image(
             )
     except BaseException:
         subprocess.run(buildah("rm", container), capture_output=True, check=False)
+        if copies:
+            shutil.rmtree(copies[0].parent, ignore_errors=True)
         raise
-    return ImageProcess(container, popen, log_path, started_at, tuple((mounts or {}).values()))
+    return ImageProcess(
+        container, popen, log_path, started_at, targets, copies[0].parent if copies else None
+    )
