@@ -1,0 +1,51 @@
+"""A short chaos run in the test suite: 24 TaskRuns of every form while the operator is
+SIGKILLed twice (once through a crash point), every fault kind and a 15 s outage hit the
+Ona API, and kube-apiserver restarts. Nothing may start twice and nothing may be lost,
+counted from the simulator's own records. Runs its own control plane, simulator and
+operator, because restarting the API server would disturb the session's other tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tools.chaos import Settings, run_chaos
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.mark.timeout(480)
+def test_short_chaos_run_starts_nothing_twice_and_loses_nothing(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    if os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true":
+        pytest.skip("restarts its own local API server, which USE_EXISTING_CLUSTER rules out")
+    settings = Settings(
+        taskruns=24, kills=2, seed=7, fault_window=3.0, outage=15.0, duration_budget=300.0
+    )
+    figures = run_chaos(settings, tmp_path / "chaos", log=lambda line: print(line, file=sys.stderr))
+    for key in ("wall_seconds", "converge_seconds_after_last_fault", "outage", "quiet"):
+        record_property(key, json.dumps(figures[key]))
+    details = json.dumps({k: figures[k] for k in figures if k.endswith("_detail")}, indent=1)
+
+    assert figures["duplicate_starts"] == 0, details
+    assert figures["lost_runs"] == 0, details
+    assert figures["status_mismatches"] == 0, details
+    assert figures["not_converged"] == 0, details
+    assert figures["taskruns"] >= 24
+
+    # The chaos really happened, as planned.
+    assert figures["kills"] == 2
+    assert figures["crash_point_kills"] == 1
+    assert figures["unexpected_operator_exits"] == []
+    assert figures["apiserver_restarts"] == 1
+    outage = figures["outage"]
+    assert outage is not None
+    assert outage["calls"] > 0, "the operator made no call during the outage"
+    assert figures["faults_injected"].get("503", 0) >= outage["calls"]
+    assert sum(figures["faults_injected"].values()) > outage["calls"]
+    assert figures["teardown_leftovers"] == []

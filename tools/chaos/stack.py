@@ -1,0 +1,253 @@
+"""The whole stack a chaos run needs, started in its own state folder and torn down after:
+a fresh local control plane, the Ona API simulator and the operator as processes, and a
+namespace of its own.
+
+Every child is tied to this process (PR_SET_PDEATHSIG), so even a harness killed hard leaves
+no process or port behind; `close()` stops them properly on the ordinary and Ctrl-C paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from kubernetes import client, config
+
+from tools.localcluster import ClusterInfo, LocalCluster
+from tools.localcluster.processes import LOOPBACK, port_is_free
+
+LISTENING_PREFIX = "ona-simulator listening on "
+FAST_TIMINGS = {"ONA_POLL_INTERVAL": "1", "ONA_REQUEST_TIMEOUT": "2", "ONA_START_SETTLE": "4"}
+
+Log = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """Part of the stack could not be started."""
+
+
+def _die_with_parent() -> None:
+    # SIGKILL when the harness dies: a chaos run aborted hard must not leave an operator
+    # starting tasks against a simulator nobody watches.
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def _venv_bin(name: str) -> Path:
+    return Path(sys.executable).parent / name
+
+
+@dataclass
+class OperatorRun:
+    """One incarnation of the operator process."""
+
+    index: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    crash_point: str
+    started_at: float
+    ended_at: float | None = None
+    end: str = ""  # "sigkill", "crash-point", "stopped", "exited N"
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Stack:
+    state_dir: Path
+    log: Log
+    seed: int = 0
+    cluster: LocalCluster | None = None
+    info: ClusterInfo | None = None
+    namespace: str = ""
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    simulator: subprocess.Popen[str] | None = None
+    base_url: str = ""
+    operators: list[OperatorRun] = field(default_factory=list)
+    api: client.ApiClient | None = None
+    _sim_out: IO[str] | None = None
+
+    @property
+    def control_url(self) -> str:
+        return f"{self.base_url}/_simulator"
+
+    @property
+    def operator(self) -> OperatorRun | None:
+        return self.operators[-1] if self.operators else None
+
+    # ---------------------------------------------------------------- start
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.cluster = LocalCluster(self.state_dir / "cluster")
+        self.info = self.cluster.up(tied_to_caller=True, progress=lambda m: None)
+        self.log(f"control plane ready at {self.info.server} in {time.monotonic() - started:.1f} s")
+        self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.info.admin_kubeconfig)
+        )
+        self.namespace = f"chaos-{self.seed}-{secrets.token_hex(3)}"
+        client.CoreV1Api(self.api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace))
+        )
+        self._start_simulator()
+        self.log(f"simulator at {self.base_url}; namespace {self.namespace}")
+
+    def _start_simulator(self) -> None:
+        stderr = (self.state_dir / "simulator.log").open("ab")
+        self.simulator = subprocess.Popen(
+            [
+                str(_venv_bin("ona-simulator")),
+                "--host",
+                LOOPBACK,
+                "--port",
+                "0",
+                "--token",
+                self.token,
+                "--seed",
+                str(self.seed),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
+        stderr.close()
+        assert self.simulator.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=_pump, args=(self.simulator.stdout, lines), daemon=True, name="sim-stdout"
+        ).start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.simulator.poll() is not None:
+                    break
+                continue
+            if line.startswith(LISTENING_PREFIX):
+                self.base_url = line[len(LISTENING_PREFIX) :].strip()
+                return
+        raise StackError(f"the simulator did not start; see {self.state_dir / 'simulator.log'}")
+
+    def start_operator(self, *, crash_point: str = "") -> OperatorRun:
+        assert self.info is not None
+        index = len(self.operators)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("ONA_", "KUBE"))},
+            **FAST_TIMINGS,
+            "KUBECONFIG": str(self.info.operator_kubeconfig),
+            "ONA_BASE_URL": self.base_url,
+            "ONA_API_TOKEN": self.token,
+            "WATCH_NAMESPACES": self.namespace,
+            "LOG_LEVEL": "INFO",
+        }
+        if crash_point:
+            env["ONA_TASKRUN_CRASH_POINT"] = crash_point
+        log_path = self.state_dir / f"operator-{index:02d}.log"
+        with log_path.open("ab") as out:
+            process = subprocess.Popen(
+                [str(_venv_bin("taskrun-operator"))],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        run = OperatorRun(index, process, log_path, crash_point, time.monotonic())
+        self.operators.append(run)
+        return run
+
+    def kill_operator(self) -> OperatorRun | None:
+        """SIGKILL the running operator: no chance to finish a write or a call."""
+        run = self.operator
+        if run is None or not run.running:
+            return None
+        run.process.send_signal(signal.SIGKILL)
+        run.process.wait(timeout=10)
+        run.ended_at = time.monotonic()
+        run.end = "sigkill"
+        return run
+
+    def note_exit(self, run: OperatorRun) -> None:
+        code = run.process.poll()
+        if code is None or run.end:
+            return
+        run.ended_at = time.monotonic()
+        if code == -signal.SIGKILL and run.crash_point:
+            run.end = "crash-point"
+        else:
+            run.end = f"exited {code}"
+
+    # ---------------------------------------------------------------- stop
+
+    def close(self) -> None:
+        """Stop everything this stack started; safe to call more than once."""
+        for run in self.operators:
+            if run.running:
+                run.process.send_signal(signal.SIGTERM)
+                try:
+                    run.process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    run.process.kill()
+                    run.process.wait(timeout=10)
+                run.ended_at = time.monotonic()
+                run.end = run.end or "stopped"
+        if self.simulator is not None and self.simulator.poll() is None:
+            self.simulator.send_signal(signal.SIGTERM)
+            try:
+                self.simulator.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.simulator.kill()
+                self.simulator.wait(timeout=10)
+        if self.api is not None:
+            with contextlib.suppress(Exception):
+                self.api.close()  # type: ignore[no-untyped-call]
+            self.api = None
+        if self.cluster is not None:
+            self.cluster.down(quiet=True)
+
+    def leftovers(self) -> list[str]:
+        """Processes or ports still alive after close(); empty when the teardown was clean."""
+        left: list[str] = []
+        for run in self.operators:
+            if run.running:
+                left.append(f"operator pid {run.process.pid}")
+        if self.simulator is not None and self.simulator.poll() is None:
+            left.append(f"simulator pid {self.simulator.pid}")
+        if self.base_url:
+            port = int(self.base_url.rsplit(":", 1)[1])
+            if not port_is_free(port):
+                left.append(f"simulator port {port}")
+        if self.info is not None:
+            left.extend(f"control-plane port {p}" for p in self.info.ports if not port_is_free(p))
+        return left
+
+    # ---------------------------------------------------------------- kube
+
+    def custom(self) -> client.CustomObjectsApi:
+        assert self.api is not None
+        return client.CustomObjectsApi(self.api)
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
+    # Keep reading after the first line, so the child never blocks on a full pipe.
+    for line in stream:
+        lines.put(line)
