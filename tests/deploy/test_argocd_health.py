@@ -73,6 +73,12 @@ CASES: list[tuple[str, dict[str, Any], str, list[str]]] = [
         ["Waiting for the operator"],
     ),
     (
+        "empty conditions list",
+        taskrun({"conditions": []}),
+        "Progressing",
+        ["Waiting for the operator"],
+    ),
+    (
         "conditions written, no remote status yet",
         taskrun({"phase": "", "conditions": NOT_OVER}),
         "Progressing",
