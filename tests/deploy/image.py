@@ -156,6 +156,7 @@ class ImageProcess:
         started_at: float,
         mount_targets: Sequence[str] = (),
         mount_copies: Path | None = None,
+        owns_log: bool = False,
     ) -> None:
         self.container = container
         self.popen = popen
@@ -168,6 +169,8 @@ class ImageProcess:
             for depth in range(1, len(Path(target).parts))
         }
         self._mount_copies = mount_copies
+        self._owns_log = owns_log
+        self._final_output: str | None = None
         self._removed = False
 
     @property
@@ -177,6 +180,8 @@ class ImageProcess:
 
     def output(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
+        if self._final_output is not None:
+            return self._final_output
         return self.log_path.read_text(errors="replace")
 
     def wait(self, timeout: float) -> int:
@@ -242,6 +247,10 @@ class ImageProcess:
             subprocess.run(buildah("rm", self.container), capture_output=True, check=True)
             if self._mount_copies is not None:
                 shutil.rmtree(self._mount_copies, ignore_errors=True)
+            if self._owns_log:
+                # A log file of our own making: keep its text, leave no file behind.
+                self._final_output = self.output()
+                self.log_path.unlink(missing_ok=True)
             self._removed = True
 
     def __enter__(self) -> ImageProcess:
@@ -349,8 +358,9 @@ def run_in_image(
     (65532:65532). mounts maps host paths (files or folders) to container paths: a
     private copy of each, owned by that user and read-only, is bound there (a
     kubeconfig, a token file), as Kubernetes does with a Secret volume. Output goes to
-    log_path (a new temporary file by default), so a chatty process never blocks on a
-    full pipe.
+    log_path (by default a temporary file, deleted when the container is removed, its
+    text still available from output()), so a chatty process never blocks on a full
+    pipe.
     """
     command = list(entrypoint if entrypoint is not None else image_config(image)["Entrypoint"])
     container = subprocess.run(
@@ -369,10 +379,11 @@ def run_in_image(
         )
         for copy, target in zip(copies, targets, strict=True):
             run += ["--volume", f"{copy}:{target}:ro"]
+        owns_log = log_path is None
         if log_path is None:
-            handle, name = tempfile.mkstemp(prefix="ona-image-", suffix=".log")
+            handle, log_name = tempfile.mkstemp(prefix="ona-image-", suffix=".log")
             os.close(handle)
-            log_path = Path(name)
+            log_path = Path(log_name)
         started_at = time.time()
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
@@ -389,5 +400,11 @@ def run_in_image(
             shutil.rmtree(copies[0].parent, ignore_errors=True)
         raise
     return ImageProcess(
-        container, popen, log_path, started_at, targets, copies[0].parent if copies else None
+        container,
+        popen,
+        log_path,
+        started_at,
+        targets,
+        copies[0].parent if copies else None,
+        owns_log,
     )
