@@ -25,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         clusterwide=cfg.all_namespaces,
         namespaces=list(cfg.namespaces),
         standalone=True,
+        # An explicit identity spares kopf a passwd lookup that fails under arbitrary UIDs.
+        identity=cfg.identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=cfg.liveness_endpoint,
     )
     return 0
