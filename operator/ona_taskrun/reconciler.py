@@ -27,6 +27,7 @@ from .tracker import ExecutionTracker
 
 log = logging.getLogger(__name__)
 MAX_STEPS = 25
+_LOCAL_ACTIONS = (core.ActionKind.ADD_FINALIZER, core.ActionKind.REMOVE_FINALIZER)
 
 
 def key_of(body: Mapping[str, Any]) -> str:
@@ -83,6 +84,7 @@ class Reconciler:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._failures: dict[str, core.RemoteFailure] = {}
         self._attempts: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}  # loop time before which no remote call
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self.active = asyncio.Event()  # set while this replica may act (leader)
@@ -238,6 +240,10 @@ class Reconciler:
                 await self._ask_principal()
             obs = replace(obs, own_principal=self.principal)
             decision = core.decide(run, obs, _now(), self.settings)
+            if self._backing_off(key, decision.action):
+                # Woken by a watch event (often our own write) before the back-off ends:
+                # no remote call, and no claim written for a start that is not made now.
+                return
             try:
                 body = await self._write_status(body, run, decision.status)
             except Conflict:
@@ -254,7 +260,7 @@ class Reconciler:
                 if decision.requeue_after is not None:
                     self._requeue(key, decision.requeue_after)
                 return
-            if action.kind in (core.ActionKind.ADD_FINALIZER, core.ActionKind.REMOVE_FINALIZER):
+            if action.kind in _LOCAL_ACTIONS:
                 try:
                     body = await self._set_finalizer(body, action.kind)
                 except Conflict:
@@ -277,14 +283,28 @@ class Reconciler:
             if result.failure is not None and result.failure.kind.transient:
                 self._failures[key] = result.failure
                 self._attempts[key] = self._attempts.get(key, 0) + 1
-                self._requeue(key, _retry_delay(result.failure, self._attempts[key]))
+                delay = _retry_delay(result.failure, self._attempts[key])
+                self._retry_at[key] = asyncio.get_running_loop().time() + delay
+                self._requeue(key, delay)
                 return
             self._failures.pop(key, None)
             self._attempts.pop(key, None)
+            self._retry_at.pop(key, None)
             if new_run.status.task_execution_id and result.execution is not None:
                 self.tracker.observe(result.execution)
         log.warning("%s did not settle after %d steps; looking again later", key, MAX_STEPS)
         self._requeue(key, 5.0)
+
+    def _backing_off(self, key: str, action: core.Action | None) -> bool:
+        """True while a remote action for this TaskRun must wait for its back-off."""
+        retry_at = self._retry_at.get(key)
+        if retry_at is None or action is None or action.kind in _LOCAL_ACTIONS:
+            return False
+        remaining = retry_at - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        self._requeue(key, remaining)
+        return True
 
     async def _ask_principal(self) -> None:
         """Ask the API who the token acts as, at most every 30 s while it fails."""
