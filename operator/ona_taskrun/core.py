@@ -662,6 +662,22 @@ def _decide_start(
             _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
             requeue_after=(settle_at - now).total_seconds(),
         )
+    if _stalled(status) and spec.desired_stopped:
+        # The user asked to stop a run whose start could not be resolved.
+        if spec.task is not None and not obs.stopped:
+            # Every execution of an owned task is this TaskRun's: stop them all.
+            return Decision(
+                _observe(status, run.generation),
+                action=Action(ActionKind.STOP_OWNED_EXECUTIONS, task_id=status.task_id),
+            )
+        msg = "stopped as spec.desiredPhase asked before its start was resolved"
+        if spec.task is None:
+            msg += "; executions of the referenced task listed earlier were left alone"
+        new = replace(status, phase=Phase.STOPPED.value, start_requested_at="")
+        return Decision(
+            _finish(run, new, now, "Stopped", msg, ok=False),
+            events=(Event("Normal", "Stopped", msg),),
+        )
     if _stalled(status):
         # Waiting for a person; only note which generation was seen.
         return Decision(_observe(status, run.generation))

@@ -321,9 +321,10 @@ UNKNOWN_START = [
         ),
     ),
     case(
-        "stalled-start-with-desired-phase-edited-records-the-generation-seen",
+        "stalled-inline-start-with-desired-phase-stopped-stops-every-owned-execution",
         taskrun(inline_spec(desiredPhase="STOPPED"), STALLED_START, generation=2),
         Expect(
+            action=Action(ActionKind.STOP_OWNED_EXECUTIONS, task_id=TASK),
             status={"observedGeneration": 2, "taskExecutionId": ABSENT},
             conditions={
                 "Succeeded": ("Unknown", "StartOutcomeUnknown"),
@@ -331,6 +332,36 @@ UNKNOWN_START = [
                 "Stalled": ("True", "StartOutcomeUnknown"),
                 "RemoteReachable": ("True", "Reachable"),
             },
+        ),
+    ),
+    case(
+        "stalled-inline-start-stopped-after-owned-executions-stopped-ends-stopped-as-asked",
+        taskrun(inline_spec(desiredPhase="STOPPED"), STALLED_START, generation=2),
+        Expect(
+            status={"observedGeneration": 2, "phase": "STOPPED", "startRequestedAt": ABSENT},
+            conditions={
+                "Succeeded": ("False", "Stopped"),
+                "Reconciling": ("False", "Stopped"),
+                "Stalled": ("False", "Stopped"),
+                "RemoteReachable": ("True", "Reachable"),
+            },
+            events=[("Normal", "Stopped")],
+        ),
+        Observation(stopped=True),
+    ),
+    case(
+        "stalled-taskref-start-with-desired-phase-stopped-ends-without-touching-others",
+        taskrun(ref_id_spec(desiredPhase="STOPPED"), STALLED_START, generation=2),
+        Expect(
+            status={"phase": "STOPPED", "taskExecutionId": ABSENT},
+            conditions={
+                "Succeeded": ("False", "Stopped"),
+                "Reconciling": ("False", "Stopped"),
+                "Stalled": ("False", "Stopped"),
+                "RemoteReachable": ("True", "Reachable"),
+            },
+            messages={"Succeeded": ["left alone"]},
+            events=[("Normal", "Stopped")],
         ),
     ),
     case(
