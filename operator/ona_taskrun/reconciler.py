@@ -247,6 +247,7 @@ class Reconciler:
             try:
                 body = await self._write_status(body, run, decision.status)
             except Conflict:
+                log.debug("%s changed while being reconciled (409); reading it again", key)
                 body = await self._reread(key)
                 if body is None:
                     return
@@ -383,6 +384,7 @@ class Reconciler:
             try:
                 return await self._write_status(body, run, new_run.status)
             except Conflict:
+                log.debug("%s changed before %s was recorded (409); again", key, action.kind)
                 fresh = await self._reread(key)
                 if fresh is None:
                     return None

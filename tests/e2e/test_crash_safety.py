@@ -231,3 +231,37 @@ def test_two_replicas_start_once_and_the_standby_takes_over(
     print(f"failover: standby led and finished a new TaskRun {takeover:.1f}s after the kill")
     assert len(_executions_of_task(e2e_simulator, status["taskId"])) == 1
     assert replicas[standby].running
+
+
+def test_conflicting_writes_are_retried_without_losing_the_run(
+    operator: OperatorProcess,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+    control_plane: Any,
+) -> None:
+    """Another writer keeps changing the TaskRun, so the operator's status writes, which
+    carry the resourceVersion they read, keep meeting 409 Conflict."""
+    taskruns.apply("contended", {"task": inline_task("x # sim:duration=3s sim:steps=3")})
+    edits = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        control_plane.kubectl_run(
+            "-n",
+            taskruns.namespace,
+            "annotate",
+            "--overwrite",
+            "taskrun",
+            "contended",
+            f"example.com/edit={edits}",
+        )
+        edits += 1
+        if taskruns.status("contended").get("phase") == "SUCCEEDED":
+            break
+    final = taskruns.wait_phase("contended", "SUCCEEDED", timeout=30)
+    assert edits > 5
+    assert [e["id"] for e in _executions_of_task(e2e_simulator, final["taskId"])] == [
+        final["taskExecutionId"]
+    ]
+    assert [s["phase"] for s in final["steps"]] == ["SUCCEEDED"] * 3
+    assert "(409)" in operator.log()  # the writes really did conflict
+    assert operator.running
