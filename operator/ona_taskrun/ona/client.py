@@ -22,7 +22,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -388,11 +388,9 @@ class OnaClient:
         page_size: int = MAX_PAGE_SIZE,
     ) -> list[TaskExecution]:
         """All executions matching the filters, following every page."""
-        found: list[TaskExecution] = []
-        seen_tokens: set[str] = set()
-        token = ""
-        while True:
-            page = await self.list_task_executions_page(
+
+        def page(token: str) -> Awaitable[Page[TaskExecution]]:
+            return self.list_task_executions_page(
                 task_ids=task_ids,
                 task_references=task_references,
                 environment_ids=environment_ids,
@@ -400,10 +398,8 @@ class OnaClient:
                 page_size=page_size,
                 page_token=token,
             )
-            found.extend(page.items)
-            token = self._follow(page.next_token, seen_tokens, "ListTaskExecutions")
-            if not token:
-                return _newest(found)
+
+        return _newest(await self._every_page("ListTaskExecutions", page))
 
     async def list_task_executions_by_task_ids(
         self,
@@ -539,21 +535,18 @@ class OnaClient:
         page_size: int = MAX_PAGE_SIZE,
     ) -> list[Task]:
         """All tasks matching the filters, following every page."""
-        by_id: dict[str, Task] = {}
-        seen_tokens: set[str] = set()
-        token = ""
-        while True:
-            page = await self.list_tasks_page(
+
+        def page(token: str) -> Awaitable[Page[Task]]:
+            return self.list_tasks_page(
                 environment_ids=environment_ids,
                 references=references,
                 task_ids=task_ids,
                 page_size=page_size,
                 page_token=token,
             )
-            by_id.update((task.id, task) for task in page.items)
-            token = self._follow(page.next_token, seen_tokens, "ListTasks")
-            if not token:
-                return list(by_id.values())
+
+        tasks = await self._every_page("ListTasks", page)
+        return list({task.id: task for task in tasks}.values())
 
     async def list_tasks_by_references(
         self, references: Iterable[str], *, environment_ids: Sequence[str] = ()
@@ -590,6 +583,19 @@ class OnaClient:
             if isinstance(token, str):
                 return token
         return ""
+
+    @classmethod
+    async def _every_page(cls, method: str, page: Callable[[str], Awaitable[Page[T]]]) -> list[T]:
+        """Follow page tokens from the first page to the last; return every item."""
+        found: list[T] = []
+        seen_tokens: set[str] = set()
+        token = ""
+        while True:
+            current = await page(token)
+            found.extend(current.items)
+            token = cls._follow(current.next_token, seen_tokens, method)
+            if not token:
+                return found
 
     @staticmethod
     def _follow(token: str, seen: set[str], method: str) -> str:
