@@ -78,10 +78,9 @@ def start_simulator_process(token: str, readonly_token: str, stderr_dir: Path) -
                 "127.0.0.1",
                 "--port",
                 "0",
-                "--token",
-                token,
-                "--readonly-token",
-                readonly_token,
+                # "--flag=value": a random token may begin with "-".
+                f"--token={token}",
+                f"--readonly-token={readonly_token}",
             ],
             stdout=subprocess.PIPE,
             stderr=stderr,

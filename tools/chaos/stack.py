@@ -117,8 +117,7 @@ class Stack:
                 LOOPBACK,
                 "--port",
                 "0",
-                "--token",
-                self.token,
+                f"--token={self.token}",  # a random token may begin with "-"
                 "--seed",
                 str(self.seed),
             ],

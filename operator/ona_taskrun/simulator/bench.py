@@ -39,7 +39,7 @@ class Samples:
 
 def start_server(token: str) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "ona_taskrun.simulator", "--port", "0", "--token", token],
+        [sys.executable, "-m", "ona_taskrun.simulator", "--port", "0", f"--token={token}"],
         stdout=subprocess.PIPE,
         text=True,
     )
