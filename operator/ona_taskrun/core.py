@@ -182,6 +182,7 @@ class RemoteExecution:
     started_at: str = ""
     completed_at: str = ""
     creator_id: str = ""
+    environment_id: str = ""
 
 
 class FailureKind(enum.StrEnum):

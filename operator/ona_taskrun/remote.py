@@ -40,6 +40,7 @@ def to_remote(execution: TaskExecution) -> core.RemoteExecution:
         started_at=_time(execution.metadata.started_at),
         completed_at=_time(execution.metadata.completed_at),
         creator_id=execution.metadata.creator.id,
+        environment_id=execution.metadata.environment_id,
     )
 
 

@@ -64,12 +64,18 @@ class ExecutionTracker:
     def track(self, execution_id: str, key: str, task_id: str, environment_id: str) -> None:
         if execution_id in self._tracked:
             return
+        held = self._latest.get(execution_id)
+        # A TaskRun naming its task by id does not know the environment: the execution does.
+        environment_id = environment_id or (held.environment_id if held else "")
         self._tracked[execution_id] = _Tracked(key, task_id, environment_id)
+        self._watch_for(environment_id)
+        self._wake.set()
+
+    def _watch_for(self, environment_id: str) -> None:
         if self._watch and environment_id and environment_id not in self._watchers:
             self._watchers[environment_id] = asyncio.create_task(
                 self._watch_environment(environment_id), name=f"watch-{environment_id}"
             )
-        self._wake.set()
 
     def untrack(self, execution_id: str) -> None:
         gone = self._tracked.pop(execution_id, None)
@@ -166,7 +172,12 @@ class ExecutionTracker:
 
     def _update(self, execution: core.RemoteExecution) -> None:
         tracked = self._tracked.get(execution.id)
-        if tracked is not None and self.observe(execution):
+        if tracked is None:
+            return
+        if not tracked.environment_id and execution.environment_id:
+            tracked.environment_id = execution.environment_id
+            self._watch_for(execution.environment_id)
+        if self.observe(execution):
             self._notify(tracked.key)
 
     def _notify_all(self) -> None:

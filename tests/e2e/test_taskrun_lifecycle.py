@@ -289,3 +289,21 @@ def test_the_shipped_samples_run_against_the_simulator(
     for name in ("build-and-test", "nightly-report"):
         status = taskruns.wait_phase(name, "SUCCEEDED", timeout=60)
         assert status["steps"]
+
+
+def test_a_task_named_by_id_is_watched_in_the_environment_its_execution_reports(
+    operator: OperatorProcess, taskruns: TaskRuns, e2e_simulator: SimulatorHandle
+) -> None:
+    task = e2e_simulator.control.seed_task(
+        environment_id=ENVIRONMENT_ID, reference=unique_reference(), command="x # sim:hang"
+    )
+    e2e_simulator.control.clear_calls()
+    taskruns.apply("by-id-watched", {"taskRef": {"id": task["id"]}})
+    status = taskruns.wait_phase("by-id-watched", "RUNNING")
+    wait_for(
+        lambda: e2e_simulator.control.calls("WatchEvents"),
+        what="a WatchEvents stream for the execution's environment",
+    )
+    # With the stream open, the end of the execution arrives as an event.
+    e2e_simulator.control.set_phase(status["taskExecutionId"], "SUCCEEDED")
+    taskruns.wait_phase("by-id-watched", "SUCCEEDED")
