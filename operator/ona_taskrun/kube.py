@@ -13,12 +13,14 @@ import ssl
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import kopf
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 log = logging.getLogger(__name__)
 
 
@@ -41,8 +43,19 @@ def _now() -> str:
 
 
 class KubeClient:
-    def __init__(self, server: str, *, verify: ssl.SSLContext | bool, headers: Mapping[str, str]):
+    def __init__(
+        self,
+        server: str,
+        *,
+        verify: ssl.SSLContext | bool,
+        headers: Mapping[str, str],
+        token_path: Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        # A projected service-account token is rotated on disk: re-read it on a 401.
+        self._token_path = token_path
         self._http = httpx.AsyncClient(
+            transport=transport,
             base_url=server.rstrip("/"),
             verify=verify,
             headers=dict(headers),
@@ -53,7 +66,13 @@ class KubeClient:
     @classmethod
     def from_connection(cls, info: kopf.ConnectionInfo) -> KubeClient:
         verify: ssl.SSLContext | bool = False if info.insecure else info.as_ssl_context()
-        return cls(info.server, verify=verify, headers=info.as_http_headers())
+        in_cluster = info.token is not None and SERVICE_ACCOUNT_TOKEN.is_file()
+        return cls(
+            info.server,
+            verify=verify,
+            headers=info.as_http_headers(),
+            token_path=SERVICE_ACCOUNT_TOKEN if in_cluster else None,
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -64,6 +83,8 @@ class KubeClient:
         headers = {"Content-Type": content_type} if content_type else None
         try:
             response = await self._http.request(method, path, json=json, headers=headers)
+            if response.status_code == 401 and self._refresh_token():
+                response = await self._http.request(method, path, json=json, headers=headers)
         except httpx.HTTPError as exc:
             raise KubeError(0, f"{type(exc).__name__} talking to the API server") from exc
         if response.status_code >= 400:
@@ -75,6 +96,16 @@ class KubeClient:
             raise error(response.status_code, message)
         body: dict[str, Any] = response.json()
         return body
+
+    def _refresh_token(self) -> bool:
+        if self._token_path is None:
+            return False
+        try:
+            token = self._token_path.read_text().strip()
+        except OSError:
+            return False
+        self._http.headers["Authorization"] = f"Bearer {token}"
+        return True
 
     @staticmethod
     def _path(namespace: str, name: str = "", sub: str = "") -> str:
