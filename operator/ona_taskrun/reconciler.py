@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import core
+from .breaker import CircuitBreaker
 from .kube import Conflict, Gone, KubeClient, KubeError
 from .ona import OnaClient, errors
 from .remote import to_failure, to_remote
@@ -85,6 +86,7 @@ class Reconciler:
         self._failures: dict[str, core.RemoteFailure] = {}
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}  # loop time before which no remote call
+        self.breaker = CircuitBreaker()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self.active = asyncio.Event()  # set while this replica may act (leader)
@@ -273,6 +275,7 @@ class Reconciler:
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-claim")
             result = await self._perform(action, run, body)
+            self.breaker.record(ok=not _api_trouble(result.failure))
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-start")
             new_run, obs, events = core.apply_result(run, action, result, obs, _now())
@@ -297,11 +300,14 @@ class Reconciler:
         self._requeue(key, 5.0)
 
     def _backing_off(self, key: str, action: core.Action | None) -> bool:
-        """True while a remote action for this TaskRun must wait for its back-off."""
-        retry_at = self._retry_at.get(key)
-        if retry_at is None or action is None or action.kind in _LOCAL_ACTIONS:
+        """True while a remote action for this TaskRun must wait: for its own back-off,
+        or for the shared breaker while the Ona API keeps failing."""
+        if action is None or action.kind in _LOCAL_ACTIONS:
             return False
-        remaining = retry_at - asyncio.get_running_loop().time()
+        retry_at = self._retry_at.get(key)
+        remaining = retry_at - asyncio.get_running_loop().time() if retry_at else 0.0
+        if remaining <= 0:
+            remaining = self.breaker.wait_time()
         if remaining <= 0:
             return False
         self._requeue(key, remaining)
@@ -480,9 +486,16 @@ def _rv(body: Mapping[str, Any]) -> int:
     return int(raw) if str(raw).isdigit() else 0
 
 
+def _api_trouble(failure: core.RemoteFailure | None) -> bool:
+    """A failure that says the API is struggling (not a refusal it answered with)."""
+    return failure is not None and (
+        failure.kind.transient or failure.kind is core.FailureKind.OUTCOME_UNKNOWN
+    )
+
+
 def _retry_delay(failure: core.RemoteFailure, attempt: int) -> float:
     """Capped exponential backoff with jitter; a longer Retry-After from the server wins."""
-    backoff = min(2.0 * 2.0 ** min(attempt, 8), 300.0) * (0.5 + random.random() / 2)
+    backoff = min(2.0 * 2.0 ** min(attempt, 8), 60.0) * (0.5 + random.random() / 2)
     return max(float(failure.retry_after or 0.0), backoff)
 
 

@@ -1,0 +1,67 @@
+"""One circuit breaker for every TaskRun's calls to the Ona API.
+
+Each TaskRun backs off on its own, but a thousand TaskRuns backing off on their own
+still make a thousand calls into an outage. After a few transient failures in a row
+(from any TaskRun), remote calls pause for a growing, capped time; then a single call
+probes whether the API is back, and only its success lets everyone through again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        *,
+        threshold: int = 3,
+        base: float = 1.0,
+        cap: float = 30.0,
+        probe_timeout: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._threshold = threshold
+        self._base = base
+        self._cap = cap
+        self._probe_timeout = probe_timeout
+        self._clock = clock
+        self._rand = rand
+        self._failures = 0
+        self._open_until = 0.0
+        self._probe_at: float | None = None
+        self.opened = 0  # how many times it opened: for logs and tests
+
+    @property
+    def open(self) -> bool:
+        return self._failures >= self._threshold
+
+    def wait_time(self) -> float:
+        """Seconds a remote call must wait; 0 means go ahead (perhaps as the probe)."""
+        if not self.open:
+            return 0.0
+        now = self._clock()
+        if now < self._open_until:
+            return self._open_until - now + self._rand()
+        if self._probe_at is not None and now - self._probe_at < self._probe_timeout:
+            return 1.0 + 2.0 * self._rand()  # a probe is out; its answer decides
+        self._probe_at = now
+        return 0.0
+
+    def record(self, *, ok: bool) -> None:
+        """The outcome of a remote call: ok means the API answered (even with a refusal)."""
+        self._probe_at = None
+        if ok:
+            self._failures = 0
+            self._open_until = 0.0
+            return
+        self._failures += 1
+        if self._failures >= self._threshold:
+            if self._failures == self._threshold:
+                self.opened += 1
+            exponent = min(self._failures - self._threshold, 16)
+            pause = min(self._base * 2.0**exponent, self._cap) * (0.5 + self._rand() / 2)
+            self._open_until = self._clock() + pause
