@@ -1,6 +1,6 @@
-"""The whole stack a chaos run needs, started in its own state folder and torn down after:
-a fresh local control plane, the Ona API simulator and the operator as processes, and a
-namespace of its own.
+"""The whole stack a chaos run or a benchmark needs, started in its own state folder and torn
+down after: a fresh local control plane, the Ona API simulator and the operator as processes,
+and a namespace of its own.
 
 Every child is tied to this process (PR_SET_PDEATHSIG), so even a harness killed hard leaves
 no process or port behind; `close()` stops them properly on the ordinary and Ctrl-C paths.
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -72,6 +72,10 @@ class Stack:
     state_dir: Path
     log: Log
     seed: int = 0
+    # The operator's timing variables; other harnesses (the benchmark) run it with its
+    # real defaults instead of the chaos run's fast ones.
+    timings: Mapping[str, str] = field(default_factory=lambda: dict(FAST_TIMINGS))
+    namespace_prefix: str = "chaos"
     cluster: LocalCluster | None = None
     info: ClusterInfo | None = None
     namespace: str = ""
@@ -101,7 +105,7 @@ class Stack:
         self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(self.info.admin_kubeconfig)
         )
-        self.namespace = f"chaos-{self.seed}-{secrets.token_hex(3)}"
+        self.namespace = f"{self.namespace_prefix}-{self.seed}-{secrets.token_hex(3)}"
         client.CoreV1Api(self.api).create_namespace(
             client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace))
         )
@@ -151,7 +155,7 @@ class Stack:
         index = len(self.operators)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("ONA_", "KUBE"))},
-            **FAST_TIMINGS,
+            **self.timings,
             "KUBECONFIG": str(self.info.operator_kubeconfig),
             "ONA_BASE_URL": self.base_url,
             "ONA_API_TOKEN": self.token,
