@@ -1,0 +1,111 @@
+"""Command line of the benchmark: `scripts/bench-operator [--taskruns N] ...`.
+
+Exit code 0 when every TaskRun succeeded within the deadline and the teardown left nothing
+behind; 1 otherwise; 2 when the run itself could not be carried out; 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from tools.bench.run import BenchError, BenchSettings, run_bench
+from tools.localcluster.binaries import REPO_ROOT
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _interrupt(signum: int, _: FrameType | None) -> None:
+    # SIGTERM takes the same path as Ctrl-C, so the stack is torn down either way.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench-operator",
+        description="Create N inline TaskRuns against a fresh control plane, simulator and "
+        "operator; print creation rate, throughput, latencies, Ona API calls per TaskRun and "
+        "the operator's CPU and memory.",
+    )
+    parser.add_argument("--taskruns", type=int, default=1000, help="TaskRuns to create (1000)")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="threads creating TaskRuns (16)"
+    )
+    parser.add_argument("--duration", default="2s", help="sim:duration of each execution (2s)")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=5.0,
+        help="the operator's ONA_POLL_INTERVAL in seconds (5, its default)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=1200.0,
+        help="seconds from the first create until every TaskRun must be final (1200)",
+    )
+    parser.add_argument(
+        "--idle-window",
+        type=float,
+        default=30.0,
+        help="seconds of counting calls once every TaskRun is final (30)",
+    )
+    parser.add_argument(
+        "--operator-env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the operator, e.g. RECONCILE_WORKERS=16 (repeatable)",
+    )
+    parser.add_argument("--state-dir", type=Path, default=None, help="(.local/bench/<time>)")
+    parser.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep etcd data, certificates and kubeconfigs (logs and figures are always kept)",
+    )
+    args = parser.parse_args(argv)
+    if args.taskruns < 1 or args.concurrency < 1 or args.poll_interval <= 0:
+        parser.error("need --taskruns >= 1, --concurrency >= 1 and a positive --poll-interval")
+    if args.deadline <= 0 or args.idle_window <= 0:
+        parser.error("need a positive --deadline and --idle-window")
+    state_dir = args.state_dir or (
+        REPO_ROOT / ".local" / "bench" / time.strftime("run-%Y%m%d-%H%M%S")
+    )
+    settings = BenchSettings(
+        taskruns=args.taskruns,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        poll_interval=args.poll_interval,
+        deadline=args.deadline,
+        idle_window=args.idle_window,
+        operator_env=dict(args.operator_env),
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    _log(f"bench-operator: state in {state_dir}")
+    try:
+        figures = run_bench(settings, state_dir.resolve(), log=_log, keep_state=args.keep_state)
+    except BenchError as exc:
+        _log(f"bench-operator: could not carry out the run: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _log("bench-operator: interrupted; everything was stopped")
+        return 130
+    return 0 if figures["all_succeeded"] and not figures["teardown_leftovers"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,601 @@
+"""One benchmark run: N inline TaskRuns through a fresh stack, timed from the outside.
+
+`run_bench(settings, state_dir)` starts the chaos run's stack (control plane, simulator,
+operator with its real timings), watches TaskRuns from before the first create, creates N
+inline TaskRuns from a pool of threads as fast as the API server takes them, waits until
+every one is final, keeps still for an idle window, then reads the simulator's call log and
+execution records and the operator's /proc figures. It returns the figures (also written to
+`figures.json` in the state folder) and always tears the stack down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import urllib3
+from kubernetes import client, config, watch
+
+from ona_taskrun.simulator.control_client import SimulatorControl
+from tools.bench import figures as fig
+from tools.chaos.stack import Stack
+
+GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
+FINAL_PHASES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+# Any UUID will do: the simulator accepts every environment, and one environment means one
+# WatchEvents stream, as a team running many tasks in one environment would have.
+ENVIRONMENT_ID = "0f0e5f4a-3a4b-4b8e-9a51-6f1f4f7d2c10"
+SYNCED_LINE = "TaskRuns; reconciling"
+Log = Callable[[str], None]
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not be carried out (not a figure about the operator)."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    taskruns: int = 1000
+    concurrency: int = 16
+    duration: str = "2s"
+    poll_interval: float = 5.0
+    deadline: float = 1200.0  # seconds from the first create until every TaskRun is final
+    idle_window: float = 30.0
+    operator_env: Mapping[str, str] = field(default_factory=dict)
+
+    def timings(self) -> dict[str, str]:
+        # Only the poll interval is set: every other timing stays at the operator's default.
+        return {"ONA_POLL_INTERVAL": _number(self.poll_interval), **self.operator_env}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def run_bench(
+    settings: BenchSettings, state_dir: Path, *, log: Log = print, keep_state: bool = False
+) -> dict[str, Any]:
+    if settings.taskruns < 1 or settings.concurrency < 1:
+        raise ValueError("need at least one TaskRun and one creating thread")
+    stack = Stack(state_dir, log, timings=settings.timings(), namespace_prefix="bench")
+    wall_start = time.monotonic()
+    figures: dict[str, Any] = {}
+    try:
+        stack.start()
+        with SimulatorControl(stack.control_url, timeout=60) as control:
+            figures = _Bench(settings, stack, control, log).run()
+    finally:
+        stack.close()
+        left = stack.leftovers()
+        log(f"teardown left behind: {', '.join(left)}" if left else "teardown: nothing left")
+        if figures:
+            figures["wall_seconds"] = round(time.monotonic() - wall_start, 1)
+            figures["teardown_leftovers"] = left
+            (state_dir / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+            log(fig.summary(figures))
+            log(f"figures written to {state_dir / 'figures.json'}")
+        if not keep_state:
+            _prune(state_dir)
+    return figures
+
+
+def _prune(state_dir: Path) -> None:
+    """Drop the cluster's data and keys; keep logs and figures."""
+    cluster = state_dir / "cluster"
+    for name in ("etcd-data", "pki"):
+        shutil.rmtree(cluster / name, ignore_errors=True)
+    for name in ("admin.kubeconfig", "operator.kubeconfig"):
+        (cluster / name).unlink(missing_ok=True)
+
+
+def _api_client(kubeconfig: Path, pool: int) -> client.ApiClient:
+    configuration = client.Configuration()
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), client_configuration=configuration
+    )
+    # One connection per creating thread, or the threads queue for urllib3's pool.
+    configuration.connection_pool_maxsize = max(pool, 1)
+    return client.ApiClient(configuration)
+
+
+# ---------------------------------------------------------------------- measuring
+
+
+def read_apiserver_requests(api: client.ApiClient) -> Counter[str]:
+    response = api.rest_client.request(  # type: ignore[no-untyped-call]
+        "GET", f"{api.configuration.host}/metrics", _request_timeout=30
+    )
+    if response.status != 200:
+        raise BenchError(f"kube-apiserver /metrics answered {response.status}")
+    return fig.apiserver_requests(response.read().decode())
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_memory_kib(pid: int) -> dict[str, int]:
+    """VmHWM (peak RSS) and VmRSS of a live process, in KiB."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+# ---------------------------------------------------------------------- the watch
+
+
+class Observer:
+    """Watches the namespace's TaskRuns from a thread and notes, for each, when the
+    benchmark first saw it claimed, started, in each phase, and final."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, log: Log) -> None:
+        self._custom = client.CustomObjectsApi(api)
+        self._namespace = namespace
+        self._log = log
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self.marks: dict[str, dict[str, float]] = {}
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.relists = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name="bench-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self.ready.wait(60):
+            raise BenchError("could not list TaskRuns to start watching")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def snapshot(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self.marks.items()}, dict(self.latest)
+
+    def count(self, mark: str) -> int:
+        with self._lock:
+            return sum(1 for m in self.marks.values() if mark in m)
+
+    def _see(self, body: Mapping[str, Any], now: float) -> None:
+        name = str(body["metadata"]["name"])
+        status = body.get("status") or {}
+        with self._lock:
+            marks = self.marks.setdefault(name, {})
+            if status.get("startRequestedAt"):
+                marks.setdefault("claimed", now)
+            if status.get("taskExecutionId"):
+                marks.setdefault("execution", now)
+            phase = str(status.get("phase") or "")
+            if phase:
+                marks.setdefault(phase, now)
+            if phase in FINAL_PHASES:
+                marks.setdefault("final", now)
+            self.latest[name] = dict(body)
+
+    def _run(self) -> None:
+        version = ""
+        while not self._stop.is_set():
+            try:
+                if not version:
+                    version = self._list()
+                version = self._watch(version)
+            except client.ApiException as exc:
+                if exc.status == 410:
+                    version = ""  # too old to resume: list again
+                    self.relists += 1
+                    continue
+                self.errors += 1
+                self._stop.wait(0.5)
+            except (urllib3.exceptions.HTTPError, OSError):
+                self.errors += 1
+                self._stop.wait(0.5)
+
+    def _list(self) -> str:
+        listing = cast(
+            dict[str, Any],
+            self._custom.list_namespaced_custom_object(GROUP, VERSION, self._namespace, PLURAL),
+        )
+        now = time.time()
+        for item in listing.get("items", []):
+            self._see(item, now)
+        self.ready.set()
+        return str(listing["metadata"]["resourceVersion"])
+
+    def _watch(self, version: str) -> str:
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        # A short server timeout, so stop() is noticed within seconds.
+        for event in stream.stream(  # type: ignore[no-untyped-call]
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            resource_version=version,
+            timeout_seconds=5,
+            allow_watch_bookmarks=True,
+        ):
+            now = time.time()
+            body = event["object"]
+            version = str(body["metadata"]["resourceVersion"])
+            if event["type"] in ("ADDED", "MODIFIED"):
+                self._see(body, now)
+            if self._stop.is_set():
+                stream.stop()  # type: ignore[no-untyped-call]
+        return version
+
+
+# ---------------------------------------------------------------------- creating
+
+
+@dataclass
+class Creation:
+    sent: dict[str, float] = field(default_factory=dict)
+    done: dict[str, float] = field(default_factory=dict)
+    retries: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def taskrun_body(name: str, namespace: str, duration: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TaskRun",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "task": {
+                "environmentId": ENVIRONMENT_ID,
+                "name": name,
+                "command": f"bench # sim:duration={duration}",
+            }
+        },
+    }
+
+
+def create_taskruns(
+    api: client.ApiClient, namespace: str, names: list[str], duration: str, concurrency: int
+) -> Creation:
+    """Create every TaskRun from `concurrency` threads; a 429, 5xx or dropped connection is
+    retried (and counted), anything else is a failure."""
+    custom = client.CustomObjectsApi(api)
+    todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for name in names:
+        todo.put(name)
+    result = Creation()
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            try:
+                name = todo.get_nowait()
+            except queue.Empty:
+                return
+            body = taskrun_body(name, namespace, duration)
+            for attempt in range(20):
+                sent = time.time()
+                try:
+                    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+                except client.ApiException as exc:
+                    if exc.status == 409 and attempt:
+                        pass  # an earlier attempt went through before its answer was lost
+                    elif exc.status in (429, 500, 502, 503, 504) and attempt < 19:
+                        with lock:
+                            result.retries += 1
+                        time.sleep(0.2)
+                        continue
+                    else:
+                        with lock:
+                            result.failures.append(f"{name}: HTTP {exc.status} {exc.reason}")
+                        break
+                except (urllib3.exceptions.HTTPError, OSError) as exc:
+                    if attempt < 19:
+                        with lock:
+                            result.retries += 1
+                        time.sleep(0.2)
+                        continue
+                    with lock:
+                        result.failures.append(f"{name}: {exc}")
+                    break
+                with lock:
+                    result.sent.setdefault(name, sent)
+                    result.done[name] = time.time()
+                break
+
+    threads = [
+        threading.Thread(target=work, name=f"bench-create-{i}", daemon=True)
+        for i in range(min(concurrency, len(names)))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return result
+
+
+# ---------------------------------------------------------------------- the run
+
+
+class _Bench:
+    def __init__(
+        self, settings: BenchSettings, stack: Stack, control: SimulatorControl, log: Log
+    ) -> None:
+        self.settings = settings
+        self.stack = stack
+        self.control = control
+        self.log = log
+
+    def run(self) -> dict[str, Any]:
+        settings = self.settings
+        info = self.stack.info
+        assert info is not None
+        operator = self.stack.start_operator()
+        self._wait_synced()
+        self.log(f"operator pid {operator.process.pid} is up; timings {settings.timings()}")
+        watch_api = _api_client(info.admin_kubeconfig, 2)
+        create_api = _api_client(info.admin_kubeconfig, settings.concurrency)
+        observer = Observer(watch_api, self.stack.namespace, self.log)
+        try:
+            observer.start()
+            kube_before = read_apiserver_requests(watch_api)
+            names = [f"bench-{i:05d}" for i in range(settings.taskruns)]
+            self.log(
+                f"creating {len(names)} TaskRuns from {settings.concurrency} threads "
+                f"(sim:duration={settings.duration})"
+            )
+            creation = create_taskruns(
+                create_api, self.stack.namespace, names, settings.duration, settings.concurrency
+            )
+            if creation.failures:
+                raise BenchError(
+                    f"{len(creation.failures)} TaskRuns could not be created, e.g. "
+                    f"{creation.failures[0]}"
+                )
+            first = min(creation.sent.values())
+            created_seconds = max(max(creation.done.values()) - first, 1e-6)
+            self.log(
+                f"created {len(creation.done)} TaskRuns in {created_seconds:.2f} s "
+                f"({len(creation.done) / created_seconds:.1f}/s, {creation.retries} retries)"
+            )
+            finished_at = self._wait_final(observer, names, first + settings.deadline)
+            cpu_at_finish = proc_cpu_seconds(operator.process.pid)
+            kube_after = read_apiserver_requests(watch_api)
+            self.log(f"idle window: {settings.idle_window:.0f} s with every TaskRun final")
+            idle_end = finished_at + settings.idle_window
+            halfway = finished_at + settings.idle_window / 2
+            cpu_halfway: float | None = None
+            while (left := idle_end - time.time()) > 0:
+                # A measurement window, not a wait for a condition: nothing should happen.
+                time.sleep(min(left, 0.5))
+                if cpu_halfway is None and time.time() >= halfway:
+                    cpu_halfway = proc_cpu_seconds(operator.process.pid)
+            if not operator.running:
+                raise BenchError(f"the operator exited ({operator.process.returncode})")
+            cpu_end = proc_cpu_seconds(operator.process.pid)
+            memory = proc_memory_kib(operator.process.pid)
+            others = {"kube-apiserver": info.kube_apiserver.pid, "etcd": info.etcd.pid}
+            if self.stack.simulator is not None and self.stack.simulator.poll() is None:
+                others["simulator"] = self.stack.simulator.pid
+            # The whole machine's share: on 2 cores these compete with the operator.
+            others_cpu = {name: round(proc_cpu_seconds(pid), 1) for name, pid in others.items()}
+            others_cpu["benchmark"] = round(proc_cpu_seconds(os.getpid()), 1)
+            calls = self.control.calls()
+            executions = self.control.executions()
+        finally:
+            observer.stop()
+            for api in (watch_api, create_api):
+                api.close()  # type: ignore[no-untyped-call]
+        marks, latest = observer.snapshot()
+        # The raw material, so any figure can be recomputed or looked at differently later.
+        state = self.stack.state_dir
+        (state / "calls.json").write_text(json.dumps(calls) + "\n")
+        timings = {
+            name: {"createSent": creation.sent.get(name), "seen": marks.get(name, {})}
+            for name in names
+        }
+        (state / "taskruns.json").write_text(json.dumps(timings) + "\n")
+        return self._figures(
+            names=names,
+            creation=creation,
+            marks=marks,
+            latest=latest,
+            calls=calls,
+            executions=executions,
+            finished_at=finished_at,
+            idle_end=idle_end,
+            cpu_at_finish=cpu_at_finish,
+            cpu_halfway=cpu_halfway if cpu_halfway is not None else cpu_at_finish,
+            cpu_end=cpu_end,
+            kube_requests=fig.increase(kube_before, kube_after, resources=("taskruns", "events")),
+            memory=memory,
+            others_cpu=others_cpu,
+            observer=observer,
+        )
+
+    def _wait_synced(self) -> None:
+        """Until the operator has read the (empty) namespace, so the clock measures the
+        operator at work rather than its start-up."""
+        run = self.stack.operator
+        assert run is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if SYNCED_LINE in run.log_path.read_text(errors="replace"):
+                return
+            if not run.running:
+                raise BenchError(f"the operator exited at start; see {run.log_path}")
+            time.sleep(0.2)
+        raise BenchError(f"the operator did not start within 90 s; see {run.log_path}")
+
+    def _wait_final(self, observer: Observer, names: list[str], deadline: float) -> float:
+        """Until every TaskRun is final or the deadline passes; returns when that was seen."""
+        run = self.stack.operator
+        assert run is not None
+        next_report = time.time() + 10
+        while True:
+            final = observer.count("final")
+            now = time.time()
+            if final >= len(names):
+                return now
+            if now >= deadline:
+                self.log(f"deadline: {len(names) - final} TaskRuns are not final")
+                return now
+            if not run.running:
+                raise BenchError(f"the operator exited ({run.process.returncode})")
+            if now >= next_report:
+                next_report = now + 10
+                self.log(
+                    f"  started {observer.count('execution')}, final {final} "
+                    f"of {len(names)}; operator CPU {proc_cpu_seconds(run.process.pid):.1f} s"
+                )
+            time.sleep(0.2)
+
+    def _figures(
+        self,
+        *,
+        names: list[str],
+        creation: Creation,
+        marks: dict[str, dict[str, float]],
+        latest: dict[str, dict[str, Any]],
+        calls: list[dict[str, Any]],
+        executions: list[dict[str, Any]],
+        finished_at: float,
+        idle_end: float,
+        cpu_at_finish: float,
+        cpu_halfway: float,
+        cpu_end: float,
+        kube_requests: dict[str, int],
+        memory: dict[str, int],
+        others_cpu: dict[str, float],
+        observer: Observer,
+    ) -> dict[str, Any]:
+        settings = self.settings
+        n = len(names)
+        first = min(creation.sent.values())
+        created_seconds = max(creation.done.values()) - first
+
+        def mark(name: str, key: str) -> float | None:
+            return marks.get(name, {}).get(key)
+
+        succeeded = [name for name in names if mark(name, "SUCCEEDED") is not None]
+        final = [name for name in names if mark(name, "final") is not None]
+        all_succeeded = len(succeeded) == n
+        last_success = (
+            max((mark(name, "SUCCEEDED") or 0.0) for name in succeeded) if succeeded else 0
+        )
+        started = [mark(name, "execution") for name in names]
+        all_started = None not in started
+
+        # Remote times come from the simulator's own records: millisecond precision, where
+        # the TaskRun's status.completedAt and creationTimestamp are whole seconds.
+        remote: dict[str, dict[str, Any]] = {
+            str(item["execution"]["id"]): item["execution"] for item in executions
+        }
+        execution_of = {
+            name: str((latest.get(name, {}).get("status") or {}).get("taskExecutionId") or "")
+            for name in names
+        }
+        remote_created: dict[str, float | None] = {}
+        remote_completed: dict[str, float | None] = {}
+        for name, execution_id in execution_of.items():
+            meta = (remote.get(execution_id) or {}).get("metadata") or {}
+            remote_created[name] = fig.parse_time(str(meta.get("createdAt") or ""))
+            remote_completed[name] = fig.parse_time(str(meta.get("completedAt") or ""))
+        sent: dict[str, float | None] = {name: creation.sent.get(name) for name in names}
+        seen_started = {name: mark(name, "execution") for name in names}
+        seen_succeeded = {name: mark(name, "SUCCEEDED") for name in names}
+
+        run_calls = [
+            c for c in calls if (fig.parse_time(str(c.get("time", ""))) or 0) < finished_at
+        ]
+        idle_calls = fig.in_window(calls, finished_at, idle_end)
+        counts = fig.calls_by_method(run_calls)
+        per = fig.per_run(counts, n)
+        seqs = [int(c["seq"]) for c in calls if "seq" in c]
+        idle_seconds = idle_end - finished_at
+        level_counts = _log_levels(self.stack)
+        return {
+            "taskruns": n,
+            "duration": settings.duration,
+            "poll_interval": settings.poll_interval,
+            "operator_env": dict(settings.timings()),
+            "namespace": self.stack.namespace,
+            "succeeded": len(succeeded),
+            "failed": len(final) - len(succeeded),
+            "not_final": n - len(final),
+            "all_succeeded": all_succeeded,
+            "executions_in_simulator": len(executions),
+            "creation": {
+                "concurrency": settings.concurrency,
+                "seconds": round(created_seconds, 3),
+                "rate_per_second": round(n / created_seconds, 1) if created_seconds > 0 else None,
+                "retries": creation.retries,
+            },
+            "all_succeeded_seconds": round(last_success - first, 3) if all_succeeded else None,
+            "runs_per_second": (
+                round(n / (last_success - first), 2)
+                if all_succeeded and last_success > first
+                else None
+            ),
+            "all_started_seconds": (
+                round(max(s for s in started if s is not None) - first, 3) if all_started else None
+            ),
+            "latency": {
+                "start": fig.spread(fig.latencies(sent, seen_started)),
+                "start_remote": fig.spread(fig.latencies(sent, remote_created)),
+                "mirror": fig.spread(fig.latencies(remote_completed, seen_succeeded)),
+                "end_to_end": fig.spread(fig.latencies(sent, seen_succeeded)),
+            },
+            "api_calls": {
+                "total": len(run_calls),
+                "by_method": counts,
+                "per_taskrun_total": round(len(run_calls) / n, 2),
+                "per_taskrun": per,
+                "get_task_execution_per_taskrun": per.get("GetTaskExecution", 0.0),
+                "list_task_executions_per_taskrun": per.get("ListTaskExecutions", 0.0),
+                "log_truncated": bool(seqs) and min(seqs) > 1,
+            },
+            "idle": {
+                "seconds": round(idle_seconds, 1),
+                "calls": len(idle_calls),
+                "calls_per_minute": round(len(idle_calls) * 60 / idle_seconds, 1),
+                "by_method": fig.calls_by_method(idle_calls),
+                "operator_cpu_seconds": round(cpu_end - cpu_at_finish, 2),
+                "operator_cpu_seconds_second_half": round(cpu_end - cpu_halfway, 2),
+            },
+            "operator": {
+                "peak_rss_mib": round(memory.get("VmHWM", 0) / 1024, 1),
+                "rss_mib_at_end": round(memory.get("VmRSS", 0) / 1024, 1),
+                "cpu_seconds": round(cpu_end, 2),
+                "cpu_seconds_until_all_succeeded": round(cpu_at_finish, 2),
+                "log_lines_by_level": level_counts,
+            },
+            "kube_requests": kube_requests,
+            "other_cpu_seconds": others_cpu,
+            "watch": {"relists": observer.relists, "errors": observer.errors},
+        }
+
+
+def _log_levels(stack: Stack) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in stack.operators:
+        for line in run.log_path.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) > 2 and parts[2] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+                counts[parts[2]] = counts.get(parts[2], 0) + 1
+    return counts
