@@ -107,12 +107,14 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
             app.connect(info)
         return info
 
+    # Async handlers run in the operator's event loop; a plain function would run in a
+    # worker thread and touch the reconciler's queue from outside the loop.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def on_event(event: kopf.RawEvent, **_: Any) -> None:
+    async def on_event(event: kopf.RawEvent, **_: Any) -> None:
         app.reconciler.observe(str(event.get("type") or "MODIFIED"), event["object"])
 
     @kopf.on.probe(id="trackedExecutions", registry=registry)
-    def tracked(**_: Any) -> int:
+    async def tracked(**_: Any) -> int:
         return app.reconciler.tracker.tracked
 
     @kopf.on.cleanup(registry=registry)

@@ -10,6 +10,7 @@ round again until the core has nothing more to do, then requeues when the core a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -75,13 +76,16 @@ class Reconciler:
         self.kube: KubeClient | None = None
         self.settings = settings or core.Settings()
         self.crash_point = crash_point
-        self.tracker = ExecutionTracker(ona, self.enqueue, poll_interval=poll_interval)
+        self.tracker = ExecutionTracker(ona, self.enqueue_urgent, poll_interval=poll_interval)
         self._objects: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, str] = {}  # execution id -> key of the TaskRun holding it
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._queued: set[str] = set()
+        # Two lanes: news of a remote execution (urgent) goes before TaskRuns waiting to
+        # start, so a finished run is mirrored at once even behind a backlog of starts.
+        self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._queued: dict[str, int] = {}  # key -> its best lane while queued
         self._active: set[str] = set()
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._failures: dict[str, core.RemoteFailure] = {}
         self._attempts: dict[str, int] = {}
@@ -169,12 +173,16 @@ class Reconciler:
         log.info("read %d TaskRuns; reconciling", len(bodies))
         self.synced.set()
 
-    def enqueue(self, key: str) -> None:
+    def enqueue(self, key: str, lane: int = 1) -> None:
         if key in self._active:
-            self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
+            self._dirty[key] = min(lane, self._dirty.get(key, lane))
+        elif lane < self._queued.get(key, lane + 1):
+            # Queued again in a better lane; the older entry is skipped when it comes up.
+            self._queued[key] = lane
+            self._queue.put_nowait((lane, next(self._order), key))
+
+    def enqueue_urgent(self, key: str) -> None:
+        self.enqueue(key, lane=0)
 
     def _requeue(self, key: str, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -198,10 +206,12 @@ class Reconciler:
 
     async def _worker(self) -> None:
         while True:
-            key = await self._queue.get()
+            lane, _, key = await self._queue.get()
+            if self._queued.get(key) != lane:
+                continue  # a stale entry: the key was queued again in a better lane
             await self.synced.wait()
             await self.active.wait()
-            self._queued.discard(key)
+            self._queued.pop(key, None)
             self._active.add(key)
             try:
                 await self.reconcile(key)
@@ -214,8 +224,7 @@ class Reconciler:
             finally:
                 self._active.discard(key)
                 if key in self._dirty:
-                    self._dirty.discard(key)
-                    self.enqueue(key)
+                    self.enqueue(key, self._dirty.pop(key))
 
     def _claimed_elsewhere(self, key: str) -> frozenset[str]:
         return frozenset(e for e, k in self._claims.items() if k != key)
@@ -225,7 +234,7 @@ class Reconciler:
         if body is None or self.kube is None:
             return
         self.reconciles += 1
-        obs = core.Observation(claimed_elsewhere=self._claimed_elsewhere(key))
+        obs = core.Observation()
         for _ in range(MAX_STEPS):
             run = parse_taskrun(body)
             exec_id = run.status.task_execution_id
@@ -236,10 +245,14 @@ class Reconciler:
                     remote_failure=self.tracker.failure or obs.remote_failure,
                 )
                 self._learn_principal(run, obs.execution)
-            elif key in self._failures and obs.remote_failure is None:
-                obs = replace(obs, remote_failure=self._failures[key])
-            elif run.status.start_requested_at and not self.principal:
-                await self._ask_principal()
+            else:
+                if key in self._failures and obs.remote_failure is None:
+                    obs = replace(obs, remote_failure=self._failures[key])
+                if run.status.start_requested_at:
+                    # Only an adoption needs to know which executions other TaskRuns hold.
+                    obs = replace(obs, claimed_elsewhere=self._claimed_elsewhere(key))
+                    if not self.principal:
+                        await self._ask_principal()
             obs = replace(obs, own_principal=self.principal)
             decision = core.decide(run, obs, _now(), self.settings)
             if self._backing_off(key, decision.action):

@@ -69,7 +69,8 @@ class ExecutionTracker:
         environment_id = environment_id or (held.environment_id if held else "")
         self._tracked[execution_id] = _Tracked(key, task_id, environment_id)
         self._watch_for(environment_id)
-        self._wake.set()
+        # No immediate poll: a started execution's first status came with StartTask, and
+        # waking on every start re-listed everything tracked, ~3 lists per TaskRun.
 
     def _watch_for(self, environment_id: str) -> None:
         if self._watch and environment_id and environment_id not in self._watchers:
