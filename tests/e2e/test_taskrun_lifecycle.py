@@ -75,7 +75,7 @@ def test_inline_task_runs_to_succeeded_with_steps_mirrored(
     by_category = control_plane.kubectl_run("-n", ns, "get", "ona").stdout
     assert "inline" in by_category
 
-    reasons = {e["reason"] for e in taskruns.events("inline")}
+    reasons = {e["reason"] for e in taskruns.wait_events("inline", "Succeeded")}
     assert {"TaskCreated", "Started", "Succeeded"} <= reasons
 
 
@@ -123,7 +123,7 @@ def test_stopped_edit_mid_run_stops_the_execution(
     # Stopped as the spec asked: not stalled, so kstatus and Argo read it as done.
     assert taskruns.condition("long", "Stalled")["status"] == "False"  # type: ignore[index]
     assert _remote_phase(e2e_simulator, running["taskExecutionId"]).endswith("STOPPED")
-    assert "Stopping" in {e["reason"] for e in taskruns.events("long")}
+    taskruns.wait_events("long", "Stopping", "Stopped")
 
 
 def test_created_stopped_never_starts(
@@ -232,7 +232,8 @@ def test_refused_token_ends_in_a_condition_without_leaking_it(
     taskruns.apply("refused", {"task": inline_task("echo # sim:duration=0.2s")})
     cond = taskruns.wait_condition("refused", "Succeeded", "False", reason)
     assert cond["message"]
-    everything = str(taskruns.get("refused")) + str(taskruns.events("refused")) + proc.log()
+    events = taskruns.wait_events("refused", reason)
+    everything = str(taskruns.get("refused")) + str(events) + proc.log()
     assert token not in everything
     assert proc.running
 

@@ -263,6 +263,16 @@ class TaskRuns:
             check=False,
         )
 
+    def wait_events(self, name: str, *reasons: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until Events with all these reasons exist: they are posted after the status
+        write that a test usually waits for."""
+
+        def probe() -> list[dict[str, Any]] | None:
+            events = self.events(name)
+            return events if set(reasons) <= {e["reason"] for e in events} else None
+
+        return wait_for(probe, timeout=timeout, what=f"events {reasons} on TaskRun {name}")
+
     def events(self, name: str) -> list[dict[str, Any]]:
         core = client.CoreV1Api(self.api.api_client)
         found = core.list_namespaced_event(
