@@ -48,7 +48,6 @@ class LeaderElector:
         self._identity = identity
         self._duration = duration
         self._renew_every = duration / 3
-        self.acquired_at: datetime | None = None
 
     async def run(self) -> None:
         self._active.clear()
@@ -63,7 +62,6 @@ class LeaderElector:
             if held:
                 last_renewal = now
                 if not self._active.is_set():
-                    self.acquired_at = now
                     log.info("leader election: %s now leads; reconciling", self._identity)
                     self._active.set()
             elif self._active.is_set() and now - last_renewal > timedelta(

@@ -98,7 +98,6 @@ class Reconciler:
         # Set once every watched TaskRun has been read: until then an adoption could not
         # know which executions other TaskRuns already hold.
         self.synced = asyncio.Event()
-        self.reconciles = 0
         # The Ona subject this operator acts as, learned from what it created or started;
         # adoption of a referenced task's execution needs it.
         self.principal = ""
@@ -198,10 +197,6 @@ class Reconciler:
         self._timers.pop(key, None)
         self.enqueue(key)
 
-    @property
-    def idle(self) -> bool:
-        return not self._queued and not self._active
-
     # ------------------------------------------------------------------ workers
 
     async def _worker(self) -> None:
@@ -233,7 +228,6 @@ class Reconciler:
         body = self._objects.get(key)
         if body is None or self.kube is None:
             return
-        self.reconciles += 1
         obs = core.Observation()
         for _ in range(MAX_STEPS):
             run = parse_taskrun(body)
@@ -288,7 +282,10 @@ class Reconciler:
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-claim")
             result = await self._perform(action, run, body)
+            opened_before = self.breaker.opened
             self.breaker.record(ok=not _api_trouble(result.failure))
+            if self.breaker.opened > opened_before:
+                log.warning("the Ona API keeps failing: pausing remote calls for every TaskRun")
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-start")
             new_run, obs, events = core.apply_result(run, action, result, obs, _now())

@@ -57,7 +57,6 @@ class ExecutionTracker:
         self._wake = asyncio.Event()
         self._failures = 0
         self.failure: core.RemoteFailure | None = None
-        self.polls = 0
 
     # ------------------------------------------------------------------ interface
 
@@ -103,9 +102,6 @@ class ExecutionTracker:
         self._latest[execution.id] = execution
         return True
 
-    def poke(self) -> None:
-        self._wake.set()
-
     # ---------------------------------------------------------------------- loops
 
     async def run(self) -> None:
@@ -124,7 +120,6 @@ class ExecutionTracker:
         """Refresh every tracked execution; return the seconds until the next poll."""
         if not self._tracked:
             return self._poll_interval
-        self.polls += 1
         tracked = dict(self._tracked)
         try:
             found = await self._client.list_task_executions_by_task_ids(
