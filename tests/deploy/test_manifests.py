@@ -15,6 +15,12 @@ from tests.support.cluster_fixtures import ControlPlane
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO_ROOT / "manifests"
+CRDS = REPO_ROOT / "crds"
+CRD_NAMES = {
+    "taskruns.automation.ona.com",
+    "onaconnections.automation.ona.com",
+    "clusteronaconnections.automation.ona.com",
+}
 IMAGE = "localhost/ona-taskrun/operator:dev"
 
 
@@ -67,7 +73,7 @@ def test_one_apply_installs_namespace_crd_rbac_and_operator(objects: list[dict[s
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert names == {
         ("Namespace", "ona-system"),
-        ("CustomResourceDefinition", "taskruns.automation.ona.com"),
+        *(("CustomResourceDefinition", name) for name in CRD_NAMES),
         ("ServiceAccount", "ona-taskrun-operator"),
         ("ClusterRole", "ona-taskrun-operator"),
         ("ClusterRoleBinding", "ona-taskrun-operator"),
@@ -129,24 +135,74 @@ def test_token_comes_from_the_secret_by_reference(
     assert only(objects, "Secret") == []
 
 
+def test_operator_knows_its_own_namespace_from_the_downward_api(
+    deployment: dict[str, Any],
+) -> None:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["OPERATOR_NAMESPACE"] == {
+        "name": "OPERATOR_NAMESPACE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    }
+
+
+def test_crds_kustomization_lists_every_crd() -> None:
+    kustomization = yaml.safe_load((CRDS / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    assert sorted(listed) == sorted(f"{name}.yaml" for name in CRD_NAMES)
+    assert sorted(listed) == sorted(
+        p.name for p in CRDS.glob("*.yaml") if p != CRDS / "kustomization.yaml"
+    )
+    for file in listed:
+        crd = yaml.safe_load((CRDS / file).read_text())
+        assert crd["kind"] == "CustomResourceDefinition"
+        assert f"{crd['metadata']['name']}.yaml" == file
+        assert crd["spec"]["names"]["categories"] == ["ona"]
+
+
 def rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         rule for kind in ("ClusterRole", "Role") for o in only(objects, kind) for rule in o["rules"]
     ]
 
 
-def test_rbac_has_no_wildcards_and_no_secret_access(objects: list[dict[str, Any]]) -> None:
+def test_rbac_has_no_wildcards_and_only_gets_secrets(objects: list[dict[str, Any]]) -> None:
     found = rules(objects)
     assert found
     for rule in found:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(field, []), rule
-        assert "secrets" not in rule["resources"], rule
         assert not rule.get("nonResourceURLs"), rule
+    # Secrets: `get` by name and nothing else (no list, no watch, no writes), in a rule of
+    # their own, so that no other verb reaches them through a shared rule.
+    secret_rules = [
+        rule
+        for rule in found
+        if "secrets" in rule["resources"]
+        or any(r.startswith("secrets/") for r in rule["resources"])
+    ]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     (binding,) = only(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "ona-taskrun-operator", "namespace": "ona-system"}
     ]
+
+
+def granted(objects: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    return {
+        verb
+        for rule in rules(objects)
+        if group in rule["apiGroups"] and resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize("kind", ["onaconnections", "clusteronaconnections"])
+def test_rbac_reads_connections_and_writes_only_their_status(
+    objects: list[dict[str, Any]], kind: str
+) -> None:
+    assert granted(objects, "automation.ona.com", kind) == {"get", "list", "watch"}
+    assert granted(objects, "automation.ona.com", f"{kind}/status") == {"get", "patch", "update"}
 
 
 @pytest.mark.e2e
