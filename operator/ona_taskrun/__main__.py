@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config_module.ConfigError as exc:
         print(f"taskrun-operator: configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(cfg.log_level, cfg.log_format, cfg.token.reveal())
+    logs.configure(cfg.log_level, cfg.log_format, cfg.token.reveal() if cfg.token else "")
     app = App(cfg)
     kopf.run(
         registry=build_registry(app),

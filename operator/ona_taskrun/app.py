@@ -14,11 +14,11 @@ from typing import Any
 
 import kopf
 
-from . import core
+from . import connections, core
 from .config import Config
-from .kube import GROUP, PLURAL, VERSION, KubeClient
+from .connection_core import ConnectionKey
+from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, GROUP, PLURAL, VERSION, KubeClient
 from .leader import LeaderElector
-from .ona import OnaClient, RetryPolicy
 from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -29,24 +29,43 @@ class App:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.ona = OnaClient(
-            config.ona_base_url,
-            config.token.reveal(),
-            timeout=config.request_timeout,
-            connect_timeout=min(config.request_timeout, 5.0),
-            retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
+        self.connections = connections.Connections(
+            connections.Settings(
+                operator_namespace=config.operator_namespace,
+                default_base_url=config.ona_base_url,
+                default_namespaces=config.default_namespaces,
+                recheck_seconds=config.connection_recheck,
+                secret_resync_seconds=config.secret_resync,
+            ),
+            connections.RemoteSettings(
+                request_timeout=config.request_timeout, poll_interval=config.poll_interval
+            ),
+            notify_taskrun=self._notify,
+            enqueue=self._enqueue,
+            wake_users=self._wake_users,
+            default_token=config.token.reveal() if config.token is not None else None,
+            default_token_file=config.token_file,
         )
         self.reconciler = Reconciler(
-            self.ona,
+            self.connections,
             workers=config.workers,
             settings=core.Settings(
                 start_settle=_seconds(config.start_settle),
                 resync_seconds=config.resync_seconds,
             ),
-            poll_interval=config.poll_interval,
             crash_point=config.crash_point,
         )
         self._tasks: list[asyncio.Task[None]] = []
+
+    # The registry and the reconciler call each other through these.
+    def _notify(self, key: str) -> None:
+        self.reconciler.enqueue_urgent(key)
+
+    def _enqueue(self, key: str) -> None:
+        self.reconciler.enqueue(key)
+
+    def _wake_users(self, key: ConnectionKey) -> None:
+        self.reconciler.wake_users(key)
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
         first = self.reconciler.kube is None
@@ -73,7 +92,6 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.reconciler.stop()
-        await self.ona.aclose()
         if self.reconciler.kube is not None:
             await self.reconciler.kube.aclose()
 
@@ -93,9 +111,14 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
         await app.reconciler.start()
+        default = (
+            f"default connection {app.config.ona_base_url}"
+            if app.config.token is not None
+            else "no default connection (TaskRuns must name one)"
+        )
         log.info(
-            "taskrun-operator started: Ona API %s, namespaces %s",
-            app.config.ona_base_url,
+            "taskrun-operator started: %s, namespaces %s",
+            default,
             ", ".join(app.config.namespaces) or "all",
         )
 
@@ -113,9 +136,17 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
     async def on_event(event: kopf.RawEvent, **_: Any) -> None:
         app.reconciler.observe(str(event.get("type") or "MODIFIED"), event["object"])
 
+    @kopf.on.event(GROUP, VERSION, CONNECTIONS, registry=registry)
+    async def on_connection(event: kopf.RawEvent, **_: Any) -> None:
+        app.connections.observe(str(event.get("type") or "MODIFIED"), event["object"])
+
+    @kopf.on.event(GROUP, VERSION, CLUSTER_CONNECTIONS, registry=registry)
+    async def on_cluster_connection(event: kopf.RawEvent, **_: Any) -> None:
+        app.connections.observe(str(event.get("type") or "MODIFIED"), event["object"])
+
     @kopf.on.probe(id="trackedExecutions", registry=registry)
     async def tracked(**_: Any) -> int:
-        return app.reconciler.tracker.tracked
+        return app.reconciler.tracked
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from . import selectors
+
 DEFAULT_BASE_URL = "https://app.ona.com/api"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -46,7 +48,9 @@ class Secret:
 @dataclass(frozen=True)
 class Config:
     ona_base_url: str
-    token: Secret = field(repr=False)
+    # The default connection's token; None: TaskRuns must name a connection.
+    token: Secret | None = field(repr=False)
+    token_file: str | None = None
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     log_level: str = "INFO"
     log_format: str = "text"
@@ -62,6 +66,10 @@ class Config:
     lease_duration: float = 15.0
     identity: str = ""
     crash_point: str = ""
+    operator_namespace: str = "ona-system"
+    default_namespaces: selectors.LabelSelector = selectors.EVERYTHING
+    connection_recheck: float = 300.0
+    secret_resync: float = 60.0
 
     @property
     def all_namespaces(self) -> bool:
@@ -71,8 +79,17 @@ class Config:
 ENV_HELP = """\
 environment variables (flags win over them):
   ONA_BASE_URL            Ona API base URL (default https://app.ona.com/api)
-  ONA_API_TOKEN           Ona personal access token
-  ONA_API_TOKEN_FILE      file holding the token (e.g. a mounted Secret); wins over ONA_API_TOKEN
+  ONA_API_TOKEN           Ona token of the default connection (TaskRuns without
+                          spec.connectionRef); unset: every TaskRun must name a connection
+  ONA_API_TOKEN_FILE      file holding the token (e.g. a mounted Secret); wins over ONA_API_TOKEN;
+                          read again after the API refuses the token
+  DEFAULT_CONNECTION_NAMESPACE_SELECTOR
+                          label selector (kubectl -l syntax) of the namespaces whose TaskRuns
+                          may use the default connection; empty: all
+  OPERATOR_NAMESPACE      the operator's namespace, where ClusterOnaConnection Secrets live
+                          (default ona-system)
+  CONNECTION_RECHECK_SECONDS       seconds between checks of a connection's token (default 300)
+  CONNECTION_SECRET_RESYNC_SECONDS seconds between reads of a connection's Secret (default 60)
   WATCH_NAMESPACES        comma-separated namespaces to watch; empty or unset: all
   LOG_LEVEL               DEBUG, INFO, WARNING or ERROR (default INFO)
   LOG_FORMAT              text or json (default text)
@@ -136,8 +153,12 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={raw!r} must be true or false")
 
 
-def _token(env: Mapping[str, str], token_file: str | None) -> Secret:
-    path = token_file or env.get("ONA_API_TOKEN_FILE", "").strip()
+def _token_path(env: Mapping[str, str], token_file: str | None) -> str | None:
+    return token_file or env.get("ONA_API_TOKEN_FILE", "").strip() or None
+
+
+def _token(env: Mapping[str, str], token_file: str | None) -> Secret | None:
+    path = _token_path(env, token_file)
     if path:
         try:
             value = Path(path).read_text(encoding="utf-8").strip()
@@ -147,12 +168,8 @@ def _token(env: Mapping[str, str], token_file: str | None) -> Secret:
             raise ConfigError(f"the API token file {path} is empty")
         return Secret(value)
     value = env.get("ONA_API_TOKEN", "").strip()
-    if not value:
-        raise ConfigError(
-            "no Ona API token: set ONA_API_TOKEN, or ONA_API_TOKEN_FILE / --token-file "
-            "to a file holding it"
-        )
-    return Secret(value)
+    # No token: no default connection; TaskRuns must name an OnaConnection.
+    return Secret(value) if value else None
 
 
 def _base_url(raw: str) -> str:
@@ -212,9 +229,22 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
     leader = args.leader_election if args.leader_election is not None else False
     leader = leader or _bool(env, "LEADER_ELECTION")
+    operator_namespace = env.get("OPERATOR_NAMESPACE", "").strip() or "ona-system"
+    if len(operator_namespace) > 63 or not _NAMESPACE.fullmatch(operator_namespace):
+        raise ConfigError(
+            f"OPERATOR_NAMESPACE={operator_namespace!r} is not a valid Kubernetes namespace name"
+        )
+    try:
+        default_namespaces = selectors.parse(
+            env.get("DEFAULT_CONNECTION_NAMESPACE_SELECTOR", ""),
+            where="DEFAULT_CONNECTION_NAMESPACE_SELECTOR",
+        )
+    except selectors.SelectorError as exc:
+        raise ConfigError(str(exc)) from None
     return Config(
         ona_base_url=base_url,
         token=token,
+        token_file=_token_path(env, args.token_file) if token is not None else None,
         namespaces=namespaces,
         log_level=log_level,
         log_format=log_format,
@@ -230,4 +260,8 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         lease_duration=_number(env, "LEASE_DURATION", 15.0, minimum=2),
         identity=env.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
         crash_point=crash_point,
+        operator_namespace=operator_namespace,
+        default_namespaces=default_namespaces,
+        connection_recheck=_number(env, "CONNECTION_RECHECK_SECONDS", 300.0, minimum=1),
+        secret_resync=_number(env, "CONNECTION_SECRET_RESYNC_SECONDS", 60.0, minimum=1),
     )

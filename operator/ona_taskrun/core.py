@@ -71,6 +71,22 @@ class TaskRef:
     reference: str | None = None
 
 
+CLUSTER_CONNECTION = "ClusterOnaConnection"
+NAMESPACED_CONNECTION = "OnaConnection"
+
+
+@dataclass(frozen=True)
+class ConnectionRef:
+    """`spec.connectionRef`: a connection in the TaskRun's namespace, or a cluster one."""
+
+    name: str
+    kind: str = NAMESPACED_CONNECTION
+
+    @property
+    def cluster(self) -> bool:
+        return self.kind == CLUSTER_CONNECTION
+
+
 @dataclass(frozen=True)
 class Spec:
     task: InlineTask | None
@@ -78,6 +94,8 @@ class Spec:
     desired_stopped: bool = False
     orphan_on_delete: bool = False
     timeout: timedelta | None = None
+    # None: the operator-level (default) connection.
+    connection_ref: ConnectionRef | None = None
 
     @property
     def environment_id(self) -> str | None:
@@ -146,7 +164,25 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
         desired_stopped=spec.get("desiredPhase", "RUNNING") == "STOPPED",
         orphan_on_delete=spec.get("deletionPolicy", "Stop") == "Orphan",
         timeout=parse_duration(str(timeout_raw)) if timeout_raw else None,
+        connection_ref=parse_connection_ref(spec.get("connectionRef")),
     )
+
+
+def parse_connection_ref(raw: Any) -> ConnectionRef | None:
+    """Read `spec.connectionRef`; None when absent (the default connection)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not raw.get("name"):
+        raise InvalidSpec("spec.connectionRef needs a name")
+    kind = str(raw.get("kind") or NAMESPACED_CONNECTION)
+    if kind not in (NAMESPACED_CONNECTION, CLUSTER_CONNECTION):
+        raise InvalidSpec(
+            f"spec.connectionRef.kind {kind!r} must be {NAMESPACED_CONNECTION} "
+            f"or {CLUSTER_CONNECTION}"
+        )
+    if "namespace" in raw:
+        raise InvalidSpec("spec.connectionRef has no namespace: a TaskRun uses its own")
+    return ConnectionRef(name=str(raw["name"]), kind=kind)
 
 
 def task_reference(uid: str) -> str:
@@ -204,6 +240,19 @@ class RemoteFailure:
     kind: FailureKind
     message: str
     retry_after: float | None = None
+    # The RemoteReachable reason when it is not the kind's (e.g. ConnectionNotFound).
+    reason: str = ""
+    # Waited out like an outage although its kind is final: a named connection's 401
+    # (its token may be rotating) must not end runs.
+    wait: bool = False
+
+    @property
+    def transient(self) -> bool:
+        return self.wait or self.kind.transient
+
+    @property
+    def condition_reason(self) -> str:
+        return self.reason or self.kind.value
 
 
 # ------------------------------------------------------------------------- status
@@ -365,9 +414,36 @@ class Decision:
     events: tuple[Event, ...] = ()
 
 
+class Access(enum.StrEnum):
+    """Whether this TaskRun's connection lets it go on."""
+
+    READY = "Ready"  # its client can be used (and, before a start, the policy allows it)
+    WAITING = "Waiting"  # missing or not ready yet: wait, never fail
+    REFUSED = "Refused"  # the connection's policy refuses this run
+
+
+@dataclass(frozen=True)
+class ConnectionView:
+    """What the edges found of the TaskRun's connection."""
+
+    access: Access = Access.READY
+    # Why it waits: the reason and message of Succeeded and RemoteReachable.
+    reason: str = ""
+    message: str = ""
+
+    @property
+    def failure(self) -> RemoteFailure:
+        return RemoteFailure(FailureKind.UNAVAILABLE, self.message, reason=self.reason)
+
+
+READY = ConnectionView()
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the edges know beyond the object itself."""
+
+    connection: ConnectionView = READY
 
     execution: RemoteExecution | None = None
     # The last failure talking to the remote for this TaskRun, while it lasts.
@@ -397,6 +473,9 @@ class Settings:
     principal_wait: timedelta = timedelta(seconds=60)
     # How often a running TaskRun without news is looked at again.
     resync_seconds: float = 60.0
+    # How often a TaskRun waiting for its connection looks again (a connection that
+    # becomes ready wakes its TaskRuns at once; this is the safety net).
+    connection_wait: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -483,8 +562,8 @@ def _conditions(
         reachable = Condition(
             REMOTE_REACHABLE,
             "False",
-            remote.kind.value,
-            f"the Ona API cannot be reached ({remote.kind.value}): {remote.message}; "
+            remote.condition_reason,
+            f"the Ona API cannot be reached ({remote.condition_reason}): {remote.message}; "
             "the last known status is kept",
             observed_generation=generation,
         )
@@ -571,6 +650,23 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
             events=(Event("Normal", "Stopped", msg),),
         )
 
+    claimed = bool(status.task_execution_id or status.start_requested_at)
+    view = obs.connection
+    if view.access is not Access.READY and not claimed:
+        if view.access is Access.REFUSED:
+            # Before any Ona call that could create or start something.
+            return Decision(
+                _finish(run, status, now, "NotPermitted", view.message, ok=False),
+                events=(Event("Warning", "NotPermitted", view.message),),
+            )
+        return Decision(
+            _pending(run, status, now, view.reason, view.message, view.failure),
+            requeue_after=cfg.connection_wait,
+        )
+    if view.access is Access.WAITING:
+        # Started, but its connection is gone: keep the last status and say why.
+        return Decision(_unfollowable(run, status, now, view), requeue_after=cfg.connection_wait)
+
     if not status.task_id:
         return _decide_task(run, spec, obs, now)
 
@@ -600,11 +696,28 @@ def _backoff(obs: Observation, default: float = 5.0) -> float:
     return default
 
 
+def _unfollowable(run: TaskRun, status: Status, now: datetime, view: ConnectionView) -> Status:
+    """A started run whose connection cannot be used: Succeeded and Stalled stay as they
+    were; RemoteReachable says why the execution cannot be followed."""
+    succeeded = status.condition(SUCCEEDED)
+    stalled = status.condition(STALLED)
+    return _conditions(
+        status,
+        run.generation,
+        now,
+        succeeded=(
+            ("Unknown", succeeded.reason, succeeded.message)
+            if succeeded is not None
+            else ("Unknown", view.reason, view.message)
+        ),
+        stalled=(stalled.status, stalled.reason, stalled.message) if stalled else None,
+        remote=view.failure,
+    )
+
+
 def _decide_task(run: TaskRun, spec: Spec, obs: Observation, now: datetime) -> Decision:
     status = run.status
-    failure = (
-        obs.remote_failure if obs.remote_failure and obs.remote_failure.kind.transient else None
-    )
+    failure = obs.remote_failure if obs.remote_failure and obs.remote_failure.transient else None
     if spec.task_ref is not None:
         if spec.task_ref.id:
             new = replace(status, task_id=spec.task_ref.id)
@@ -627,7 +740,7 @@ def _decide_start(
 ) -> Decision:
     status = run.status
     failure = obs.remote_failure
-    transient = failure if failure and failure.kind.transient else None
+    transient = failure if failure and failure.transient else None
     if not status.start_requested_at:
         # Record that a start is under way before calling StartTask; the edge writes
         # this with a resourceVersion precondition, so two operators cannot both go on.
@@ -684,7 +797,7 @@ def _decide_start(
         return Decision(_observe(status, run.generation))
     if obs.candidates is None:
         refused = failure if failure and failure.kind is not FailureKind.OUTCOME_UNKNOWN else None
-        if refused is not None and not refused.kind.transient:
+        if refused is not None and not refused.transient:
             # A refused look (401/403) is not repeated at once: say why, look again later.
             msg = f"cannot look for the execution of an unknown start: {refused.message}"
             return Decision(
@@ -855,22 +968,30 @@ def _decide_deletion(run: TaskRun, obs: Observation) -> Decision:
     spec = run.spec
     if not isinstance(spec, Spec) or spec.orphan_on_delete:
         return remove
+    cleanup = _deletion_cleanup(run, spec, obs)
+    if cleanup is None:
+        return remove
+    if obs.connection.access is Access.WAITING:
+        # Deletion never hangs on a connection that is gone: say what was left behind.
+        msg = f"{cleanup.kind.value} was skipped on delete: {obs.connection.message}"
+        return replace(remove, events=(Event("Warning", "CleanupSkipped", msg),))
+    return Decision(status, action=cleanup)
+
+
+def _deletion_cleanup(run: TaskRun, spec: Spec, obs: Observation) -> Action | None:
+    """The next remote clean-up a deleted TaskRun needs, if any."""
+    status = run.status
     phase = Phase.from_remote(status.phase) if status.phase else None
     running = phase is None or not phase.final
     if status.task_execution_id and running and not obs.stopped:
-        return Decision(
-            status,
-            action=Action(ActionKind.STOP, execution_id=status.task_execution_id, reason="Deleted"),
-        )
+        return Action(ActionKind.STOP, execution_id=status.task_execution_id, reason="Deleted")
     owned = spec.task is not None and bool(status.task_id)
     if owned and status.start_requested_at and not status.task_execution_id and not obs.stopped:
         # A start may be in flight with no id recorded: stop whatever runs of our own task.
-        return Decision(
-            status, action=Action(ActionKind.STOP_OWNED_EXECUTIONS, task_id=status.task_id)
-        )
+        return Action(ActionKind.STOP_OWNED_EXECUTIONS, task_id=status.task_id)
     if owned and not obs.task_deleted:
-        return Decision(status, action=Action(ActionKind.DELETE_TASK, task_id=status.task_id))
-    return remove
+        return Action(ActionKind.DELETE_TASK, task_id=status.task_id)
+    return None
 
 
 # ------------------------------------------------------------------ action results
@@ -902,10 +1023,10 @@ def apply_result(
     status = run.status
     failure = result.failure
     events: list[Event] = []
-    obs = replace(obs, remote_failure=failure if failure and failure.kind.transient else None)
+    obs = replace(obs, remote_failure=failure if failure and failure.transient else None)
     kind = action.kind
 
-    if failure is not None and not failure.kind.transient:
+    if failure is not None and not failure.transient:
         terminal = _TERMINAL_START_FAILURES.get(failure.kind)
         before_start = kind in (
             ActionKind.CREATE_TASK,

@@ -20,6 +20,12 @@ import httpx
 import kopf
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
+CONNECTIONS, CLUSTER_CONNECTIONS = "onaconnections", "clusteronaconnections"
+_KINDS = {
+    PLURAL: "TaskRun",
+    CONNECTIONS: "OnaConnection",
+    CLUSTER_CONNECTIONS: "ClusterOnaConnection",
+}
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 log = logging.getLogger(__name__)
 
@@ -108,8 +114,12 @@ class KubeClient:
         return True
 
     @staticmethod
-    def _path(namespace: str, name: str = "", sub: str = "") -> str:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    def _path(namespace: str, name: str = "", sub: str = "", plural: str = PLURAL) -> str:
+        """The path of a custom object; an empty namespace means cluster-scoped."""
+        path = f"/apis/{GROUP}/{VERSION}"
+        if namespace:
+            path += f"/namespaces/{namespace}"
+        path += f"/{plural}"
         if name:
             path += f"/{name}"
         if sub:
@@ -120,22 +130,38 @@ class KubeClient:
         return await self._request("GET", self._path(namespace, name))
 
     async def list_taskruns(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        path = self._path(namespace) if namespace else f"/apis/{GROUP}/{VERSION}/{PLURAL}"
-        body = await self._request("GET", path)
+        return await self.list_objects(PLURAL, namespace)
+
+    async def list_objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every object of a kind (in one namespace, or all); list items get their kind."""
+        body = await self._request("GET", self._path(namespace or "", plural=plural))
         items = list(body.get("items", []))
         for item in items:  # list items come without kind/apiVersion
             item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            item.setdefault("kind", "TaskRun")
+            item.setdefault("kind", _KINDS[plural])
         return items
 
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any]:
+        """One Secret by name: the operator never lists or watches Secrets."""
+        return await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+
+    async def get_namespace(self, name: str) -> dict[str, Any]:
+        return await self._request("GET", f"/api/v1/namespaces/{name}")
+
     async def patch_status(
-        self, namespace: str, name: str, status_patch: Mapping[str, Any], resource_version: str
+        self,
+        namespace: str,
+        name: str,
+        status_patch: Mapping[str, Any],
+        resource_version: str,
+        *,
+        plural: str = PLURAL,
     ) -> dict[str, Any]:
         """Merge-patch the status; fails with Conflict if the object changed meanwhile."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status_patch)}
         return await self._request(
             "PATCH",
-            self._path(namespace, name, "status"),
+            self._path(namespace, name, "status", plural),
             json=body,
             content_type="application/merge-patch+json",
         )

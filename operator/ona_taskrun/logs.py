@@ -7,13 +7,26 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+# Tokens read while running (connections' Secrets): every filter hides them too.
+_PROTECTED: list[str] = []
+
+
+def protect(secret: str) -> None:
+    """Hide this secret in every log record from now on."""
+    if secret and secret not in _PROTECTED:
+        _PROTECTED.append(secret)
+
 
 class RedactFilter(logging.Filter):
     """Replace any occurrence of a secret in a record's final message, as a last guard."""
 
     def __init__(self, *secrets: str) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s]
+        self._own = [s for s in secrets if s]
+
+    @property
+    def _secrets(self) -> list[str]:
+        return [*self._own, *_PROTECTED]
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

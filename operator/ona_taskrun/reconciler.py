@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import core
-from .breaker import CircuitBreaker
+from .connection_core import ConnectionKey, is_connection_key, key_for
+from .connections import Connections, Remote
 from .kube import Conflict, Gone, KubeClient, KubeError
-from .ona import OnaClient, errors
+from .ona import errors
 from .remote import to_failure, to_remote
-from .tracker import ExecutionTracker
 
 log = logging.getLogger(__name__)
 MAX_STEPS = 25
@@ -65,18 +65,16 @@ def crash(point: str, wanted: str) -> None:
 class Reconciler:
     def __init__(
         self,
-        ona: OnaClient,
+        connections: Connections,
         *,
         workers: int = 8,
         settings: core.Settings | None = None,
-        poll_interval: float = 5.0,
         crash_point: str = "",
     ) -> None:
-        self.ona = ona
-        self.kube: KubeClient | None = None
+        self.connections = connections
+        self._kube: KubeClient | None = None
         self.settings = settings or core.Settings()
         self.crash_point = crash_point
-        self.tracker = ExecutionTracker(ona, self.enqueue_urgent, poll_interval=poll_interval)
         self._objects: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, str] = {}  # execution id -> key of the TaskRun holding it
         # Two lanes: news of a remote execution (urgent) goes before TaskRuns waiting to
@@ -90,7 +88,6 @@ class Reconciler:
         self._failures: dict[str, core.RemoteFailure] = {}
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}  # loop time before which no remote call
-        self.breaker = CircuitBreaker()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self.active = asyncio.Event()  # set while this replica may act (leader)
@@ -98,10 +95,19 @@ class Reconciler:
         # Set once every watched TaskRun has been read: until then an adoption could not
         # know which executions other TaskRuns already hold.
         self.synced = asyncio.Event()
-        # The Ona subject this operator acts as, learned from what it created or started;
-        # adoption of a referenced task's execution needs it.
-        self.principal = ""
-        self._principal_retry_at = 0.0
+
+    @property
+    def kube(self) -> KubeClient | None:
+        return self._kube
+
+    @kube.setter
+    def kube(self, kube: KubeClient | None) -> None:
+        self._kube = kube
+        self.connections.kube = kube
+
+    @property
+    def tracked(self) -> int:
+        return sum(r.tracker.tracked for r in self.connections.remotes())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -109,7 +115,7 @@ class Reconciler:
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"reconcile-{i}") for i in range(self._workers)
         ]
-        self._tasks.append(asyncio.create_task(self.tracker.run(), name="tracker"))
+        self.connections.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -117,6 +123,7 @@ class Reconciler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for handle in self._timers.values():
             handle.cancel()
+        await self.connections.stop()
 
     # ------------------------------------------------------------------ intake
 
@@ -144,7 +151,9 @@ class Reconciler:
         execution = (body.get("status") or {}).get("taskExecutionId")
         if execution:
             self._claims.pop(execution, None)
-            self.tracker.untrack(execution)
+            remote = self.connections.remote_for(_namespace(key), body.get("spec") or {})
+            if remote is not None:
+                remote.tracker.untrack(execution)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -169,8 +178,27 @@ class Reconciler:
         for body in bodies:
             self._remember(key_of(body), body)
             self.enqueue(key_of(body))
-        log.info("read %d TaskRuns; reconciling", len(bodies))
+        log.info("read %d TaskRuns", len(bodies))
+        while True:
+            try:
+                await self.connections.list_all(namespaces)
+                break
+            except KubeError as exc:
+                log.warning("cannot list Ona connections yet (%s); retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        log.info("reconciling")
         self.synced.set()
+
+    def wake_users(self, connection: ConnectionKey) -> None:
+        """Queue every TaskRun that uses this connection: it became usable, or not."""
+        for key, body in self._objects.items():
+            try:
+                ref = core.parse_connection_ref((body.get("spec") or {}).get("connectionRef"))
+            except core.InvalidSpec:
+                continue
+            if key_for(_namespace(key), ref) == connection:
+                self.enqueue(key)
 
     def enqueue(self, key: str, lane: int = 1) -> None:
         if key in self._active:
@@ -209,7 +237,12 @@ class Reconciler:
             self._queued.pop(key, None)
             self._active.add(key)
             try:
-                await self.reconcile(key)
+                if is_connection_key(key):
+                    again = await self.connections.reconcile(key)
+                    if again is not None:
+                        self._requeue(key, again)
+                else:
+                    await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -231,25 +264,12 @@ class Reconciler:
         obs = core.Observation()
         for _ in range(MAX_STEPS):
             run = parse_taskrun(body)
-            exec_id = run.status.task_execution_id
-            if exec_id:
-                obs = replace(
-                    obs,
-                    execution=self.tracker.latest(exec_id) or obs.execution,
-                    remote_failure=self.tracker.failure or obs.remote_failure,
-                )
-                self._learn_principal(run, obs.execution)
-            else:
-                if key in self._failures and obs.remote_failure is None:
-                    obs = replace(obs, remote_failure=self._failures[key])
-                if run.status.start_requested_at:
-                    # Only an adoption needs to know which executions other TaskRuns hold.
-                    obs = replace(obs, claimed_elsewhere=self._claimed_elsewhere(key))
-                    if not self.principal:
-                        await self._ask_principal()
-            obs = replace(obs, own_principal=self.principal)
+            view, remote = await self.connections.view(_namespace(key), run)
+            obs = replace(obs, connection=view)
+            if remote is not None:
+                obs = await self._observe_remote(key, run, obs, remote)
             decision = core.decide(run, obs, _now(), self.settings)
-            if self._backing_off(key, decision.action):
+            if self._backing_off(key, decision.action, remote):
                 # Woken by a watch event (often our own write) before the back-off ends:
                 # no remote call, and no claim written for a start that is not made now.
                 return
@@ -264,7 +284,7 @@ class Reconciler:
             except Gone:
                 return
             await self._post(body, decision.events)
-            self._follow(key, body, decision)
+            self._follow(key, body, decision, remote)
             action = decision.action
             if action is None:
                 if decision.requeue_after is not None:
@@ -278,14 +298,18 @@ class Reconciler:
                 except Gone:
                     return
                 continue
+            # The core acts remotely only through a usable connection.
+            assert remote is not None, f"{action.kind.value} without a connection"
             run = replace(run, status=decision.status)
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-claim")
-            result = await self._perform(action, run, body)
-            opened_before = self.breaker.opened
-            self.breaker.record(ok=not _api_trouble(result.failure))
-            if self.breaker.opened > opened_before:
-                log.warning("the Ona API keeps failing: pausing remote calls for every TaskRun")
+            result = await self._perform_through(remote, action, run, body)
+            opened_before = remote.breaker.opened
+            remote.breaker.record(ok=not _api_trouble(result.failure))
+            if remote.breaker.opened > opened_before:
+                log.warning(
+                    "the Ona API keeps failing through %s: pausing its remote calls", remote.key
+                )
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-start")
             new_run, obs, events = core.apply_result(run, action, result, obs, _now())
@@ -294,7 +318,7 @@ class Reconciler:
                 return
             body = written
             await self._post(body, events)
-            if result.failure is not None and result.failure.kind.transient:
+            if result.failure is not None and result.failure.transient:
                 self._failures[key] = result.failure
                 self._attempts[key] = self._attempts.get(key, 0) + 1
                 delay = _retry_delay(result.failure, self._attempts[key])
@@ -305,55 +329,61 @@ class Reconciler:
             self._attempts.pop(key, None)
             self._retry_at.pop(key, None)
             if new_run.status.task_execution_id and result.execution is not None:
-                self.tracker.observe(result.execution)
+                remote.tracker.observe(result.execution)
         log.warning("%s did not settle after %d steps; looking again later", key, MAX_STEPS)
         self._requeue(key, 5.0)
 
-    def _backing_off(self, key: str, action: core.Action | None) -> bool:
+    async def _observe_remote(
+        self, key: str, run: core.TaskRun, obs: core.Observation, remote: Remote
+    ) -> core.Observation:
+        """What the TaskRun's connection knows of its execution, failures and principal."""
+        exec_id = run.status.task_execution_id
+        if exec_id:
+            obs = replace(
+                obs,
+                execution=remote.tracker.latest(exec_id) or obs.execution,
+                remote_failure=remote.tracker.failure or obs.remote_failure,
+            )
+            remote.learn_principal(run, obs.execution)
+        else:
+            if key in self._failures and obs.remote_failure is None:
+                obs = replace(obs, remote_failure=self._failures[key])
+            if run.status.start_requested_at:
+                # Only an adoption needs to know which executions other TaskRuns hold.
+                obs = replace(obs, claimed_elsewhere=self._claimed_elsewhere(key))
+                if not remote.principal:
+                    await remote.ask_principal()
+        return replace(obs, own_principal=remote.principal)
+
+    def _backing_off(self, key: str, action: core.Action | None, remote: Remote | None) -> bool:
         """True while a remote action for this TaskRun must wait: for its own back-off,
-        or for the shared breaker while the Ona API keeps failing."""
-        if action is None or action.kind in _LOCAL_ACTIONS:
+        or for its connection's breaker while the Ona API keeps failing."""
+        if action is None or action.kind in _LOCAL_ACTIONS or remote is None:
             return False
         retry_at = self._retry_at.get(key)
         remaining = retry_at - asyncio.get_running_loop().time() if retry_at else 0.0
         if remaining <= 0:
-            remaining = self.breaker.wait_time()
+            remaining = remote.breaker.wait_time()
         if remaining <= 0:
             return False
         self._requeue(key, remaining)
         return True
 
-    async def _ask_principal(self) -> None:
-        """Ask the API who the token acts as, at most every 30 s while it fails."""
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._principal_retry_at:
-            return
-        self._principal_retry_at = loop.time() + 30.0
-        try:
-            subject = await self.ona.get_authenticated_identity()
-        except errors.OnaError as exc:
-            log.info("cannot learn the operator's principal yet: %s", exc)
-            return
-        self.principal = self.principal or subject.id
-
-    def _learn_principal(self, run: core.TaskRun, execution: core.RemoteExecution | None) -> None:
-        # Only executions this operator started itself (not adopted by a person) count.
-        started_here = run.status.start_attempts > 0
-        adopted_by_hand = core.ADOPT_ANNOTATION in run.annotations
-        if execution is not None and execution.creator_id and started_here and not adopted_by_hand:
-            if self.principal and self.principal != execution.creator_id:
-                log.warning("executions started by this operator show different creators")
-            self.principal = self.principal or execution.creator_id
-
-    def _follow(self, key: str, body: Mapping[str, Any], decision: core.Decision) -> None:
+    def _follow(
+        self, key: str, body: Mapping[str, Any], decision: core.Decision, remote: Remote | None
+    ) -> None:
         status = decision.status
-        if decision.track:
+        if decision.track and remote is not None:
             spec = body.get("spec") or {}
             env = (spec.get("task") or spec.get("taskRef") or {}).get("environmentId", "")
-            self.tracker.track(decision.track, key, status.task_id, env)
+            remote.tracker.track(decision.track, key, status.task_id, env)
             self._claims[decision.track] = key
-        elif status.task_execution_id and (status.finished or parse_taskrun(body).deleting):
-            self.tracker.untrack(status.task_execution_id)
+        elif (
+            remote is not None
+            and status.task_execution_id
+            and (status.finished or parse_taskrun(body).deleting)
+        ):
+            remote.tracker.untrack(status.task_execution_id)
 
     # ------------------------------------------------------------------ writes
 
@@ -432,28 +462,46 @@ class Reconciler:
 
     # ------------------------------------------------------------------ actions
 
+    async def _perform_through(
+        self, remote: Remote, action: core.Action, run: core.TaskRun, body: Mapping[str, Any]
+    ) -> core.Result:
+        """Perform an action; after a 401, read the token again and, if it was rotated,
+        try once more (a refused call changed nothing). A named connection's 401 is
+        waited out rather than ending the run: its token may be rotating."""
+        result = await self._perform(remote, action, run, body)
+        if not _refused_token(result):
+            return result
+        if await self.connections.reload(remote.key):
+            result = await self._perform(remote, action, run, body)
+        if _refused_token(result) and not remote.key.default:
+            self.connections.token_refused(remote.key)
+            assert result.failure is not None
+            result = replace(result, failure=replace(result.failure, wait=True))
+        return result
+
     async def _perform(
-        self, action: core.Action, run: core.TaskRun, body: Mapping[str, Any]
+        self, remote: Remote, action: core.Action, run: core.TaskRun, body: Mapping[str, Any]
     ) -> core.Result:
         spec = run.spec if isinstance(run.spec, core.Spec) else None
         kind = action.kind
+        ona = remote.client
         try:
             if kind is core.ActionKind.START:
-                execution = await self.ona.start_task(action.task_id)
-                self.principal = execution.metadata.creator.id or self.principal
+                execution = await ona.start_task(action.task_id)
+                remote.principal = execution.metadata.creator.id or remote.principal
                 return core.Result(execution=to_remote(execution))
             if kind is core.ActionKind.FIND_OWNED_TASK and spec and spec.task:
                 ref = core.task_reference(run.uid)
-                tasks = await self.ona.list_tasks(
+                tasks = await ona.list_tasks(
                     references=[ref], environment_ids=[spec.task.environment_id]
                 )
                 if not tasks:
                     return core.Result(missing=True)
-                self.principal = self.principal or tasks[0].metadata.creator.id
+                remote.principal = remote.principal or tasks[0].metadata.creator.id
                 return core.Result(task_id=tasks[0].id)
             if kind is core.ActionKind.CREATE_TASK and spec and spec.task:
                 task = spec.task
-                created = await self.ona.create_task(
+                created = await ona.create_task(
                     task.environment_id,
                     task.name,
                     task.command,
@@ -463,32 +511,41 @@ class Reconciler:
                     runs_on=task.runs_on,
                     depends_on=task.depends_on,
                 )
-                self.principal = created.metadata.creator.id or self.principal
+                remote.principal = created.metadata.creator.id or remote.principal
                 return core.Result(task_id=created.id)
             if kind is core.ActionKind.RESOLVE_TASK_REF and spec and spec.task_ref:
                 task_ref = spec.task_ref
-                tasks = await self.ona.list_tasks(
+                tasks = await ona.list_tasks(
                     references=[task_ref.reference or ""],
                     environment_ids=[task_ref.environment_id or ""],
                 )
                 return core.Result(task_id=tasks[0].id) if tasks else core.Result(missing=True)
             if kind is core.ActionKind.FIND_EXECUTIONS:
-                found = await self.ona.list_task_executions(task_ids=[action.task_id])
+                found = await ona.list_task_executions(task_ids=[action.task_id])
                 return core.Result(candidates=tuple(to_remote(e) for e in found))
             if kind is core.ActionKind.STOP:
-                await self.ona.stop_task_execution(action.execution_id)
+                await ona.stop_task_execution(action.execution_id)
                 return core.Result()
             if kind is core.ActionKind.STOP_OWNED_EXECUTIONS:
-                for execution in await self.ona.list_task_executions(task_ids=[action.task_id]):
+                for execution in await ona.list_task_executions(task_ids=[action.task_id]):
                     if not execution.is_final:
-                        await self.ona.stop_task_execution(execution.id)
+                        await ona.stop_task_execution(execution.id)
                 return core.Result()
             if kind is core.ActionKind.DELETE_TASK:
-                await self.ona.delete_task(action.task_id, missing_ok=True)
+                await ona.delete_task(action.task_id, missing_ok=True)
                 return core.Result()
         except errors.OnaError as exc:
             return core.Result(failure=to_failure(exc))
         raise ValueError(f"action {kind.value} does not fit this TaskRun")
+
+
+def _namespace(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def _refused_token(result: core.Result) -> bool:
+    failure = result.failure
+    return failure is not None and failure.kind is core.FailureKind.UNAUTHENTICATED
 
 
 def _rv(body: Mapping[str, Any]) -> int:

@@ -41,9 +41,12 @@ class ExecutionTracker:
         watched_poll_interval: float | None = None,
         max_backoff: float = 60.0,
         watch: bool = True,
+        on_unauthenticated: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._notify = notify
+        # Told when the token is refused, so a rotated one can be read at once.
+        self._on_unauthenticated = on_unauthenticated
         self._poll_interval = poll_interval
         # While every environment is watched, polling is only the safety net (and the way
         # an outage that leaves the streams open is noticed), so it may slow down.
@@ -146,6 +149,8 @@ class ExecutionTracker:
 
     def _failed(self, exc: errors.OnaError) -> float:
         failure = to_failure(exc)
+        if isinstance(exc, errors.Unauthenticated) and self._on_unauthenticated is not None:
+            self._on_unauthenticated()
         changed = self.failure is None or self.failure.kind != failure.kind
         self.failure = failure
         self._failures += 1

@@ -27,6 +27,7 @@ def test_defaults() -> None:
     cfg = config.load([], {"ONA_API_TOKEN": TOKEN, "POD_NAME": "operator-0"})
 
     assert cfg.ona_base_url == "https://app.ona.com/api"
+    assert cfg.token is not None
     assert cfg.token.reveal() == TOKEN
     assert cfg.namespaces == ()
     assert cfg.all_namespaces is True
@@ -178,19 +179,62 @@ def test_unreadable_token_file_names_the_path(tmp_path: Path, kind: str) -> None
 
 
 @pytest.mark.parametrize("env", [{}, {"ONA_API_TOKEN": ""}, {"ONA_API_TOKEN": "   "}])
-def test_missing_token(env: dict[str, str]) -> None:
+def test_no_token_means_no_default_connection(env: dict[str, str]) -> None:
+    # A multi-team install may give the operator no token of its own: every TaskRun
+    # then names a connection, and one that does not waits with NoDefaultConnection.
+    cfg = config.load([], env)
+    assert cfg.token is None
+    assert cfg.token_file is None
+
+
+def test_token_file_is_kept_for_rereading_after_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(TOKEN, encoding="utf-8")
+    assert load(ONA_API_TOKEN_FILE=str(path)).token_file == str(path)
+    assert load().token_file is None
+
+
+def test_connection_settings() -> None:
+    cfg = load(
+        OPERATOR_NAMESPACE="platform",
+        DEFAULT_CONNECTION_NAMESPACE_SELECTOR="team in (a,b),!restricted",
+        CONNECTION_RECHECK_SECONDS="120",
+        CONNECTION_SECRET_RESYNC_SECONDS="15",
+    )
+    assert cfg.operator_namespace == "platform"
+    assert cfg.default_namespaces.matches({"team": "a"})
+    assert not cfg.default_namespaces.matches({"team": "a", "restricted": "yes"})
+    assert not cfg.default_namespaces.matches({"team": "c"})
+    assert (cfg.connection_recheck, cfg.secret_resync) == (120.0, 15.0)
+    defaults = load()
+    assert defaults.operator_namespace == "ona-system"
+    assert defaults.default_namespaces.matches({})
+    assert (defaults.connection_recheck, defaults.secret_resync) == (300.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param(
+            {"DEFAULT_CONNECTION_NAMESPACE_SELECTOR": "team in (a"},
+            "DEFAULT_CONNECTION_NAMESPACE_SELECTOR",
+            id="bad-selector",
+        ),
+        pytest.param({"OPERATOR_NAMESPACE": "Not_A_Namespace"}, "OPERATOR_NAMESPACE", id="bad-ns"),
+        pytest.param({"CONNECTION_RECHECK_SECONDS": "0"}, "CONNECTION_RECHECK_SECONDS", id="zero"),
+    ],
+)
+def test_bad_connection_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        config.load([], env)
-    message = str(caught.value)
-    assert message.startswith("no Ona API token")
-    assert "ONA_API_TOKEN" in message
-    assert "ONA_API_TOKEN_FILE" in message
+        load(**env)
+    assert message in str(caught.value)
 
 
 def test_token_is_hidden_in_every_rendering(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text(TOKEN, encoding="utf-8")
     for cfg in (load(), config.load([], {"ONA_API_TOKEN_FILE": str(path)})):
+        assert cfg.token is not None
         assert cfg.token.reveal() == TOKEN
         for text in (repr(cfg), str(cfg), repr(cfg.token), str(cfg.token), f"{cfg.token}"):
             assert TOKEN not in text

@@ -20,6 +20,7 @@ from .errors import (
     Unimplemented,
 )
 from .models import (
+    AuthenticatedIdentity,
     EnvironmentVariable,
     ExecutionStep,
     PlanGroup,
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_FILTER_VALUES",
     "MAX_PAGE_SIZE",
+    "AuthenticatedIdentity",
     "Conflict",
     "EnvironmentVariable",
     "ExecutionStep",

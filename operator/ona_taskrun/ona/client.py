@@ -40,8 +40,8 @@ from .errors import (
     Unavailable,
 )
 from .models import (
+    AuthenticatedIdentity,
     EnvironmentVariable,
-    Subject,
     Task,
     TaskExecution,
     TaskExecutionPhase,
@@ -156,6 +156,8 @@ class OnaClient:
             raise ValueError("timeouts must be positive")
         self._base_url = base_url.rstrip("/")
         self.__token = token
+        # Tokens this client used before a rotation: still redacted wherever they appear.
+        self.__retired: list[str] = []
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._retry = retry or RetryPolicy()
@@ -192,9 +194,22 @@ class OnaClient:
 
     # -- plumbing ---------------------------------------------------------------------
 
+    def set_token(self, token: str) -> bool:
+        """Use a rotated token from the next call on; True if it differs from the current.
+        Calls in flight finish with the token they were sent with."""
+        if not token or token.strip() != token:
+            raise ValueError("token must be a non-empty string without surrounding whitespace")
+        if token == self.__token:
+            return False
+        self.__retired = [*self.__retired[-3:], self.__token]
+        self.__token = token
+        return True
+
     def _redact(self, text: str) -> str:
         # A server or proxy may echo the Authorization header back in an error body.
-        return text.replace(self.__token, "[redacted]")
+        for token in (self.__token, *self.__retired):
+            text = text.replace(token, "[redacted]")
+        return text
 
     def _scrub(self, exc: BaseException) -> None:
         """Redact the token from an exception chain that is about to become a cause.
@@ -206,7 +221,7 @@ class OnaClient:
         current: BaseException | None = exc
         while current is not None and id(current) not in seen:
             seen.add(id(current))
-            if any(isinstance(a, str) and self.__token in a for a in current.args):
+            if any(isinstance(a, str) and self._redact(a) != a for a in current.args):
                 current.args = tuple(
                     self._redact(a) if isinstance(a, str) else a for a in current.args
                 )
@@ -328,11 +343,11 @@ class OnaClient:
 
     # -- task executions --------------------------------------------------------------
 
-    async def get_authenticated_identity(self) -> Subject:
-        """The subject the token acts as (IdentityService/GetAuthenticatedIdentity): the
-        creator id that the API records on what this client creates or starts."""
+    async def get_authenticated_identity(self) -> AuthenticatedIdentity:
+        """Who the token acts as (IdentityService/GetAuthenticatedIdentity): its subject is
+        the creator id that the API records on what this client creates or starts."""
         data = await self._call("GetAuthenticatedIdentity", {}, _Safety.READ)
-        return self._parse(Subject, data.get("subject") or {}, "GetAuthenticatedIdentity")
+        return self._parse(AuthenticatedIdentity, data, "GetAuthenticatedIdentity")
 
     async def start_task(self, task_id: str) -> TaskExecution:
         """Start a new execution of the task. Never repeated once it may have been sent.

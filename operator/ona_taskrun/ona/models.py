@@ -104,6 +104,14 @@ class Subject(_Message):
     principal: Principal = Principal.UNSPECIFIED
 
 
+class AuthenticatedIdentity(_Message):
+    """IdentityService/GetAuthenticatedIdentity: who a token acts as, and in which
+    organization."""
+
+    subject: Subject = Field(default_factory=Subject)
+    organization_id: str = ""
+
+
 class EnvironmentVariable(_Message):
     name: str = ""
     value: str = ""

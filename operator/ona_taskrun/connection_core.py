@@ -1,0 +1,310 @@
+"""The pure core of Ona connections: which connection a TaskRun uses, what a connection's
+policy allows, and what a connection's status says after one look at its Secret and token.
+
+No I/O happens here. The edges (`connections.py`) read Secrets, call
+`IdentityService/GetAuthenticatedIdentity`, write the status this module returns, and ask
+`check_policy` before a TaskRun may start.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from . import selectors
+from .core import (
+    CLUSTER_CONNECTION,
+    NAMESPACED_CONNECTION,
+    Condition,
+    ConnectionRef,
+    RemoteFailure,
+    rfc3339,
+)
+
+DEFAULT_BASE_URL = "https://app.ona.com/api"
+READY = "Ready"
+
+
+class InvalidConnection(ValueError):
+    """A connection spec the schema let through but the operator cannot use."""
+
+
+@dataclass(frozen=True, order=True)
+class ConnectionKey:
+    """Names one connection: an OnaConnection, a ClusterOnaConnection, or the default
+    (operator-level token), whose kind, namespace and name are all empty."""
+
+    kind: str = ""
+    namespace: str = ""
+    name: str = ""
+
+    @property
+    def default(self) -> bool:
+        return not self.kind
+
+    @property
+    def queue_key(self) -> str:
+        """The work-queue key: never of a TaskRun's `namespace/name` form."""
+        return f"{self.kind}:{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_queue_key(cls, text: str) -> ConnectionKey:
+        kind, _, rest = text.partition(":")
+        namespace, _, name = rest.partition("/")
+        return cls(kind, namespace, name)
+
+    def __str__(self) -> str:
+        if self.default:
+            return "the operator-level connection"
+        if self.kind == CLUSTER_CONNECTION:
+            return f"{CLUSTER_CONNECTION} {self.name}"
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+DEFAULT_CONNECTION = ConnectionKey()
+
+
+def is_connection_key(queue_key: str) -> bool:
+    return ":" in queue_key
+
+
+def key_for(namespace: str, ref: ConnectionRef | None) -> ConnectionKey:
+    """The connection a TaskRun in `namespace` uses: never another namespace's."""
+    if ref is None:
+        return DEFAULT_CONNECTION
+    if ref.cluster:
+        return ConnectionKey(CLUSTER_CONNECTION, "", ref.name)
+    return ConnectionKey(NAMESPACED_CONNECTION, namespace, ref.name)
+
+
+def key_of(body: Mapping[str, Any]) -> ConnectionKey:
+    meta = body.get("metadata") or {}
+    kind = str(body.get("kind") or "")
+    if kind == CLUSTER_CONNECTION:
+        return ConnectionKey(CLUSTER_CONNECTION, "", str(meta.get("name", "")))
+    return ConnectionKey(
+        NAMESPACED_CONNECTION, str(meta.get("namespace", "")), meta.get("name", "")
+    )
+
+
+# ------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a connection lets a TaskRun do, checked before any Ona call for it."""
+
+    environment_ids: frozenset[str] = frozenset()  # empty: any the token reaches
+    inline_tasks: bool = True
+    namespaces: selectors.LabelSelector = selectors.EVERYTHING
+    # Where `namespaces` comes from, for messages.
+    namespaces_from: str = ""
+
+
+def check_policy(
+    policy: Policy,
+    key: ConnectionKey,
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    *,
+    environment_id: str,
+    inline: bool,
+) -> str | None:
+    """Why the connection refuses this run (naming the rule), or None if it allows it."""
+    if not policy.namespaces.matches(namespace_labels):
+        return (
+            f"{key} does not serve namespace {namespace}: {policy.namespaces_from} "
+            f"({policy.namespaces}) does not select it"
+        )
+    if inline and not policy.inline_tasks:
+        return (
+            f"{key} does not allow inline tasks (spec.policy.inlineTasks is Deny); "
+            "reference an existing task with spec.taskRef"
+        )
+    if policy.environment_ids and environment_id not in policy.environment_ids:
+        allowed = ", ".join(sorted(policy.environment_ids))
+        return (
+            f"{key} does not allow environment {environment_id or '(unknown)'}: "
+            f"spec.policy.environmentIds allows only {allowed}"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- spec
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    namespace: str
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"Secret {self.namespace}/{self.name} (key {self.key!r})"
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    key: ConnectionKey
+    base_url: str
+    secret: SecretRef
+    policy: Policy
+
+
+def base_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    parsed = urlparse(url)
+    if "@" in parsed.netloc:
+        raise InvalidConnection("spec.baseUrl must not carry credentials")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise InvalidConnection(f"spec.baseUrl {raw!r} is not an http(s) URL")
+    return url
+
+
+def parse_connection(body: Mapping[str, Any], *, operator_namespace: str) -> ConnectionSpec:
+    """Read an OnaConnection or ClusterOnaConnection; raise InvalidConnection if unusable.
+
+    A ClusterOnaConnection's Secret is always read from the operator's namespace, and an
+    OnaConnection's from its own: the spec has no say in where.
+    """
+    key = key_of(body)
+    spec = body.get("spec") or {}
+    ref = spec.get("tokenSecretRef")
+    if not isinstance(ref, Mapping) or not ref.get("name") or not ref.get("key"):
+        raise InvalidConnection("spec.tokenSecretRef needs a name and a key")
+    secret_namespace = operator_namespace if key.kind == CLUSTER_CONNECTION else key.namespace
+    raw_policy = spec.get("policy") or {}
+    inline_raw = raw_policy.get("inlineTasks") or (
+        "Deny" if key.kind == CLUSTER_CONNECTION else "Allow"
+    )
+    if inline_raw not in ("Allow", "Deny"):
+        raise InvalidConnection(f"spec.policy.inlineTasks {inline_raw!r} must be Allow or Deny")
+    environments = raw_policy.get("environmentIds") or ()
+    if not isinstance(environments, Sequence) or isinstance(environments, str):
+        raise InvalidConnection("spec.policy.environmentIds must be a list of environment ids")
+    if key.kind == CLUSTER_CONNECTION:
+        if spec.get("namespaceSelector") is None:
+            raise InvalidConnection("spec.namespaceSelector is required ({} selects every one)")
+        try:
+            namespaces = selectors.from_dict(
+                spec["namespaceSelector"], where="spec.namespaceSelector"
+            )
+        except selectors.SelectorError as exc:
+            raise InvalidConnection(str(exc)) from None
+        namespaces_from = "its spec.namespaceSelector"
+    else:
+        namespaces = selectors.EVERYTHING
+        namespaces_from = ""
+    return ConnectionSpec(
+        key=key,
+        base_url=base_url(str(spec.get("baseUrl") or DEFAULT_BASE_URL)),
+        secret=SecretRef(secret_namespace, str(ref["name"]), str(ref["key"])),
+        policy=Policy(
+            environment_ids=frozenset(str(e) for e in environments),
+            inline_tasks=inline_raw == "Allow",
+            namespaces=namespaces,
+            namespaces_from=namespaces_from,
+        ),
+    )
+
+
+# ------------------------------------------------------------------------- status
+
+
+class SecretState(enum.StrEnum):
+    FOUND = "Found"
+    MISSING = "SecretNotFound"
+    KEY_MISSING = "SecretKeyNotFound"
+    EMPTY = "InvalidSecret"
+
+
+@dataclass(frozen=True)
+class Identity:
+    subject_id: str
+    principal: str
+    organization_id: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One look at a connection: its spec, its Secret, and (when the token was asked
+    about) who the token acts as or why that failed."""
+
+    invalid: str = ""  # the spec's problem, if it cannot be used
+    secret: SecretState = SecretState.FOUND
+    secret_ref: SecretRef | None = None
+    identity: Identity | None = None
+    failure: RemoteFailure | None = None
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The Ready condition's triple; what TaskRuns waiting on the connection are told."""
+
+    status: str  # True, False or Unknown
+    reason: str
+    message: str
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "True"
+
+
+def readiness(check: Check) -> Readiness:
+    if check.invalid:
+        return Readiness("False", "InvalidSpec", check.invalid)
+    if check.secret is not SecretState.FOUND:
+        what = {
+            SecretState.MISSING: "does not exist",
+            SecretState.KEY_MISSING: "has no such key",
+            SecretState.EMPTY: "holds an empty token",
+        }[check.secret]
+        return Readiness("False", check.secret.value, f"{check.secret_ref} {what}")
+    if check.identity is not None:
+        return Readiness("True", "Authenticated", f"the token acts as {check.identity.subject_id}")
+    if check.failure is not None:
+        reason = check.failure.condition_reason
+        if check.failure.kind.transient:
+            return Readiness("Unknown", reason, f"cannot check the token: {check.failure.message}")
+        return Readiness("False", reason, f"the token was not accepted: {check.failure.message}")
+    return Readiness("Unknown", "Checking", "the token has not been checked yet")
+
+
+def connection_status(
+    old: Mapping[str, Any], generation: int, check: Check, now: datetime
+) -> dict[str, Any]:
+    """The connection's new status. Subject and organization stay from the last
+    successful check while a later one fails."""
+    ready = readiness(check)
+    old_conditions = [c for c in old.get("conditions") or () if isinstance(c, Mapping)]
+    previous = next((c for c in old_conditions if c.get("type") == READY), None)
+    stamp = (
+        str(previous.get("lastTransitionTime"))
+        if previous is not None
+        and previous.get("status") == ready.status
+        and previous.get("lastTransitionTime")
+        else rfc3339(now)
+    )
+    condition = Condition(READY, ready.status, ready.reason, ready.message, stamp, generation)
+    conditions = [dict(c) for c in old_conditions if c.get("type") != READY]
+    conditions.append(condition.to_dict())
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "subject": old.get("subject"),
+        "organizationId": old.get("organizationId"),
+        "checkedAt": old.get("checkedAt"),
+    }
+    if check.identity is not None:
+        status["subject"] = {
+            "id": check.identity.subject_id,
+            "principal": check.identity.principal,
+        }
+        status["organizationId"] = check.identity.organization_id
+    if check.identity is not None or check.failure is not None:
+        status["checkedAt"] = rfc3339(now)
+    return {k: v for k, v in status.items() if v is not None}

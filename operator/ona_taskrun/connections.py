@@ -1,0 +1,569 @@
+"""Ona connections at the edge: the OnaConnection and ClusterOnaConnection objects the
+operator watches, the Secrets they name, and one `Remote` per usable connection.
+
+A `Remote` is everything that talks to Ona for one connection: its client (base URL and
+token), circuit breaker, execution tracker and learned principal. Nothing is shared
+between connections, so an execution is never read or stopped with another connection's
+token. The default connection is the operator-level token (ONA_API_TOKEN / file).
+
+Secrets are read by name only (no list, no watch): when a connection is looked at, at a
+steady interval, and at once after the Ona API refuses a token (a rotation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import core, logs, selectors
+from .breaker import CircuitBreaker
+from .connection_core import (
+    DEFAULT_CONNECTION,
+    Check,
+    ConnectionKey,
+    Identity,
+    InvalidConnection,
+    Policy,
+    Readiness,
+    SecretState,
+    check_policy,
+    connection_status,
+    key_for,
+    key_of,
+    parse_connection,
+    readiness,
+)
+from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
+from .ona import OnaClient, RetryPolicy, errors
+from .remote import to_failure
+from .tracker import ExecutionTracker
+
+log = logging.getLogger(__name__)
+NAMESPACE_LABELS_TTL = 10.0
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    request_timeout: float = 10.0
+    poll_interval: float = 5.0
+
+
+class Remote:
+    """One connection's side of the Ona API."""
+
+    def __init__(
+        self,
+        key: ConnectionKey,
+        base_url: str,
+        token: str,
+        settings: RemoteSettings,
+        notify: Callable[[str], None],
+        on_unauthenticated: Callable[[], None],
+    ) -> None:
+        self.key = key
+        self.client = OnaClient(
+            base_url,
+            token,
+            timeout=settings.request_timeout,
+            connect_timeout=min(settings.request_timeout, 5.0),
+            retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
+        )
+        self.breaker = CircuitBreaker()
+        self.tracker = ExecutionTracker(
+            self.client,
+            notify,
+            poll_interval=settings.poll_interval,
+            on_unauthenticated=on_unauthenticated,
+        )
+        # The Ona subject this connection's token acts as; adopting an execution of a
+        # referenced task needs it.
+        self.principal = ""
+        self._principal_retry_at = 0.0
+        # A task's environment never changes: learned once for the environment policy.
+        self.task_environments: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.client.base_url
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.tracker.run(), name=f"tracker {self.key}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.aclose()
+
+    async def ask_principal(self) -> None:
+        """Ask the API who the token acts as, at most every 30 s while it fails."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._principal_retry_at:
+            return
+        self._principal_retry_at = loop.time() + 30.0
+        try:
+            identity = await self.client.get_authenticated_identity()
+        except errors.OnaError as exc:
+            log.info("cannot learn the principal of %s yet: %s", self.key, exc)
+            return
+        self.principal = self.principal or identity.subject.id
+
+    def learn_principal(self, run: core.TaskRun, execution: core.RemoteExecution | None) -> None:
+        # Only executions this operator started itself (not adopted by a person) count.
+        started_here = run.status.start_attempts > 0
+        adopted_by_hand = core.ADOPT_ANNOTATION in run.annotations
+        if execution is not None and execution.creator_id and started_here and not adopted_by_hand:
+            if self.principal and self.principal != execution.creator_id:
+                log.warning("executions started through %s show different creators", self.key)
+            self.principal = self.principal or execution.creator_id
+
+
+@dataclass
+class _Look:
+    """What is remembered of one named connection between looks."""
+
+    identity: Identity | None = None
+    failure: core.RemoteFailure | None = None
+    check_at: float = 0.0  # loop time of the next identity check
+    readiness: Readiness | None = None
+    misses: int = 0  # looks in a row that found no usable Secret
+
+
+@dataclass(frozen=True)
+class Settings:
+    operator_namespace: str = "ona-system"
+    default_base_url: str = "https://app.ona.com/api"
+    # Which namespaces may use the default connection.
+    default_namespaces: selectors.LabelSelector = selectors.EVERYTHING
+    recheck_seconds: float = 300.0  # how often a token is asked who it acts as
+    secret_resync_seconds: float = 60.0  # how often a connection's Secret is read again
+
+
+class Connections:
+    """The registry: connection objects, their Remotes, and a TaskRun's view of its own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        remote_settings: RemoteSettings,
+        *,
+        notify_taskrun: Callable[[str], None],
+        enqueue: Callable[[str], None],
+        wake_users: Callable[[ConnectionKey], None],
+        default_token: str | None = None,
+        default_token_file: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.remote_settings = remote_settings
+        self.kube: KubeClient | None = None
+        self._notify_taskrun = notify_taskrun
+        self._enqueue = enqueue
+        self._wake_users = wake_users
+        self._default_token = default_token
+        self._default_token_file = default_token_file
+        self._bodies: dict[ConnectionKey, dict[str, Any]] = {}
+        self._looks: dict[ConnectionKey, _Look] = {}
+        self._remotes: dict[ConnectionKey, Remote] = {}
+        self._namespace_labels: dict[str, tuple[float, dict[str, str]]] = {}
+        self._default_policy = Policy(
+            namespaces=settings.default_namespaces,
+            namespaces_from="DEFAULT_CONNECTION_NAMESPACE_SELECTOR",
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._default_token:
+            self._open(DEFAULT_CONNECTION, self.settings.default_base_url, self._default_token)
+
+    async def stop(self) -> None:
+        remotes = list(self._remotes.values())
+        self._remotes.clear()
+        await asyncio.gather(*(r.close() for r in remotes), return_exceptions=True)
+
+    def remotes(self) -> list[Remote]:
+        return list(self._remotes.values())
+
+    def remote(self, key: ConnectionKey) -> Remote | None:
+        return self._remotes.get(key)
+
+    def remote_for(self, namespace: str, spec: Mapping[str, Any]) -> Remote | None:
+        """The Remote a TaskRun body's spec names, if it is usable."""
+        try:
+            ref = core.parse_connection_ref(spec.get("connectionRef"))
+        except core.InvalidSpec:
+            return None
+        return self._remotes.get(key_for(namespace, ref))
+
+    def _open(self, key: ConnectionKey, base_url: str, token: str) -> Remote:
+        remote = Remote(
+            key,
+            base_url,
+            token,
+            self.remote_settings,
+            self._notify_taskrun,
+            lambda: self.token_refused(key),
+        )
+        remote.start()
+        self._remotes[key] = remote
+        return remote
+
+    async def _drop(self, key: ConnectionKey) -> None:
+        remote = self._remotes.pop(key, None)
+        if remote is not None:
+            log.info("%s can no longer be used; its client is closed", key)
+            await remote.close()
+
+    # ------------------------------------------------------------------ intake
+
+    def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
+        """A watch event of an OnaConnection or ClusterOnaConnection."""
+        key = key_of(body)
+        if event_type == "DELETED":
+            self._bodies.pop(key, None)
+            self._looks.pop(key, None)
+            # The task is held by the event loop until the client is closed.
+            asyncio.get_running_loop().create_task(self._drop(key))
+            self._wake_users(key)
+            return
+        old = self._bodies.get(key)
+        if old is not None and _rv(old) > _rv(body) > 0:
+            return
+        self._bodies[key] = dict(body)
+        # A status-only change (most often our own write) needs no new look.
+        if old is None or _generation(old) != _generation(body):
+            self._enqueue(key.queue_key)
+
+    def token_refused(self, key: ConnectionKey) -> None:
+        """The Ona API answered 401 for this connection: read its Secret again now."""
+        if key.default:
+            return
+        look = self._looks.get(key)
+        if look is not None:
+            look.check_at = 0.0
+        self._enqueue(key.queue_key)
+
+    async def list_all(self, namespaces: tuple[str, ...]) -> None:
+        """Read every connection once (before TaskRuns are reconciled) and look at each,
+        so a TaskRun that names one does not wait for a first check that is under way."""
+        assert self.kube is not None
+        bodies: list[dict[str, Any]] = []
+        for plural, scopes in (
+            (CONNECTIONS, namespaces or (None,)),
+            (CLUSTER_CONNECTIONS, (None,)),
+        ):
+            for namespace in scopes:
+                try:
+                    bodies += await self.kube.list_objects(plural, namespace)
+                except Gone:
+                    log.warning(
+                        "the %s CRD is not installed: connections of that kind are off", plural
+                    )
+        for body in bodies:
+            self._bodies[key_of(body)] = body
+        timeout = self.remote_settings.request_timeout * 2
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(self.reconcile(key.queue_key) for key in list(self._bodies))),
+                timeout,
+            )
+        for key in list(self._bodies):
+            self._enqueue(key.queue_key)
+        log.info("read %d Ona connections", len(bodies))
+
+    # ------------------------------------------------------------------ looking
+
+    async def reload(self, key: ConnectionKey) -> bool:
+        """Read the token again (the Secret, or the operator's token file); True if it
+        changed and the next call will use the new one."""
+        remote = self._remotes.get(key)
+        if remote is None:
+            return False
+        if key.default:
+            if not self._default_token_file:
+                return False
+            token = _read_token_file(self._default_token_file)
+            return bool(token) and remote.client.set_token(token)
+        body = self._bodies.get(key)
+        if body is None or self.kube is None:
+            return False
+        try:
+            spec = parse_connection(body, operator_namespace=self.settings.operator_namespace)
+            state, token = await self._read_secret(spec.secret)
+        except (InvalidConnection, KubeError):
+            return False
+        if state is not SecretState.FOUND or not remote.client.set_token(token):
+            return False
+        log.info("the token of %s changed; using the new one", key)
+        self.token_refused(key)  # check who the new token is, and say so in the status
+        return True
+
+    async def reconcile(self, queue_key: str) -> float | None:
+        """Look at one connection: its spec, Secret and token. Returns when to look again."""
+        key = ConnectionKey.from_queue_key(queue_key)
+        body = self._bodies.get(key)
+        if body is None or self.kube is None:
+            return None
+        look = self._looks.setdefault(key, _Look())
+        check = await self._check(key, body, look)
+        ready = readiness(check)
+        changed = ready != look.readiness
+        look.readiness = ready
+        if changed:
+            level = logging.INFO if ready.ready else logging.WARNING
+            log.log(level, "%s: Ready=%s (%s) %s", key, ready.status, ready.reason, ready.message)
+        requeue = await self._write_status(key, body, check)
+        if changed:
+            self._wake_users(key)
+        loop_now = asyncio.get_running_loop().time()
+        if key not in self._remotes:
+            look.misses += 1
+            return min(2.5 * 2.0 ** min(look.misses, 6), self.settings.secret_resync_seconds)
+        look.misses = 0
+        wait = min(self.settings.secret_resync_seconds, max(look.check_at - loop_now, 0.5))
+        return min(wait, requeue) if requeue is not None else wait
+
+    async def _check(self, key: ConnectionKey, body: Mapping[str, Any], look: _Look) -> Check:
+        try:
+            spec = parse_connection(body, operator_namespace=self.settings.operator_namespace)
+        except InvalidConnection as exc:
+            await self._drop(key)
+            return Check(invalid=str(exc))
+        try:
+            state, token = await self._read_secret(spec.secret)
+        except KubeError as exc:
+            # The API server did not answer: keep using what we have, and say so.
+            failure = core.RemoteFailure(
+                core.FailureKind.UNAVAILABLE,
+                f"cannot read {spec.secret}: {exc}",
+                reason="SecretUnreadable",
+            )
+            return Check(secret_ref=spec.secret, identity=None, failure=failure)
+        if state is not SecretState.FOUND:
+            await self._drop(key)
+            return Check(secret=state, secret_ref=spec.secret)
+        remote = self._remotes.get(key)
+        rotated = False
+        if remote is None or remote.base_url != spec.base_url:
+            await self._drop(key)
+            remote = self._open(key, spec.base_url, token)
+            rotated = True
+        elif remote.client.set_token(token):
+            log.info("the token of %s changed; using the new one", key)
+            rotated = True
+        loop = asyncio.get_running_loop()
+        if rotated or loop.time() >= look.check_at:
+            try:
+                found = await remote.client.get_authenticated_identity()
+            except errors.OnaError as exc:
+                look.identity, look.failure = None, to_failure(exc)
+                look.check_at = loop.time() + min(30.0, self.settings.recheck_seconds)
+            else:
+                look.identity = Identity(
+                    subject_id=found.subject.id,
+                    principal=found.subject.principal.value,
+                    organization_id=found.organization_id,
+                )
+                look.failure = None
+                look.check_at = loop.time() + self.settings.recheck_seconds
+                if rotated or not remote.principal:
+                    remote.principal = found.subject.id
+        return Check(secret_ref=spec.secret, identity=look.identity, failure=look.failure)
+
+    async def _read_secret(self, ref: Any) -> tuple[SecretState, str]:
+        assert self.kube is not None
+        try:
+            secret = await self.kube.get_secret(ref.namespace, ref.name)
+        except Gone:
+            return SecretState.MISSING, ""
+        raw = (secret.get("data") or {}).get(ref.key)
+        if raw is None:
+            return SecretState.KEY_MISSING, ""
+        try:
+            token = base64.b64decode(raw, validate=True).decode("utf-8").strip()
+        except (binascii.Error, UnicodeDecodeError):
+            return SecretState.EMPTY, ""
+        if not token:
+            return SecretState.EMPTY, ""
+        logs.protect(token)
+        return SecretState.FOUND, token
+
+    async def _write_status(
+        self, key: ConnectionKey, body: Mapping[str, Any], check: Check
+    ) -> float | None:
+        """Write the connection's status if it changed; a delay if it must be tried again."""
+        assert self.kube is not None
+        old = body.get("status") or {}
+        meta = body.get("metadata") or {}
+        new = connection_status(old, _generation(body), check, datetime.now(UTC))
+        patch = core.status_patch(old, new)
+        if not patch:
+            return None
+        plural = CONNECTIONS if key.namespace else CLUSTER_CONNECTIONS
+        try:
+            updated = await self.kube.patch_status(
+                key.namespace, key.name, patch, str(meta.get("resourceVersion", "")), plural=plural
+            )
+        except Conflict:
+            return 1.0  # the watch brings the newer object; write again then
+        except Gone:
+            return None
+        except KubeError as exc:
+            log.warning("cannot write the status of %s: %s", key, exc)
+            return 5.0
+        updated.setdefault("kind", body.get("kind"))
+        if key in self._bodies:
+            self._bodies[key] = updated
+        return None
+
+    # ------------------------------------------------------------------ a TaskRun's view
+
+    async def view(
+        self, namespace: str, run: core.TaskRun
+    ) -> tuple[core.ConnectionView, Remote | None]:
+        """Whether this TaskRun may go on through its connection, and the Remote to use.
+
+        The policy is asked only before a start is claimed: once a start may have happened,
+        the run is followed to its end whatever the policy says now.
+        """
+        spec = run.spec
+        ref = spec.connection_ref if isinstance(spec, core.Spec) else None
+        key = key_for(namespace, ref)
+        remote = self._remotes.get(key)
+        if remote is None:
+            return self._missing(key), None
+        status = run.status
+        claimed = bool(status.task_execution_id or status.start_requested_at)
+        if claimed or run.deleting or status.finished or not isinstance(spec, core.Spec):
+            return core.READY, remote
+        if not key.default:
+            look = self._looks.get(key)
+            ready = look.readiness if look is not None else None
+            if ready is None or not ready.ready:
+                why = ready or readiness(Check())
+                return _waiting(why.reason, f"{key} is not ready: {why.message}"), remote
+        policy = self._default_policy if key.default else self._policy(key)
+        return await self._allowed(key, policy, namespace, spec, status, remote), remote
+
+    def _policy(self, key: ConnectionKey) -> Policy:
+        body = self._bodies.get(key)
+        if body is None:
+            return Policy()
+        try:
+            return parse_connection(
+                body, operator_namespace=self.settings.operator_namespace
+            ).policy
+        except InvalidConnection:
+            return Policy()
+
+    def _missing(self, key: ConnectionKey) -> core.ConnectionView:
+        if key.default:
+            return _waiting(
+                "NoDefaultConnection",
+                "spec.connectionRef is not set and the operator has no Ona token of its own "
+                "(ONA_API_TOKEN): name an OnaConnection or ClusterOnaConnection in "
+                "spec.connectionRef",
+            )
+        look = self._looks.get(key)
+        if key not in self._bodies:
+            return _waiting("ConnectionNotFound", f"{key} does not exist")
+        ready = look.readiness if look is not None else None
+        why = ready or readiness(Check())
+        return _waiting(why.reason, f"{key} cannot be used: {why.message}")
+
+    async def _allowed(
+        self,
+        key: ConnectionKey,
+        policy: Policy,
+        namespace: str,
+        spec: core.Spec,
+        status: core.Status,
+        remote: Remote,
+    ) -> core.ConnectionView:
+        labels: Mapping[str, str] = {}
+        if policy.namespaces.requirements:
+            try:
+                labels = await self._labels(namespace)
+            except KubeError as exc:
+                return _waiting("Waiting", f"cannot read namespace {namespace}: {exc}")
+        environment_id = spec.environment_id or ""
+        if policy.environment_ids and not environment_id:
+            task_id = status.task_id or (spec.task_ref.id if spec.task_ref else "") or ""
+            found = await self._task_environment(remote, task_id)
+            if isinstance(found, core.ConnectionView):
+                return found
+            if found is None:
+                return core.READY  # no such task: StartTask will say TaskNotFound
+            environment_id = found
+        refusal = check_policy(
+            policy,
+            key,
+            namespace,
+            labels,
+            environment_id=environment_id,
+            inline=spec.task is not None,
+        )
+        if refusal is None:
+            return core.READY
+        return core.ConnectionView(core.Access.REFUSED, "NotPermitted", refusal)
+
+    async def _task_environment(
+        self, remote: Remote, task_id: str
+    ) -> str | core.ConnectionView | None:
+        known = remote.task_environments.get(task_id)
+        if known is not None:
+            return known
+        try:
+            task = await remote.client.get_task(task_id)
+        except errors.NotFound:
+            return None
+        except errors.OnaError as exc:
+            if isinstance(exc, errors.Unauthenticated):
+                self.token_refused(remote.key)
+            failure = to_failure(exc)
+            return _waiting(
+                failure.condition_reason,
+                f"cannot read task {task_id} to check the environment policy: {failure.message}",
+            )
+        remote.task_environments[task_id] = task.environment_id
+        return task.environment_id
+
+    async def _labels(self, namespace: str) -> Mapping[str, str]:
+        loop = asyncio.get_running_loop()
+        cached = self._namespace_labels.get(namespace)
+        if cached is not None and loop.time() - cached[0] < NAMESPACE_LABELS_TTL:
+            return cached[1]
+        assert self.kube is not None
+        body = await self.kube.get_namespace(namespace)
+        labels = dict((body.get("metadata") or {}).get("labels") or {})
+        self._namespace_labels[namespace] = (loop.time(), labels)
+        return labels
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _waiting(reason: str, message: str) -> core.ConnectionView:
+    return core.ConnectionView(core.Access.WAITING, reason, message)
+
+
+def _rv(body: Mapping[str, Any]) -> int:
+    raw = (body.get("metadata") or {}).get("resourceVersion", "")
+    return int(raw) if str(raw).isdigit() else 0
+
+
+def _generation(body: Mapping[str, Any]) -> int:
+    return int((body.get("metadata") or {}).get("generation") or 0)
