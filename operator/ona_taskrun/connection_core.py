@@ -239,6 +239,8 @@ class Check:
     secret_ref: SecretRef | None = None
     identity: Identity | None = None
     failure: RemoteFailure | None = None
+    # Whether the token was asked in this look (else identity/failure are remembered).
+    asked: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,6 @@ def connection_status(
             "principal": check.identity.principal,
         }
         status["organizationId"] = check.identity.organization_id
-    if check.identity is not None or check.failure is not None:
+    if check.asked:
         status["checkedAt"] = rfc3339(now)
     return {k: v for k, v in status.items() if v is not None}

@@ -361,7 +361,8 @@ class Connections:
             log.info("the token of %s changed; using the new one", key)
             rotated = True
         loop = asyncio.get_running_loop()
-        if rotated or loop.time() >= look.check_at:
+        asked = rotated or loop.time() >= look.check_at
+        if asked:
             try:
                 found = await remote.client.get_authenticated_identity()
             except errors.OnaError as exc:
@@ -377,7 +378,9 @@ class Connections:
                 look.check_at = loop.time() + self.settings.recheck_seconds
                 if rotated or not remote.principal:
                     remote.principal = found.subject.id
-        return Check(secret_ref=spec.secret, identity=look.identity, failure=look.failure)
+        return Check(
+            secret_ref=spec.secret, identity=look.identity, failure=look.failure, asked=asked
+        )
 
     async def _read_secret(self, ref: Any) -> tuple[SecretState, str]:
         assert self.kube is not None

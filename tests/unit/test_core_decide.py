@@ -822,9 +822,152 @@ DELETION = [
 ]
 
 
+def waiting(reason: str, message: str) -> core.ConnectionView:
+    return core.ConnectionView(core.Access.WAITING, reason, message)
+
+
+NO_CONNECTION = waiting("ConnectionNotFound", "OnaConnection team-a/ona does not exist")
+REFUSED = core.ConnectionView(
+    core.Access.REFUSED, "NotPermitted", "OnaConnection team-a/ona does not allow inline tasks"
+)
+WAIT = CFG.connection_wait
+
+CONNECTION = [
+    case(
+        "connection-missing-before-start-waits-and-says-what-is-missing",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), None),
+        Expect(
+            conditions=pending("ConnectionNotFound", ("False", "ConnectionNotFound")),
+            messages={
+                "Succeeded": ["OnaConnection team-a/ona does not exist"],
+                "RemoteReachable": ["OnaConnection team-a/ona does not exist"],
+            },
+            requeue=WAIT,
+        ),
+        Observation(connection=NO_CONNECTION),
+    ),
+    case(
+        "secret-missing-after-task-created-waits-without-starting",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), TASK_KNOWN),
+        Expect(
+            status={"taskId": TASK, "startRequestedAt": ABSENT},
+            conditions=pending("SecretNotFound", ("False", "SecretNotFound")),
+            requeue=WAIT,
+        ),
+        Observation(connection=waiting("SecretNotFound", "Secret team-a/t does not exist")),
+    ),
+    case(
+        "no-default-connection-waits",
+        taskrun(ref_id_spec(), None),
+        Expect(
+            status={"taskId": ABSENT},
+            conditions=pending("NoDefaultConnection", ("False", "NoDefaultConnection")),
+            requeue=WAIT,
+        ),
+        Observation(connection=waiting("NoDefaultConnection", "name a connection")),
+    ),
+    case(
+        "policy-refusal-before-start-ends-not-permitted-with-the-rule",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), None),
+        Expect(
+            status={"taskId": ABSENT, "startRequestedAt": ABSENT, "phase": ABSENT},
+            conditions=finished("False", "NotPermitted", stalled=True),
+            messages={"Succeeded": ["does not allow inline tasks"], "Stalled": ["inline"]},
+            events=[("Warning", "NotPermitted")],
+        ),
+        Observation(connection=REFUSED),
+    ),
+    case(
+        "policy-refusal-after-task-created-still-starts-nothing",
+        taskrun(ref_id_spec(connectionRef={"name": "ona"}), {**TASK_KNOWN, "taskId": "task-ref"}),
+        Expect(
+            status={"startRequestedAt": ABSENT},
+            conditions=finished("False", "NotPermitted", stalled=True),
+            events=[("Warning", "NotPermitted")],
+        ),
+        Observation(connection=REFUSED),
+    ),
+    case(
+        "created-stopped-ends-stopped-even-without-a-connection",
+        taskrun(inline_spec(desiredPhase="STOPPED"), None),
+        Expect(
+            status={"phase": "STOPPED"},
+            conditions=finished("False", "Stopped", stalled=False),
+            events=[("Normal", "Stopped")],
+        ),
+        Observation(connection=NO_CONNECTION),
+    ),
+    case(
+        "connection-gone-while-running-keeps-phase-and-says-why",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), RUNNING),
+        Expect(
+            status={"phase": "RUNNING", "taskExecutionId": EXEC, "stopRequestedAt": ABSENT},
+            conditions=pending("Running", ("False", "ConnectionNotFound")),
+            messages={"RemoteReachable": ["does not exist", "the last known status is kept"]},
+            requeue=WAIT,
+        ),
+        Observation(
+            connection=NO_CONNECTION, execution=execution(phase=Phase.SUCCEEDED, version=9)
+        ),
+    ),
+    case(
+        "connection-gone-while-start-unresolved-keeps-the-claim",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), CLAIMED),
+        Expect(
+            status={"startRequestedAt": at(-20), "taskExecutionId": ABSENT},
+            conditions=pending("StartOutcomeUnknown", ("False", "ConnectionNotFound")),
+            requeue=WAIT,
+        ),
+        Observation(connection=NO_CONNECTION),
+    ),
+    case(
+        "policy-is-not-asked-once-a-start-is-claimed",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), CLAIMED_RECENT),
+        Expect(
+            conditions=pending("StartOutcomeUnknown"),
+            requeue=10.0,
+        ),
+        Observation(connection=REFUSED),
+    ),
+    case(
+        "finished-run-ignores-a-missing-connection",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), SUCCEEDED),
+        Expect(
+            status={"phase": "SUCCEEDED"}, conditions=finished("True", "Succeeded", stalled=False)
+        ),
+        Observation(connection=NO_CONNECTION),
+    ),
+    case(
+        "deleting-with-connection-gone-removes-finalizer-and-says-what-was-left",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), RUNNING, deleting=True),
+        Expect(action=REMOVE, events=[("Warning", "CleanupSkipped")]),
+        Observation(connection=NO_CONNECTION),
+    ),
+    case(
+        "deleting-orphan-with-connection-gone-removes-finalizer-quietly",
+        taskrun(
+            inline_spec(connectionRef={"name": "ona"}, deletionPolicy="Orphan"),
+            RUNNING,
+            deleting=True,
+        ),
+        Expect(action=REMOVE),
+        Observation(connection=NO_CONNECTION),
+    ),
+    case(
+        "bad-connection-ref-is-an-invalid-spec",
+        taskrun(inline_spec(connectionRef={"name": "ona", "namespace": "other"}), None),
+        Expect(
+            conditions=finished("False", "InvalidSpec", stalled=True),
+            messages={"Succeeded": ["spec.connectionRef has no namespace"]},
+            events=[("Warning", "InvalidSpec")],
+        ),
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("run", "obs", "expect"),
-    [*BEFORE_START, *CREATED_STOPPED, *UNKNOWN_START, *TRACKING, *DELETION],
+    [*BEFORE_START, *CREATED_STOPPED, *UNKNOWN_START, *TRACKING, *DELETION, *CONNECTION],
 )
 def test_decide(run: core.TaskRun, obs: Observation, expect: Expect) -> None:
     decision = core.decide(run, obs, NOW, CFG)

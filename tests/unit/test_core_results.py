@@ -127,7 +127,33 @@ def transient_start(kind: FailureKind) -> Any:
     )
 
 
+# A named connection's 401: its token may be rotating, so the run waits, never ends.
+WAITED_401 = core.RemoteFailure(FailureKind.UNAUTHENTICATED, "the API says Unauthorized", wait=True)
+
 ROWS = [
+    row(
+        "start-refused-401-through-a-named-connection-waits-instead-of-failing",
+        taskrun(inline_spec(connectionRef={"name": "team"}), CLAIMED),
+        START,
+        Result(failure=WAITED_401),
+        Expect(
+            status={"startRequestedAt": ABSENT, "taskExecutionId": ABSENT},
+            conditions=pending("Waiting", ("False", "Unauthorized")),
+            messages={"RemoteReachable": ["the API says Unauthorized"]},
+            obs={"remote_failure": WAITED_401},
+        ),
+    ),
+    row(
+        "create-task-refused-401-through-a-named-connection-waits",
+        taskrun(inline_spec(connectionRef={"name": "team"}), None),
+        Action(ActionKind.CREATE_TASK),
+        Result(failure=WAITED_401),
+        Expect(
+            status={"taskId": ABSENT},
+            conditions=pending("Waiting", ("False", "Unauthorized")),
+            obs={"remote_failure": WAITED_401},
+        ),
+    ),
     row(
         "start-success-records-execution-and-its-status",
         taskrun(inline_spec(), CLAIMED),
