@@ -70,6 +70,9 @@ class App:
     def connect(self, info: kopf.ConnectionInfo) -> None:
         first = self.reconciler.kube is None
         self.reconciler.kube = KubeClient.from_connection(info)
+        if first and self.config.leader_election:
+            # A standby acts on nothing, not even during its first sync.
+            self.reconciler.active.clear()
         if first:
             self._tasks.append(
                 asyncio.create_task(

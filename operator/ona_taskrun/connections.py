@@ -174,6 +174,7 @@ class Connections:
         self._looks: dict[ConnectionKey, _Look] = {}
         self._remotes: dict[ConnectionKey, Remote] = {}
         self._namespace_labels: dict[str, tuple[float, dict[str, str]]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._default_policy = Policy(
             namespaces=settings.default_namespaces,
             namespaces_from="DEFAULT_CONNECTION_NAMESPACE_SELECTOR",
@@ -231,8 +232,12 @@ class Connections:
         if event_type == "DELETED":
             self._bodies.pop(key, None)
             self._looks.pop(key, None)
-            # The task is held by the event loop until the client is closed.
-            asyncio.get_running_loop().create_task(self._drop(key))
+            remote = self._remotes.pop(key, None)
+            if remote is not None:
+                log.info("%s was deleted; its client is closed", key)
+                closing = asyncio.get_running_loop().create_task(remote.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
             self._wake_users(key)
             return
         old = self._bodies.get(key)
@@ -252,9 +257,10 @@ class Connections:
             look.check_at = 0.0
         self._enqueue(key.queue_key)
 
-    async def list_all(self, namespaces: tuple[str, ...]) -> None:
-        """Read every connection once (before TaskRuns are reconciled) and look at each,
-        so a TaskRun that names one does not wait for a first check that is under way."""
+    async def list_all(self, namespaces: tuple[str, ...], *, check: bool = True) -> None:
+        """Read every connection once (before TaskRuns are reconciled) and, on the active
+        replica, look at each, so a TaskRun that names one does not wait for a first check
+        that is under way."""
         assert self.kube is not None
         bodies: list[dict[str, Any]] = []
         for plural, scopes in (
@@ -270,12 +276,10 @@ class Connections:
                     )
         for body in bodies:
             self._bodies[key_of(body)] = body
-        timeout = self.remote_settings.request_timeout * 2
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(self.reconcile(key.queue_key) for key in list(self._bodies))),
-                timeout,
-            )
+        if check:  # a standby looks once it leads, through the queue
+            looks = asyncio.gather(*(self.reconcile(k.queue_key) for k in list(self._bodies)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(looks, self.remote_settings.request_timeout * 2)
         for key in list(self._bodies):
             self._enqueue(key.queue_key)
         log.info("read %d Ona connections", len(bodies))

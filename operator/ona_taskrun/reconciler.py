@@ -178,16 +178,16 @@ class Reconciler:
         for body in bodies:
             self._remember(key_of(body), body)
             self.enqueue(key_of(body))
-        log.info("read %d TaskRuns", len(bodies))
         while True:
             try:
-                await self.connections.list_all(namespaces)
+                await self.connections.list_all(namespaces, check=self.active.is_set())
                 break
             except KubeError as exc:
                 log.warning("cannot list Ona connections yet (%s); retrying in %.0fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        log.info("reconciling")
+        # Harnesses wait for this line: keep its wording.
+        log.info("read %d TaskRuns; reconciling", len(bodies))
         self.synced.set()
 
     def wake_users(self, connection: ConnectionKey) -> None:
