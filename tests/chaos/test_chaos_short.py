@@ -1,8 +1,10 @@
-"""A short chaos run in the test suite: 24 TaskRuns of every form while the operator is
+"""A short chaos run in the test suite: 24 TaskRuns of every form, a third of each through a
+second connection (an OnaConnection with a token of its own), while the operator is
 SIGKILLed twice (once through a crash point), every fault kind and a 15 s outage hit the
-Ona API, and kube-apiserver restarts. Nothing may start twice and nothing may be lost,
-counted from the simulator's own records. Runs its own control plane, simulator and
-operator, because restarting the API server would disturb the session's other tests."""
+Ona API, and kube-apiserver restarts. Nothing may start twice, nothing may be lost, and
+nothing may be done with the other connection's token, counted from the simulator's own
+records. Runs its own control plane, simulator and operator, because restarting the API
+server would disturb the session's other tests."""
 
 from __future__ import annotations
 
@@ -28,7 +30,13 @@ def test_short_chaos_run_starts_nothing_twice_and_loses_nothing(
         taskruns=24, kills=2, seed=7, fault_window=3.0, outage=15.0, duration_budget=300.0
     )
     figures = run_chaos(settings, tmp_path / "chaos", log=lambda line: print(line, file=sys.stderr))
-    for key in ("wall_seconds", "converge_seconds_after_last_fault", "outage", "quiet"):
+    for key in (
+        "wall_seconds",
+        "converge_seconds_after_last_fault",
+        "outage",
+        "quiet",
+        "connections",
+    ):
         record_property(key, json.dumps(figures[key]))
     details = json.dumps({k: figures[k] for k in figures if k.endswith("_detail")}, indent=1)
 
@@ -36,7 +44,16 @@ def test_short_chaos_run_starts_nothing_twice_and_loses_nothing(
     assert figures["lost_runs"] == 0, details
     assert figures["status_mismatches"] == 0, details
     assert figures["not_converged"] == 0, details
+    assert figures["wrong_connection_calls"] == 0, details
     assert figures["taskruns"] >= 24
+
+    # Both connections really carried TaskRuns, and the check had something to judge.
+    connections = figures["connections"]
+    assert set(connections) == {"default", "chaos-team"}
+    assert connections["chaos-team"] >= figures["taskruns"] // 4
+    assert figures["start_task_calls_by_connection"].get("chaos-team", 0) > 0
+    assert figures["start_task_calls_by_connection"].get("default", 0) > 0
+    assert figures["connection_checked"]["calls"] > 0
 
     # The chaos really happened, as planned.
     assert figures["kills"] == 2

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from tools.chaos.verify import INLINE, REF_ID, SHARED, Planned, verify
 
 SHARED_TASK = "11111111-1111-4111-8111-111111111111"
 OWN_TASK = "22222222-2222-4222-8222-222222222222"
+TEAM_TASK = "33333333-3333-4333-8333-333333333333"
+DEFAULT_SUBJECT = "aaaaaaaa-0000-4000-8000-000000000001"
+TEAM_SUBJECT = "bbbbbbbb-0000-4000-8000-000000000002"
+SUBJECTS = {"": DEFAULT_SUBJECT, "team": TEAM_SUBJECT}
 
 
 def _cond(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:
@@ -52,6 +57,7 @@ def execution(
     phase: str = "SUCCEEDED",
     version: str = "10",
     failure: str = "",
+    creator: str = DEFAULT_SUBJECT,
 ) -> dict[str, Any]:
     status: dict[str, Any] = {
         "phase": f"TASK_EXECUTION_PHASE_{phase}",
@@ -59,9 +65,30 @@ def execution(
     }
     if failure:
         status["failureMessage"] = failure
+    metadata = {"taskId": task, "creator": {"id": creator}}
     return {
-        "execution": {"id": id_, "metadata": {"taskId": task}, "status": status},
+        "execution": {"id": id_, "metadata": metadata, "status": status},
         "taskReference": reference,
+    }
+
+
+def task(id_: str, reference: str, creator: str) -> dict[str, Any]:
+    return {"id": id_, "metadata": {"reference": reference, "creator": {"id": creator}}}
+
+
+_seq = iter(range(1, 1_000_000))
+
+
+def call(
+    method: str, subject: str | None, request: str = "", result: str = "", fault: str = ""
+) -> dict[str, Any]:
+    return {
+        "seq": next(_seq),
+        "method": method,
+        "subjectId": subject,
+        "requestId": request or None,
+        "resultId": result or None,
+        "fault": fault or None,
     }
 
 
@@ -199,3 +226,208 @@ def test_final_taskrun_with_a_still_running_execution_is_a_mismatch() -> None:
     runs = [taskrun("a", execution="e1", phase="STOPPED", succeeded=("False", "TimedOut"))]
     verdict = verify(planned, runs, [execution("e1", OWN_TASK, phase="RUNNING")])
     assert "still RUNNING" in verdict.mismatches[0].detail
+
+
+# ------------------------------------------------------------------ two connections
+
+
+def _two_connections() -> tuple[list[Planned], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A correct run with both connections: planned, TaskRuns, executions."""
+    planned = [
+        Planned("d-inline", INLINE),
+        Planned("t-inline", INLINE, connection="team"),
+        Planned("d-ref", REF_ID, OWN_TASK),
+        Planned("t-ref", REF_ID, TEAM_TASK, connection="team"),
+        Planned("d-shared", SHARED, SHARED_TASK),
+        Planned("t-shared", SHARED, SHARED_TASK, connection="team"),
+        Planned("t-shared-stalled", SHARED, SHARED_TASK, connection="team"),
+    ]
+    runs = [
+        taskrun("d-inline", execution="e-di", phase="SUCCEEDED", version="10"),
+        taskrun("t-inline", execution="e-ti", phase="SUCCEEDED", version="10"),
+        taskrun("d-ref", execution="e-dr", phase="SUCCEEDED", version="10"),
+        taskrun("t-ref", execution="e-tr", phase="SUCCEEDED", version="10"),
+        taskrun("d-shared", execution="e-ds", phase="SUCCEEDED", version="10"),
+        taskrun("t-shared", execution="e-ts", phase="SUCCEEDED", version="10"),
+        taskrun("t-shared-stalled", stalled=True),
+    ]
+    executions = [
+        execution("e-di", "task-di", reference="k8s-taskrun-uid-d-inline"),
+        execution("e-ti", "task-ti", reference="k8s-taskrun-uid-t-inline", creator=TEAM_SUBJECT),
+        execution("e-dr", OWN_TASK),
+        execution("e-tr", TEAM_TASK, creator=TEAM_SUBJECT),
+        execution("e-ds", SHARED_TASK),
+        execution("e-ts", SHARED_TASK, creator=TEAM_SUBJECT),
+        # The stalled team TaskRun's own start, which it cannot tell apart.
+        execution("e-ts2", SHARED_TASK, creator=TEAM_SUBJECT),
+    ]
+    return planned, runs, executions
+
+
+TASKS = [
+    task("task-di", "k8s-taskrun-uid-d-inline", DEFAULT_SUBJECT),
+    task("task-ti", "k8s-taskrun-uid-t-inline", TEAM_SUBJECT),
+]
+
+
+def _good_calls() -> list[dict[str, Any]]:
+    return [
+        call("CreateTask", DEFAULT_SUBJECT, result="task-di"),
+        call("CreateTask", TEAM_SUBJECT, result="task-ti"),
+        call("StartTask", DEFAULT_SUBJECT, "task-di", "e-di"),
+        call("StartTask", TEAM_SUBJECT, "task-ti", "e-ti"),
+        call("GetTask", TEAM_SUBJECT, TEAM_TASK),  # the environment policy's read
+        call("StartTask", None, TEAM_TASK, fault="503"),  # refused before authentication
+        call("StartTask", TEAM_SUBJECT, TEAM_TASK, "e-tr"),
+        call("StartTask", DEFAULT_SUBJECT, OWN_TASK, "e-dr"),
+        call("StartTask", DEFAULT_SUBJECT, SHARED_TASK, "e-ds"),
+        call("StartTask", TEAM_SUBJECT, SHARED_TASK, "e-ts"),
+        call("StartTask", TEAM_SUBJECT, SHARED_TASK, "e-ts2"),
+        call("StartTask", DEFAULT_SUBJECT, SHARED_TASK),  # failed: no execution to judge
+        call("GetTaskExecution", TEAM_SUBJECT, "e-ti"),
+        call("StopTaskExecution", TEAM_SUBJECT, "e-tr"),
+        call("DeleteTask", TEAM_SUBJECT, "task-ti"),
+        call("ListTaskExecutions", DEFAULT_SUBJECT),  # a batched read names no one TaskRun
+        call("WatchEvents", TEAM_SUBJECT, "6c1f0f5e-7a0b-4d1e-9a1e-0c4a1b2c3d01"),
+    ]
+
+
+def test_two_connections_each_used_by_its_own_taskruns_pass() -> None:
+    planned, runs, executions = _two_connections()
+    verdict = verify(planned, runs, executions, subjects=SUBJECTS, calls=_good_calls(), tasks=TASKS)
+    assert verdict.ok, verdict.to_json()
+    assert verdict.wrong_connection == []
+    # e-ts2's StartTask is not judged as a call: no TaskRun recorded it (its creator is).
+    assert verdict.connection_checked == {"executions": 7, "inline_tasks": 2, "calls": 12}
+    assert verdict.to_json()["wrong_connection_calls"] == 0
+
+
+def test_without_subjects_nobody_is_judged_on_connections() -> None:
+    planned, runs, executions = _two_connections()
+    calls = [call("StartTask", TEAM_SUBJECT, OWN_TASK, "e-dr")]
+    verdict = verify(planned, runs, executions, calls=calls, tasks=TASKS)
+    assert verdict.ok
+    assert verdict.connection_checked == {}
+
+
+def _judged(
+    executions: list[dict[str, Any]] | None = None,
+    calls: list[dict[str, Any]] | None = None,
+    tasks: list[dict[str, Any]] | None = None,
+) -> Any:
+    planned, runs, good = _two_connections()
+    return verify(
+        planned,
+        runs,
+        good if executions is None else executions,
+        subjects=SUBJECTS,
+        calls=_good_calls() + (calls or []),
+        tasks=TASKS if tasks is None else tasks,
+    )
+
+
+def _with(executions: list[dict[str, Any]], id_: str, **changes: Any) -> list[dict[str, Any]]:
+    out = []
+    for item in executions:
+        if item["execution"]["id"] == id_:
+            metadata = item["execution"]["metadata"]
+            item = execution(
+                id_,
+                metadata["taskId"],
+                reference=item["taskReference"],
+                **changes,
+            )
+        out.append(item)
+    return out
+
+
+def test_an_execution_of_a_team_taskrun_made_with_the_default_token_fails() -> None:
+    _, _, good = _two_connections()
+    verdict = _judged(executions=_with(good, "e-tr", creator=DEFAULT_SUBJECT))
+    assert not verdict.ok
+    assert [f.taskrun for f in verdict.wrong_connection] == ["t-ref"]
+    assert "execution e-tr" in verdict.wrong_connection[0].detail
+    assert "the default connection" in verdict.wrong_connection[0].detail
+    assert verdict.duplicates == []
+    assert verdict.lost == []
+    assert verdict.mismatches == []
+
+
+def test_an_execution_of_a_default_taskrun_made_with_the_team_token_fails() -> None:
+    _, _, good = _two_connections()
+    verdict = _judged(executions=_with(good, "e-di", creator=TEAM_SUBJECT))
+    assert [f.taskrun for f in verdict.wrong_connection] == ["d-inline"]
+    assert "made as team" in verdict.wrong_connection[0].detail
+    assert "uses the default connection" in verdict.wrong_connection[0].detail
+
+
+def test_an_execution_made_by_an_unknown_subject_fails() -> None:
+    _, _, good = _two_connections()
+    stranger = "cccccccc-0000-4000-8000-000000000003"
+    verdict = _judged(executions=_with(good, "e-ds", creator=stranger))
+    assert [f.taskrun for f in verdict.wrong_connection] == ["d-shared"]
+    assert f"unknown subject {stranger}" in verdict.wrong_connection[0].detail
+
+
+@pytest.mark.parametrize(
+    ("method", "subject", "request_id", "result_id", "taskrun"),
+    [
+        # A start of the team's task with the default token, even one that failed.
+        ("StartTask", DEFAULT_SUBJECT, TEAM_TASK, "", "t-ref"),
+        ("StartTask", TEAM_SUBJECT, "task-di", "", "d-inline"),
+        # The shared task belongs to no one TaskRun: judged by the execution it made.
+        ("StartTask", DEFAULT_SUBJECT, SHARED_TASK, "e-ts", "t-shared"),
+        ("CreateTask", DEFAULT_SUBJECT, "", "task-ti", "t-inline"),
+        ("GetTask", DEFAULT_SUBJECT, TEAM_TASK, "", "t-ref"),
+        ("DeleteTask", TEAM_SUBJECT, "task-di", "", "d-inline"),
+        ("GetTaskExecution", DEFAULT_SUBJECT, "e-ti", "", "t-inline"),
+        ("StopTaskExecution", TEAM_SUBJECT, "e-dr", "", "d-ref"),
+        ("StopTaskExecution", DEFAULT_SUBJECT, "e-ts", "", "t-shared"),
+    ],
+)
+def test_a_call_about_a_taskrun_made_with_another_token_fails(
+    method: str, subject: str, request_id: str, result_id: str, taskrun: str
+) -> None:
+    verdict = _judged(calls=[call(method, subject, request_id, result_id)])
+    assert not verdict.ok
+    assert [f.taskrun for f in verdict.wrong_connection] == [taskrun]
+    assert verdict.wrong_connection[0].detail.startswith(method)
+    assert verdict.to_json()["wrong_connection_calls"] == 1
+
+
+def test_every_wrong_call_counts() -> None:
+    wrong = [call("GetTaskExecution", DEFAULT_SUBJECT, "e-tr") for _ in range(3)]
+    verdict = _judged(calls=wrong)
+    assert len(verdict.wrong_connection) == 3
+
+
+def test_an_inline_task_created_with_the_wrong_token_fails() -> None:
+    tasks = [TASKS[0], task("task-ti", "k8s-taskrun-uid-t-inline", DEFAULT_SUBJECT)]
+    verdict = _judged(tasks=tasks)
+    assert [f.taskrun for f in verdict.wrong_connection] == ["t-inline"]
+    assert "inline task task-ti" in verdict.wrong_connection[0].detail
+
+
+def test_an_unrecorded_shared_execution_made_with_the_wrong_token_fails() -> None:
+    # The stalled TaskRun uses the team connection, so the execution it cannot tell apart
+    # must be the team's; one made with the default token belongs to nobody.
+    _, _, good = _two_connections()
+    verdict = _judged(executions=_with(good, "e-ts2", creator=DEFAULT_SUBJECT))
+    assert not verdict.ok
+    assert not verdict.duplicates  # one unrecorded execution for one stalled TaskRun
+    assert [f.taskrun for f in verdict.wrong_connection] == ["(shared task)"]
+    assert "e-ts2" in verdict.wrong_connection[0].detail
+
+
+def test_an_excess_shared_execution_is_a_duplicate_not_also_a_wrong_connection() -> None:
+    _, _, good = _two_connections()
+    extra = execution("e-extra", SHARED_TASK, creator=DEFAULT_SUBJECT)
+    verdict = _judged(executions=[*good, extra])
+    assert len(verdict.duplicates) == 1
+    assert verdict.wrong_connection == []
+
+
+def test_a_connection_without_a_subject_is_a_harness_error() -> None:
+    planned, runs, executions = _two_connections()
+    with pytest.raises(ValueError, match="team"):
+        verify(planned, runs, executions, subjects={"": DEFAULT_SUBJECT})

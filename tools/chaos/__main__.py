@@ -1,8 +1,8 @@
 """Command line of the chaos run: `scripts/chaos [--taskruns N] [--kills K] ...`.
 
 Exit code 0 only when no TaskRun started twice, none was lost, every finished one carries
-its execution's final status, and all settled within the budget; 1 otherwise; 2 when the
-run itself could not be carried out.
+its execution's final status, nothing was done with the other connection's token, and all
+settled within the budget; 1 otherwise; 2 when the run itself could not be carried out.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ ENVIRONMENTS = (
 )
 # Past the operator's request timeout (ONA_REQUEST_TIMEOUT=2), so a hung StartTask times out.
 HANG_MS = 5000
+# The second connection: an OnaConnection in the chaos namespace with a token of its own.
+# A third of the TaskRuns of every kind name it in spec.connectionRef; the rest use the
+# operator-level token.
+TEAM_CONNECTION = "chaos-team"
+CONNECTION_EVERY = 3
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class PlannedRun:
     created_stopped: bool = False
     stop_after: float | None = None  # seconds after creation to patch desiredPhase STOPPED
     timeout: str = ""
+    connection: str = ""  # spec.connectionRef.name; "" for the operator-level token
 
     def spec(self, task_id: str = "") -> dict[str, Any]:
         """The TaskRun spec; `task_id` is the seeded task for the taskRef forms."""
@@ -93,6 +99,8 @@ class PlannedRun:
             spec["desiredPhase"] = "STOPPED"
         if self.timeout:
             spec["timeout"] = self.timeout
+        if self.connection:
+            spec["connectionRef"] = {"name": self.connection}
         return spec
 
     @property
@@ -133,6 +141,19 @@ def _command(rng: random.Random, index: int, fail: bool) -> str:
     if fail:
         command += f' sim:fail="chaos failure {index}"'
     return command
+
+
+class _Connections:
+    """Hands out connections so that every kind of TaskRun gets its share of the second
+    one: the 1st, 4th, 7th, ... of each kind use it (so even a kind of one does)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def next(self, kind: str) -> str:
+        count = self._seen.get(kind, 0)
+        self._seen[kind] = count + 1
+        return TEAM_CONNECTION if count % CONNECTION_EVERY == 0 else ""
 
 
 def make_plan(settings: Settings) -> Plan:
@@ -195,25 +216,39 @@ def make_plan(settings: Settings) -> Plan:
     rng.shuffle(kinds)
 
     other_waves = [w for w in range(len(times)) if w != shared_wave]
+    connections = _Connections()
     for index, kind in enumerate(kinds):
         wave = other_waves[index % len(other_waves)]
         env = ENVIRONMENTS[index % len(ENVIRONMENTS)]
         name = f"w{wave:02d}-{index:03d}-{kind}"
+        conn = connections.next(kind)
         if kind == "created-stopped":
-            run = PlannedRun(name, INLINE, wave, _command(rng, index, False), env, True)
+            command = _command(rng, index, False)
+            run = PlannedRun(name, INLINE, wave, command, env, True, connection=conn)
         elif kind == "timeout":
-            run = PlannedRun(name, INLINE, wave, f"hang-{index} # sim:hang", env, timeout="3s")
+            command = f"hang-{index} # sim:hang"
+            run = PlannedRun(name, INLINE, wave, command, env, timeout="3s", connection=conn)
         elif kind == "stop-edit":
             command = f"long-{index} # sim:duration=30s sim:steps=3"
-            run = PlannedRun(name, INLINE, wave, command, env, stop_after=rng.uniform(2.0, 6.0))
+            stop_after = rng.uniform(2.0, 6.0)
+            run = PlannedRun(
+                name, INLINE, wave, command, env, stop_after=stop_after, connection=conn
+            )
         else:
             fail = kind == INLINE and rng.random() < 0.2
-            run = PlannedRun(name, kind, wave, _command(rng, index, fail), env)
+            run = PlannedRun(name, kind, wave, _command(rng, index, fail), env, connection=conn)
         plan.runs.append(run)
     for j in range(shared):
         name = f"w{shared_wave:02d}-shared-{j:02d}"
         plan.runs.append(
-            PlannedRun(name, SHARED, shared_wave, plan.shared_command, ENVIRONMENTS[0])
+            PlannedRun(
+                name,
+                SHARED,
+                shared_wave,
+                plan.shared_command,
+                ENVIRONMENTS[0],
+                connection=connections.next(SHARED),
+            )
         )
     for w, at in enumerate(times):
         plan.events.append(Event(round(at, 1), "wave", wave=w))
@@ -227,6 +262,7 @@ def make_plan(settings: Settings) -> Plan:
                 -1,
                 _command(rng, 900 + k, False),
                 ENVIRONMENTS[k % len(ENVIRONMENTS)],
+                connection=connections.next(f"crash-{point}"),
             )
             for k in range(3)
         ]

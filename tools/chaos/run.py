@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import secrets
 import shutil
 import time
 from collections import Counter
@@ -24,11 +25,29 @@ import urllib3
 from kubernetes import client
 
 from ona_taskrun.simulator.control_client import SimulatorControl
-from tools.chaos.plan import Event, FaultKind, Plan, PlannedRun, Settings, make_plan
-from tools.chaos.stack import Stack
-from tools.chaos.verify import SHARED, Planned, Verdict, settled, verify
+from tools.chaos.plan import (
+    ENVIRONMENTS,
+    TEAM_CONNECTION,
+    Event,
+    FaultKind,
+    Plan,
+    PlannedRun,
+    Settings,
+    make_plan,
+)
+from tools.chaos.stack import Stack, StackError
+from tools.chaos.verify import (
+    DEFAULT_CONNECTION,
+    SHARED,
+    Finding,
+    Planned,
+    Verdict,
+    settled,
+    verify,
+)
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
+WRONG_CONNECTION_LINES = 20  # a systematic mix-up would list every call: show a few
 T = TypeVar("T")
 Log = Callable[[str], None]
 
@@ -103,6 +122,11 @@ class _Runner:
         self.state = _State()
         self.task_ids: dict[str, str] = {}  # run name -> seeded task id
         self.shared_task_id = ""
+        # Connection name ("" for the operator-level token) -> the subject its token acts
+        # as, from the simulator; and what the operator reported for the second one.
+        self.subjects: dict[str, str] = {}
+        self.connection_status: dict[str, Any] = {}
+        self.connection_ready_seconds = 0.0
         self._queue: list[tuple[float, int, str, Callable[[], None]]] = []
         self._seq = 0
 
@@ -140,13 +164,16 @@ class _Runner:
 
     def run(self) -> dict[str, Any]:
         settings = self.settings
+        on_team = sum(1 for r in self.plan.runs if r.connection == TEAM_CONNECTION)
         self.log(
             f"plan: {len(self.plan.runs)} TaskRuns in {max(r.wave for r in self.plan.runs) + 1}"
-            f" waves, {settings.kills} kills, faults for {self.plan.length:.0f} s, "
-            f"budget {settings.duration_budget:.0f} s"
+            f" waves ({on_team} through {TEAM_CONNECTION}), {settings.kills} kills, "
+            f"faults for {self.plan.length:.0f} s, budget {settings.duration_budget:.0f} s"
         )
         self._seed_tasks()
+        self._add_connection()
         self.stack.start_operator()
+        self._wait_connection_ready()
         self.state.started = time.monotonic()
         for event in self.plan.events:
             self.at(event.at, event.kind, self._action(event))
@@ -232,6 +259,33 @@ class _Runner:
                 self.task_ids[run.name] = str(task["id"])
         self.log(f"seeded {len(self.task_ids) and len(set(self.task_ids.values()))} tasks")
 
+    def _add_connection(self) -> None:
+        """A second token in the simulator, with its own subject, and an OnaConnection in
+        the chaos namespace whose Secret holds it."""
+        token = secrets.token_urlsafe(24)
+        self.subjects = {
+            DEFAULT_CONNECTION: self.control.subject_of(self.stack.token),
+            TEAM_CONNECTION: self.control.add_token(token),
+        }
+        self.stack.add_connection(TEAM_CONNECTION, token, environment_ids=ENVIRONMENTS)
+        self.log(
+            f"connections: the operator-level token acts as {self.subjects[DEFAULT_CONNECTION]}"
+            f", OnaConnection {TEAM_CONNECTION} as {self.subjects[TEAM_CONNECTION]}"
+        )
+
+    def _wait_connection_ready(self) -> None:
+        began = time.monotonic()
+        try:
+            self.connection_status = self.stack.wait_connection_ready(TEAM_CONNECTION)
+        except StackError as exc:
+            raise ChaosError(str(exc)) from exc
+        self.connection_ready_seconds = round(time.monotonic() - began, 1)
+        subject = (self.connection_status.get("subject") or {}).get("id")
+        self.log(
+            f"OnaConnection {TEAM_CONNECTION} is Ready after {self.connection_ready_seconds} s"
+            f" (status.subject.id {subject})"
+        )
+
     def _wave(self, runs: Iterable[PlannedRun], label: str) -> None:
         created = 0
         for run in runs:
@@ -267,6 +321,7 @@ class _Runner:
                 self.task_ids.get(run.name, ""),
                 run.created_stopped,
                 run.stop_after is not None,
+                run.connection,
             )
         )
 
@@ -418,7 +473,25 @@ class _Runner:
         items = self._taskruns()
         executions = self.control.executions()
         calls = self.control.calls()
-        verdict = verify(self.state.created, items, executions)
+        tasks = self.control.tasks()
+        verdict = verify(
+            self.state.created,
+            items,
+            executions,
+            subjects=self.subjects,
+            calls=calls,
+            tasks=tasks,
+        )
+        reported = (self.connection_status.get("subject") or {}).get("id")
+        if reported != self.subjects[TEAM_CONNECTION]:
+            verdict.wrong_connection.append(
+                Finding(
+                    f"OnaConnection {TEAM_CONNECTION}",
+                    f"status.subject.id is {reported!r}; its token acts as "
+                    f"{self.subjects[TEAM_CONNECTION]}",
+                )
+            )
+        labels = {subject: _label(name) for name, subject in self.subjects.items()}
         operators = self.stack.operators
         crash_kills = sum(1 for r in operators if r.end == "crash-point")
         faults = Counter(str(c["fault"]) for c in calls if c.get("fault"))
@@ -434,6 +507,26 @@ class _Runner:
             },
             "taskruns": len(self.state.created),
             "taskruns_by_form": dict(Counter(p.form for p in self.state.created)),
+            "connections": {
+                _label(name): sum(1 for p in self.state.created if p.connection == name)
+                for name in self.subjects
+            },
+            "subjects": {_label(name): subject for name, subject in self.subjects.items()},
+            "connection_ready_seconds": self.connection_ready_seconds,
+            "calls_by_connection": dict(
+                Counter(
+                    labels.get(str(c.get("subjectId")), "unknown subject")
+                    for c in calls
+                    if c.get("subjectId")
+                )
+            ),
+            "start_task_calls_by_connection": dict(
+                Counter(
+                    labels.get(str(c.get("subjectId")), "unknown subject")
+                    for c in calls
+                    if c.get("subjectId") and c.get("method") == "StartTask"
+                )
+            ),
             "kills": self.state.kills,
             "crash_point_kills": crash_kills,
             "crash_points": [r.crash_point for r in operators if r.end == "crash-point"],
@@ -461,6 +554,10 @@ class _Runner:
         self.log(summary(figures, verdict))
         self.log(f"figures written to {path}")
         return figures
+
+
+def _label(connection: str) -> str:
+    return "default" if connection == DEFAULT_CONNECTION else connection
 
 
 def _call_time(call: Mapping[str, Any]) -> float:
@@ -491,10 +588,16 @@ def summary(figures: Mapping[str, Any], verdict: Verdict) -> str:
             f"{data['calls_per_minute']} calls/min ({data['calls']} calls in {data['seconds']} s)"
         )
 
+    connections: Mapping[str, int] = figures.get("connections") or {}
+    split = ", ".join(f"{name}: {count} TaskRuns" for name, count in connections.items())
+    checked = verdict.connection_checked
     lines = [
         "",
         "=== chaos run ===",
         f"TaskRuns:               {figures['taskruns']} {figures['taskruns_by_form']}",
+        f"connections:            {len(connections)} ({split})",
+        f"calls by connection:    {figures.get('calls_by_connection')} "
+        f"(StartTask: {figures.get('start_task_calls_by_connection')})",
         f"executions:             {verdict.executions}",
         f"kills (SIGKILL):        {figures['kills']}",
         f"crash-point kills:      {figures['crash_point_kills']} {figures['crash_points']}",
@@ -506,6 +609,9 @@ def summary(figures: Mapping[str, Any], verdict: Verdict) -> str:
         f"lost runs:              {len(verdict.lost)}",
         f"status mismatches:      {len(verdict.mismatches)}",
         f"not settled in budget:  {len(verdict.not_converged)}",
+        f"wrong-connection calls: {len(verdict.wrong_connection)} "
+        f"(checked {checked.get('executions', 0)} executions, "
+        f"{checked.get('inline_tasks', 0)} inline tasks, {checked.get('calls', 0)} calls)",
         f"stalled for a person:   {len(verdict.stalled)} "
         f"(shared task: {verdict.shared_unrecorded} unrecorded executions, "
         f"{verdict.shared_stalled} stalled TaskRuns)",
@@ -523,5 +629,12 @@ def summary(figures: Mapping[str, Any], verdict: Verdict) -> str:
         ("not settled", verdict.not_converged),
     ):
         lines.extend(f"  {title}: {f.taskrun}: {f.detail}" for f in found)
+    lines.extend(
+        f"  wrong connection: {f.taskrun}: {f.detail}"
+        for f in verdict.wrong_connection[:WRONG_CONNECTION_LINES]
+    )
+    if len(verdict.wrong_connection) > WRONG_CONNECTION_LINES:
+        more = len(verdict.wrong_connection) - WRONG_CONNECTION_LINES
+        lines.append(f"  wrong connection: ... and {more} more in figures.json")
     lines.append("RESULT: " + ("PASS" if verdict.ok else "FAIL"))
     return "\n".join(lines)

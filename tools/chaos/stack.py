@@ -18,16 +18,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from kubernetes import client, config
 
 from tools.localcluster import ClusterInfo, LocalCluster
 from tools.localcluster.processes import LOOPBACK, port_is_free
 
+GROUP, VERSION, CONNECTION_PLURAL = "automation.ona.com", "v1alpha1", "onaconnections"
+CONNECTION_SECRET_KEY = "token"
 LISTENING_PREFIX = "ona-simulator listening on "
 FAST_TIMINGS = {"ONA_POLL_INTERVAL": "1", "ONA_REQUEST_TIMEOUT": "2", "ONA_START_SETTLE": "4"}
 
@@ -248,6 +250,59 @@ class Stack:
     def custom(self) -> client.CustomObjectsApi:
         assert self.api is not None
         return client.CustomObjectsApi(self.api)
+
+    def add_connection(self, name: str, token: str, *, environment_ids: Sequence[str] = ()) -> None:
+        """An OnaConnection `name` in the stack's namespace, pointing at the simulator, with
+        `token` in a Secret of the same name (key `token`)."""
+        assert self.api is not None
+        client.CoreV1Api(self.api).create_namespaced_secret(
+            self.namespace,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name=name, namespace=self.namespace),
+                string_data={CONNECTION_SECRET_KEY: token},
+            ),
+        )
+        spec: dict[str, Any] = {
+            "baseUrl": self.base_url,
+            "tokenSecretRef": {"name": name, "key": CONNECTION_SECRET_KEY},
+        }
+        if environment_ids:
+            spec["policy"] = {"environmentIds": list(environment_ids)}
+        self.custom().create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self.namespace,
+            CONNECTION_PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "OnaConnection",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": spec,
+            },
+        )
+
+    def wait_connection_ready(self, name: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the operator says the connection's token authenticates (Ready=True);
+        returns its status."""
+        api = self.custom()
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while True:
+            body: Any = api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, CONNECTION_PLURAL, name
+            )
+            status = dict(body.get("status") or {})
+            ready = next(
+                (c for c in status.get("conditions") or () if c.get("type") == "Ready"), None
+            )
+            if ready is not None and ready.get("status") == "True":
+                return status
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"OnaConnection {name} is not Ready after {timeout:.0f} s: "
+                    f"{ready or 'no Ready condition'}"
+                )
+            time.sleep(0.2)
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:

@@ -4,6 +4,12 @@ Pure: given what each TaskRun was meant to be, the TaskRuns as the API server sh
 the end, and the simulator's executions (`GET /_simulator/executions`), it counts duplicate
 starts, lost runs, status mismatches and runs that never converged. Nothing here trusts the
 operator's account of itself except the TaskRun status being judged.
+
+Given also the subject each connection's token acts as, the simulator's call log
+(`GET /_simulator/calls`) and tasks (`GET /_simulator/tasks`), it counts wrong-connection
+calls: an execution, an inline task, or a call about one TaskRun's task or execution
+(StartTask, CreateTask, GetTask, DeleteTask, GetTaskExecution, StopTaskExecution) made by
+another subject than the one of the connection the TaskRun names.
 """
 
 from __future__ import annotations
@@ -17,6 +23,17 @@ FORMS = (INLINE, REF_ID, REF_REFERENCE, SHARED)
 FINAL_REMOTE = ("SUCCEEDED", "FAILED", "STOPPED")
 STALL_REASON = "StartOutcomeUnknown"
 REFERENCE_PREFIX = "k8s-taskrun-"
+DEFAULT_CONNECTION = ""  # Planned.connection of a TaskRun without spec.connectionRef
+# Calls whose request names one task or execution (`id`), or whose result is one; a
+# call that failed before it was authenticated has no subject and is not judged.
+ATTRIBUTED_METHODS = (
+    "CreateTask",
+    "DeleteTask",
+    "GetTask",
+    "GetTaskExecution",
+    "StartTask",
+    "StopTaskExecution",
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,7 @@ class Planned:
     task_id: str = ""  # the seeded task for REF_ID, REF_REFERENCE and SHARED
     created_stopped: bool = False
     stop_edit: bool = False  # desiredPhase is patched to STOPPED while it may still start
+    connection: str = DEFAULT_CONNECTION  # spec.connectionRef.name; "" for the default
 
 
 @dataclass(frozen=True)
@@ -53,10 +71,20 @@ class Verdict:
     shared_unrecorded: int = 0
     shared_stalled: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    # Executions, inline tasks and calls made with another connection's token than the
+    # one the TaskRun names, and how many of each were judged (0 when not asked to).
+    wrong_connection: list[Finding] = field(default_factory=list)
+    connection_checked: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not (self.duplicates or self.lost or self.mismatches or self.not_converged)
+        return not (
+            self.duplicates
+            or self.lost
+            or self.mismatches
+            or self.not_converged
+            or self.wrong_connection
+        )
 
     def to_json(self) -> dict[str, Any]:
         def listed(items: list[Finding]) -> list[dict[str, str]]:
@@ -69,6 +97,8 @@ class Verdict:
             "lost_runs": len(self.lost),
             "status_mismatches": len(self.mismatches),
             "not_converged": len(self.not_converged),
+            "wrong_connection_calls": len(self.wrong_connection),
+            "connection_checked": dict(self.connection_checked),
             "stalled": len(self.stalled),
             "shared_task_unrecorded_executions": self.shared_unrecorded,
             "shared_task_stalled_taskruns": self.shared_stalled,
@@ -78,6 +108,7 @@ class Verdict:
             "mismatches_detail": listed(self.mismatches),
             "stalled_detail": listed(self.stalled),
             "not_converged_detail": listed(self.not_converged),
+            "wrong_connection_detail": listed(self.wrong_connection),
         }
 
 
@@ -115,6 +146,7 @@ class _Execution:
     phase: str
     status_version: str
     failure_message: str
+    creator: str
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> _Execution:
@@ -127,6 +159,7 @@ class _Execution:
             phase=short_phase(str(status.get("phase", ""))),
             status_version=str(status.get("statusVersion", "")),
             failure_message=str(status.get("failureMessage", "")),
+            creator=str(((execution.get("metadata") or {}).get("creator") or {}).get("id") or ""),
         )
 
 
@@ -134,8 +167,17 @@ def verify(
     planned: Sequence[Planned],
     taskruns: Iterable[Mapping[str, Any]],
     executions: Iterable[Mapping[str, Any]],
+    *,
+    subjects: Mapping[str, str] | None = None,
+    calls: Iterable[Mapping[str, Any]] = (),
+    tasks: Iterable[Mapping[str, Any]] = (),
 ) -> Verdict:
-    """Judge every planned TaskRun against the executions the simulator holds."""
+    """Judge every planned TaskRun against the executions the simulator holds.
+
+    With `subjects` (connection name, "" for the default, to the subject id its token acts
+    as), also judge who made each TaskRun's executions, inline tasks and calls (`calls`
+    and `tasks` as the simulator's control API lists them).
+    """
     bodies = {str((t.get("metadata") or {}).get("name")): t for t in taskruns}
     remote = [_Execution.from_item(item) for item in executions]
     by_id = {e.id: e for e in remote}
@@ -146,7 +188,15 @@ def verify(
         if e.reference:
             by_reference.setdefault(e.reference, []).append(e)
 
+    task_bodies = list(tasks)
+    tasks_by_reference: dict[str, list[Mapping[str, Any]]] = {}
+    for task in task_bodies:
+        reference = str((task.get("metadata") or {}).get("reference") or "")
+        if reference.startswith(REFERENCE_PREFIX):
+            tasks_by_reference.setdefault(reference, []).append(task)
+
     verdict = Verdict(taskruns=len(planned), executions=len(remote))
+    owners = _Owners()
     accounted: set[str] = set()
     recorded_by: dict[str, list[str]] = {}
     shared_tasks: set[str] = set()
@@ -194,6 +244,15 @@ def verify(
                 if plan.form == INLINE
                 else by_task.get(plan.task_id, [])
             )
+            if plan.form == INLINE:
+                inline_tasks = tasks_by_reference.get(REFERENCE_PREFIX + uid, [])
+                owners.inline_tasks[plan.name] = inline_tasks
+                owners.add({str(t.get("id", "")) for t in inline_tasks}, plan.name)
+                owners.add({e.task_id for e in own}, plan.name)
+            else:
+                owners.add({plan.task_id}, plan.name)
+        owners.executions[plan.name] = list(own)
+        owners.add({e.id for e in own}, plan.name)
         accounted.update(e.id for e in own)
         _judge(verdict, plan, status, recorded, own)
 
@@ -221,7 +280,134 @@ def verify(
                     " belongs to no TaskRun",
                 )
             )
+    if subjects is not None:
+        _judge_connections(
+            verdict,
+            planned,
+            subjects,
+            owners,
+            unrecorded_shared,
+            stalled_names,
+            excess=max(0, excess),
+            calls=calls,
+        )
     return verdict
+
+
+@dataclass
+class _Owners:
+    """Which TaskRun each task and execution id belongs to, for the connection check.
+
+    The shared task belongs to no one TaskRun; an execution of it belongs to the TaskRun
+    that recorded it. An id claimed by two TaskRuns (already a duplicate) is not judged.
+    """
+
+    by_id: dict[str, str] = field(default_factory=dict)
+    ambiguous: set[str] = field(default_factory=set)
+    executions: dict[str, list[_Execution]] = field(default_factory=dict)
+    inline_tasks: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
+
+    def add(self, ids: Iterable[str], name: str) -> None:
+        for id_ in ids:
+            if not id_:
+                continue
+            if self.by_id.setdefault(id_, name) != name:
+                self.ambiguous.add(id_)
+
+    def owner(self, id_: str) -> str | None:
+        if not id_ or id_ in self.ambiguous:
+            return None
+        return self.by_id.get(id_)
+
+
+def _judge_connections(
+    verdict: Verdict,
+    planned: Sequence[Planned],
+    subjects: Mapping[str, str],
+    owners: _Owners,
+    unrecorded_shared: Sequence[_Execution],
+    stalled_names: set[str],
+    *,
+    excess: int,
+    calls: Iterable[Mapping[str, Any]],
+) -> None:
+    """Everything done for a TaskRun must be done as its own connection's subject."""
+    connection_of = {subject: connection for connection, subject in subjects.items()}
+
+    def who(subject: str) -> str:
+        if subject in connection_of:
+            return _label(connection_of[subject])
+        return f"unknown subject {subject or '(none)'}"
+
+    plans = {p.name: p for p in planned}
+    for plan in planned:
+        if plan.connection not in subjects:
+            raise ValueError(f"{plan.name}: no subject given for connection {plan.connection!r}")
+    checked = {"executions": 0, "inline_tasks": 0, "calls": 0}
+
+    def judge(name: str, actual: str, what: str) -> None:
+        plan = plans[name]
+        expected = subjects[plan.connection]
+        if actual != expected:
+            verdict.wrong_connection.append(
+                Finding(
+                    name,
+                    f"{what} was made as {who(actual)}; the TaskRun uses {_label(plan.connection)}",
+                )
+            )
+
+    for name, own in owners.executions.items():
+        for e in own:
+            checked["executions"] += 1
+            judge(name, e.creator, f"execution {e.id}")
+    for name, inline_tasks in owners.inline_tasks.items():
+        for task in inline_tasks:
+            checked["inline_tasks"] += 1
+            creator = str(((task.get("metadata") or {}).get("creator") or {}).get("id") or "")
+            judge(name, creator, f"inline task {task.get('id')}")
+
+    # The shared task's unrecorded executions: each stalled TaskRun of that task owns one,
+    # made as its own connection's subject. Match them per subject; what is left over
+    # beyond the duplicates already counted was made with the wrong token.
+    stalled_by_subject: dict[str, int] = {}
+    for plan in planned:
+        if plan.form == SHARED and plan.name in stalled_names:
+            subject = subjects[plan.connection]
+            stalled_by_subject[subject] = stalled_by_subject.get(subject, 0) + 1
+    unmatched: list[_Execution] = []
+    seen: dict[str, int] = {}
+    for e in unrecorded_shared:
+        checked["executions"] += 1
+        seen[e.creator] = seen.get(e.creator, 0) + 1
+        if seen[e.creator] > stalled_by_subject.get(e.creator, 0):
+            unmatched.append(e)
+    for e in unmatched[excess:]:
+        verdict.wrong_connection.append(
+            Finding(
+                "(shared task)",
+                f"execution {e.id} was made as {who(e.creator)}, and no stalled TaskRun "
+                "of that connection is left to own it",
+            )
+        )
+
+    for call in calls:
+        method = str(call.get("method") or "")
+        subject = str(call.get("subjectId") or "")
+        if method not in ATTRIBUTED_METHODS or not subject:
+            continue
+        request_id = str(call.get("requestId") or "")
+        result_id = str(call.get("resultId") or "")
+        target = request_id if owners.owner(request_id) else result_id
+        owner = owners.owner(target)
+        if owner is None:
+            continue
+        checked["calls"] += 1
+        judge(owner, subject, f"{method} call #{call.get('seq')} ({target})")
+    verdict.connection_checked = checked
+
+
+def _label(connection: str) -> str:
+    return "the default connection" if connection == DEFAULT_CONNECTION else connection
 
 
 def _outcome(status: Mapping[str, Any]) -> str:

@@ -1,0 +1,34 @@
+"""The chaos plan puts a third of every kind of TaskRun on the second connection."""
+
+from __future__ import annotations
+
+import pytest
+from tools.chaos.plan import TEAM_CONNECTION, Settings, make_plan
+from tools.chaos.verify import FORMS
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(taskruns=24, kills=2, seed=7)])
+def test_every_form_has_taskruns_on_each_connection(settings: Settings) -> None:
+    plan = make_plan(settings)
+    runs = [*plan.runs, *(r for group in plan.trigger_runs.values() for r in group)]
+    team = [r for r in runs if r.connection == TEAM_CONNECTION]
+    assert {r.connection for r in runs} == {"", TEAM_CONNECTION}
+    assert 0.25 <= len(team) / len(runs) <= 0.45
+    for form in FORMS:
+        of_form = [r for r in runs if r.form == form]
+        assert any(r.connection == TEAM_CONNECTION for r in of_form), form
+        assert any(r.connection == "" for r in of_form), form
+    for special in ("created_stopped", "timeout", "stop_after"):
+        assert any(getattr(r, special) for r in team), special
+    for point, group in plan.trigger_runs.items():
+        assert {r.connection for r in group} == {"", TEAM_CONNECTION}, point
+
+
+def test_the_spec_names_the_connection_only_when_there_is_one() -> None:
+    plan = make_plan(Settings(taskruns=24))
+    for run in plan.runs:
+        spec = run.spec("22222222-2222-4222-8222-222222222222")
+        if run.connection:
+            assert spec["connectionRef"] == {"name": TEAM_CONNECTION}
+        else:
+            assert "connectionRef" not in spec
