@@ -16,8 +16,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import selectors
+from .connection_core import ONA_ONLY, AllowedUrls, InvalidConnection
 
 DEFAULT_BASE_URL = "https://app.ona.com/api"
+DEFAULT_ALLOWED_BASE_URLS = "https://app.ona.com/api,https://app.gitpod.io/api"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -70,6 +72,7 @@ class Config:
     default_namespaces: selectors.LabelSelector = selectors.EVERYTHING
     connection_recheck: float = 300.0
     secret_resync: float = 60.0
+    allowed_base_urls: AllowedUrls = ONA_ONLY
 
     @property
     def all_namespaces(self) -> bool:
@@ -88,6 +91,9 @@ environment variables (flags win over them):
                           may use the default connection; empty: all
   OPERATOR_NAMESPACE      the operator's namespace, where ClusterOnaConnection Secrets live
                           (default ona-system)
+  CONNECTION_ALLOWED_BASE_URLS     comma-separated Ona API base URLs a connection's spec.baseUrl
+                          may name (its token is sent nowhere else); * allows any; ONA_BASE_URL
+                          is always allowed (default https://app.ona.com/api,https://app.gitpod.io/api)
   CONNECTION_RECHECK_SECONDS       seconds between checks of a connection's token (default 300)
   CONNECTION_SECRET_RESYNC_SECONDS seconds between reads of a connection's Secret (default 60)
   WATCH_NAMESPACES        comma-separated namespaces to watch; empty or unset: all
@@ -241,6 +247,12 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
     except selectors.SelectorError as exc:
         raise ConfigError(str(exc)) from None
+    try:
+        allowed = AllowedUrls.parse(
+            env.get("CONNECTION_ALLOWED_BASE_URLS", DEFAULT_ALLOWED_BASE_URLS), always=[base_url]
+        )
+    except InvalidConnection as exc:
+        raise ConfigError(f"CONNECTION_ALLOWED_BASE_URLS: {exc}") from None
     return Config(
         ona_base_url=base_url,
         token=token,
@@ -264,4 +276,5 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         default_namespaces=default_namespaces,
         connection_recheck=_number(env, "CONNECTION_RECHECK_SECONDS", 300.0, minimum=1),
         secret_resync=_number(env, "CONNECTION_SECRET_RESYNC_SECONDS", 60.0, minimum=1),
+        allowed_base_urls=allowed,
     )

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 from . import selectors
 from .core import (
@@ -31,6 +31,56 @@ READY = "Ready"
 
 class InvalidConnection(ValueError):
     """A connection spec the schema let through but the operator cannot use."""
+
+    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AllowedUrls:
+    """The Ona API base URLs a connection may name (a platform setting): a connection's
+    token is never sent anywhere else, so an OnaConnection cannot carry one of its
+    namespace's Secrets to a server of its author's choosing."""
+
+    entries: tuple[str, ...] = (DEFAULT_BASE_URL,)
+
+    @classmethod
+    def parse(cls, text: str, *, always: Sequence[str] = ()) -> AllowedUrls:
+        """Comma-separated base URLs; `*` allows any. `always` are added (the default
+        connection's own base URL)."""
+        entries = [e.strip().rstrip("/") for e in text.split(",") if e.strip()]
+        for entry in entries:
+            if entry != "*":
+                base_url(entry, what="allowed base URL")
+        return cls(tuple(dict.fromkeys([*entries, *(u.rstrip("/") for u in always)])))
+
+    def allows(self, url: str) -> bool:
+        target = urlparse(url)
+        return any(e == "*" or _same_api(urlparse(e), target) for e in self.entries)
+
+    def __str__(self) -> str:
+        return ", ".join(self.entries)
+
+
+ONA_ONLY = AllowedUrls()  # the default when the platform names nothing else
+
+
+def _port(parsed: ParseResult) -> int:
+    return parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+
+
+def _same_api(allowed: ParseResult, target: ParseResult) -> bool:
+    """Same scheme, host and port, and a path at or below the allowed one."""
+    if (allowed.scheme, allowed.hostname, _port(allowed)) != (
+        target.scheme,
+        target.hostname,
+        _port(target),
+    ):
+        return False
+    root = allowed.path.rstrip("/")
+    path = target.path.rstrip("/")
+    return path == root or path.startswith(root + "/")
 
 
 @dataclass(frozen=True, order=True)
@@ -155,17 +205,26 @@ class ConnectionSpec:
     policy: Policy
 
 
-def base_url(raw: str) -> str:
+def base_url(raw: str, *, what: str = "spec.baseUrl") -> str:
     url = raw.strip().rstrip("/")
     parsed = urlparse(url)
     if "@" in parsed.netloc:
-        raise InvalidConnection("spec.baseUrl must not carry credentials")
+        raise InvalidConnection(f"{what} must not carry credentials")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidConnection(f"spec.baseUrl {raw!r} is not an http(s) URL")
+        raise InvalidConnection(f"{what} {raw!r} is not an http(s) URL")
+    try:
+        parsed.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise InvalidConnection(f"{what} {raw!r} has an invalid port") from None
     return url
 
 
-def parse_connection(body: Mapping[str, Any], *, operator_namespace: str) -> ConnectionSpec:
+def parse_connection(
+    body: Mapping[str, Any],
+    *,
+    operator_namespace: str,
+    allowed_urls: AllowedUrls | None = None,
+) -> ConnectionSpec:
     """Read an OnaConnection or ClusterOnaConnection; raise InvalidConnection if unusable.
 
     A ClusterOnaConnection's Secret is always read from the operator's namespace, and an
@@ -199,9 +258,16 @@ def parse_connection(body: Mapping[str, Any], *, operator_namespace: str) -> Con
     else:
         namespaces = selectors.EVERYTHING
         namespaces_from = ""
+    url = base_url(str(spec.get("baseUrl") or DEFAULT_BASE_URL))
+    if allowed_urls is not None and not allowed_urls.allows(url):
+        raise InvalidConnection(
+            f"spec.baseUrl {url} is not an Ona API this operator may send tokens to "
+            f"(CONNECTION_ALLOWED_BASE_URLS: {allowed_urls})",
+            reason="BaseUrlNotAllowed",
+        )
     return ConnectionSpec(
         key=key,
-        base_url=base_url(str(spec.get("baseUrl") or DEFAULT_BASE_URL)),
+        base_url=url,
         secret=SecretRef(secret_namespace, str(ref["name"]), str(ref["key"])),
         policy=Policy(
             environment_ids=frozenset(str(e) for e in environments),
@@ -235,6 +301,7 @@ class Check:
     about) who the token acts as or why that failed."""
 
     invalid: str = ""  # the spec's problem, if it cannot be used
+    invalid_reason: str = "InvalidSpec"
     secret: SecretState = SecretState.FOUND
     secret_ref: SecretRef | None = None
     identity: Identity | None = None
@@ -258,7 +325,7 @@ class Readiness:
 
 def readiness(check: Check) -> Readiness:
     if check.invalid:
-        return Readiness("False", "InvalidSpec", check.invalid)
+        return Readiness("False", check.invalid_reason, check.invalid)
     if check.secret is not SecretState.FOUND:
         what = {
             SecretState.MISSING: "does not exist",

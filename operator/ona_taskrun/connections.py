@@ -17,8 +17,8 @@ import base64
 import binascii
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,11 @@ from . import core, logs, selectors
 from .breaker import CircuitBreaker
 from .connection_core import (
     DEFAULT_CONNECTION,
+    ONA_ONLY,
+    AllowedUrls,
     Check,
     ConnectionKey,
+    ConnectionSpec,
     Identity,
     InvalidConnection,
     Policy,
@@ -87,6 +90,7 @@ class Remote:
         # referenced task needs it.
         self.principal = ""
         self._principal_retry_at = 0.0
+        self._warned = False
         # A task's environment never changes: learned once for the environment policy.
         self.task_environments: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -122,7 +126,9 @@ class Remote:
         started_here = run.status.start_attempts > 0
         adopted_by_hand = core.ADOPT_ANNOTATION in run.annotations
         if execution is not None and execution.creator_id and started_here and not adopted_by_hand:
-            if self.principal and self.principal != execution.creator_id:
+            if self.principal and self.principal != execution.creator_id and not self._warned:
+                # Expected once after a rotation to a token of another subject.
+                self._warned = True
                 log.warning("executions started through %s show different creators", self.key)
             self.principal = self.principal or execution.creator_id
 
@@ -144,6 +150,8 @@ class Settings:
     default_base_url: str = "https://app.ona.com/api"
     # Which namespaces may use the default connection.
     default_namespaces: selectors.LabelSelector = selectors.EVERYTHING
+    # The base URLs a connection may send its token to.
+    allowed_urls: AllowedUrls = ONA_ONLY
     recheck_seconds: float = 300.0  # how often a token is asked who it acts as
     secret_resync_seconds: float = 60.0  # how often a connection's Secret is read again
 
@@ -174,7 +182,7 @@ class Connections:
         self._looks: dict[ConnectionKey, _Look] = {}
         self._remotes: dict[ConnectionKey, Remote] = {}
         self._namespace_labels: dict[str, tuple[float, dict[str, str]]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[object]] = set()  # work under way in the background
         self._default_policy = Policy(
             namespaces=settings.default_namespaces,
             namespaces_from="DEFAULT_CONNECTION_NAMESPACE_SELECTOR",
@@ -235,9 +243,7 @@ class Connections:
             remote = self._remotes.pop(key, None)
             if remote is not None:
                 log.info("%s was deleted; its client is closed", key)
-                closing = asyncio.get_running_loop().create_task(remote.close())
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
+                self._background(remote.close())
             self._wake_users(key)
             return
         old = self._bodies.get(key)
@@ -251,11 +257,19 @@ class Connections:
     def token_refused(self, key: ConnectionKey) -> None:
         """The Ona API answered 401 for this connection: read its Secret again now."""
         if key.default:
+            # The operator's own token file may have been rotated: read it again.
+            if self._default_token_file:
+                self._background(self.reload(key))
             return
         look = self._looks.get(key)
         if look is not None:
             look.check_at = 0.0
         self._enqueue(key.queue_key)
+
+    def _background(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def list_all(self, namespaces: tuple[str, ...], *, check: bool = True) -> None:
         """Read every connection once (before TaskRuns are reconciled) and, on the active
@@ -301,7 +315,7 @@ class Connections:
         if body is None or self.kube is None:
             return False
         try:
-            spec = parse_connection(body, operator_namespace=self.settings.operator_namespace)
+            spec = self._parse(body)
             state, token = await self._read_secret(spec.secret)
         except (InvalidConnection, KubeError):
             return False
@@ -338,10 +352,10 @@ class Connections:
 
     async def _check(self, key: ConnectionKey, body: Mapping[str, Any], look: _Look) -> Check:
         try:
-            spec = parse_connection(body, operator_namespace=self.settings.operator_namespace)
+            spec = self._parse(body)
         except InvalidConnection as exc:
             await self._drop(key)
-            return Check(invalid=str(exc))
+            return Check(invalid=str(exc), invalid_reason=exc.reason)
         try:
             state, token = await self._read_secret(spec.secret)
         except KubeError as exc:
@@ -440,26 +454,44 @@ class Connections:
         """Whether this TaskRun may go on through its connection, and the Remote to use.
 
         The policy is asked only before a start is claimed: once a start may have happened,
-        the run is followed to its end whatever the policy says now.
+        the run is followed to its end whatever the policy says now. Its rules that need no
+        Ona call come first, so a refusal never waits for the connection to be ready.
         """
         spec = run.spec
         ref = spec.connection_ref if isinstance(spec, core.Spec) else None
         key = key_for(namespace, ref)
         remote = self._remotes.get(key)
-        if remote is None:
-            return self._missing(key), None
         status = run.status
         claimed = bool(status.task_execution_id or status.start_requested_at)
         if claimed or run.deleting or status.finished or not isinstance(spec, core.Spec):
-            return core.READY, remote
+            return (core.READY if remote is not None else self._missing(key)), remote
+        if remote is None and (key.default or key not in self._bodies):
+            return self._missing(key), None
+        policy = self._default_policy if key.default else self._policy(key)
+        environment_id = spec.environment_id or ""
+        task_id = status.task_id or (spec.task_ref.id if spec.task_ref else "") or ""
+        if not environment_id and remote is not None:
+            environment_id = remote.task_environments.get(task_id, "")
+        lookup = bool(policy.environment_ids) and not environment_id
+        # The environment rule waits for the one read that tells the task's environment.
+        local = replace(policy, environment_ids=frozenset()) if lookup else policy
+        refused = await self._refusal(key, local, namespace, spec, environment_id)
+        if refused is not None or remote is None:
+            return refused or self._missing(key), remote
         if not key.default:
             look = self._looks.get(key)
             ready = look.readiness if look is not None else None
             if ready is None or not ready.ready:
                 why = ready or readiness(Check())
                 return _waiting(why.reason, f"{key} is not ready: {why.message}"), remote
-        policy = self._default_policy if key.default else self._policy(key)
-        return await self._allowed(key, policy, namespace, spec, status, remote), remote
+        if lookup:
+            found = await self._task_environment(remote, task_id)
+            if isinstance(found, core.ConnectionView):
+                return found, remote
+            if found is None:
+                return core.READY, remote  # no such task: StartTask will say TaskNotFound
+            refused = await self._refusal(key, policy, namespace, spec, found)
+        return refused or core.READY, remote
 
     def _policy(self, key: ConnectionKey) -> Policy:
         body = self._bodies.get(key)
@@ -471,6 +503,13 @@ class Connections:
             ).policy
         except InvalidConnection:
             return Policy()
+
+    def _parse(self, body: Mapping[str, Any]) -> ConnectionSpec:
+        return parse_connection(
+            body,
+            operator_namespace=self.settings.operator_namespace,
+            allowed_urls=self.settings.allowed_urls,
+        )
 
     def _missing(self, key: ConnectionKey) -> core.ConnectionView:
         if key.default:
@@ -487,30 +526,21 @@ class Connections:
         why = ready or readiness(Check())
         return _waiting(why.reason, f"{key} cannot be used: {why.message}")
 
-    async def _allowed(
+    async def _refusal(
         self,
         key: ConnectionKey,
         policy: Policy,
         namespace: str,
         spec: core.Spec,
-        status: core.Status,
-        remote: Remote,
-    ) -> core.ConnectionView:
+        environment_id: str,
+    ) -> core.ConnectionView | None:
+        """A refusal (or a wait, if the namespace cannot be read) under this policy."""
         labels: Mapping[str, str] = {}
         if policy.namespaces.requirements:
             try:
                 labels = await self._labels(namespace)
             except KubeError as exc:
                 return _waiting("Waiting", f"cannot read namespace {namespace}: {exc}")
-        environment_id = spec.environment_id or ""
-        if policy.environment_ids and not environment_id:
-            task_id = status.task_id or (spec.task_ref.id if spec.task_ref else "") or ""
-            found = await self._task_environment(remote, task_id)
-            if isinstance(found, core.ConnectionView):
-                return found
-            if found is None:
-                return core.READY  # no such task: StartTask will say TaskNotFound
-            environment_id = found
         refusal = check_policy(
             policy,
             key,
@@ -520,7 +550,7 @@ class Connections:
             inline=spec.task is not None,
         )
         if refusal is None:
-            return core.READY
+            return None
         return core.ConnectionView(core.Access.REFUSED, "NotPermitted", refusal)
 
     async def _task_environment(

@@ -973,9 +973,23 @@ def _decide_deletion(run: TaskRun, obs: Observation) -> Decision:
         return remove
     if obs.connection.access is Access.WAITING:
         # Deletion never hangs on a connection that is gone: say what was left behind.
-        msg = f"{cleanup.kind.value} was skipped on delete: {obs.connection.message}"
+        msg = f"{_left_behind(run, spec)} on delete: {obs.connection.message}"
         return replace(remove, events=(Event("Warning", "CleanupSkipped", msg),))
     return Decision(status, action=cleanup)
+
+
+def _left_behind(run: TaskRun, spec: Spec) -> str:
+    """What a delete without a usable connection leaves in Ona, in a user's words."""
+    status = run.status
+    phase = Phase.from_remote(status.phase) if status.phase else None
+    parts = []
+    if status.task_execution_id and (phase is None or not phase.final):
+        parts.append(f"execution {status.task_execution_id} was not stopped")
+    elif status.start_requested_at and not status.task_execution_id:
+        parts.append("an execution its unresolved start may have made was not stopped")
+    if spec.task is not None and status.task_id:
+        parts.append(f"Ona task {status.task_id} was not deleted")
+    return "; ".join(parts)
 
 
 def _deletion_cleanup(run: TaskRun, spec: Spec, obs: Observation) -> Action | None:

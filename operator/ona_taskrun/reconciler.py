@@ -467,13 +467,14 @@ class Reconciler:
     ) -> core.Result:
         """Perform an action; after a 401, read the token again and, if it was rotated,
         try once more (a refused call changed nothing). A named connection's 401 is
-        waited out rather than ending the run: its token may be rotating."""
+        waited out rather than ending the run (its token may be rotating), except on
+        delete, which never hangs on a refused token."""
         result = await self._perform(remote, action, run, body)
         if not _refused_token(result):
             return result
         if await self.connections.reload(remote.key):
             result = await self._perform(remote, action, run, body)
-        if _refused_token(result) and not remote.key.default:
+        if _refused_token(result) and not remote.key.default and not run.deleting:
             self.connections.token_refused(remote.key)
             assert result.failure is not None
             result = replace(result, failure=replace(result.failure, wait=True))

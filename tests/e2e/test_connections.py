@@ -411,6 +411,27 @@ def test_revoked_token_shows_as_unreachable_not_as_failed_runs(
     assert "is not ready" in cond["message"]
     assert "taskExecutionId" not in team.taskruns.status("new")
 
+    # Deleting a run whose stop is refused never hangs.
+    kube.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, team.namespace, "taskruns", "running"
+    )
+    wait_for(lambda: not team.taskruns.exists("running"), what="the TaskRun to be deleted")
+
+
+def test_connection_naming_a_server_that_is_not_allowed_never_gets_its_token(
+    kube: Kube, e2e_simulator: SimulatorHandle, operator_factory: OperatorFactory
+) -> None:
+    namespace = kube.namespace()
+    kube.secret(namespace, "exfil-token", "not-an-ona-token")
+    kube.connection(namespace, "exfil", "https://collector.example.com/api")
+    operator_factory(namespace)
+    status = kube.wait_ready(namespace, "exfil", "False", reason="BaseUrlNotAllowed")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert "CONNECTION_ALLOWED_BASE_URLS" in ready["message"]
+    taskruns = _taskruns(kube, namespace)
+    taskruns.apply("run", {"task": inline_task("echo"), "connectionRef": {"name": "exfil"}})
+    taskruns.wait_condition("run", "Succeeded", "Unknown", "BaseUrlNotAllowed")
+
 
 def test_deleted_connection_keeps_the_last_status_and_deletion_completes(
     kube: Kube, e2e_simulator: SimulatorHandle, operator_factory: OperatorFactory

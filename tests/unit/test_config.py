@@ -212,9 +212,24 @@ def test_connection_settings() -> None:
     assert (defaults.connection_recheck, defaults.secret_resync) == (300.0, 60.0)
 
 
+def test_connections_may_name_only_allowed_base_urls_and_the_operators_own() -> None:
+    cfg = load(ONA_BASE_URL="http://127.0.0.1:8080")
+    assert cfg.allowed_base_urls.allows("https://app.ona.com/api")
+    assert cfg.allowed_base_urls.allows("https://app.gitpod.io/api")
+    assert cfg.allowed_base_urls.allows("http://127.0.0.1:8080")
+    assert not cfg.allowed_base_urls.allows("https://collector.example.com/api")
+    anything = load(CONNECTION_ALLOWED_BASE_URLS="*")
+    assert anything.allowed_base_urls.allows("https://collector.example.com/api")
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
+        pytest.param(
+            {"CONNECTION_ALLOWED_BASE_URLS": "https://ok.example,ftp://x"},
+            "CONNECTION_ALLOWED_BASE_URLS: allowed base URL 'ftp://x'",
+            id="bad-allowed-url",
+        ),
         pytest.param(
             {"DEFAULT_CONNECTION_NAMESPACE_SELECTOR": "team in (a"},
             "DEFAULT_CONNECTION_NAMESPACE_SELECTOR",

@@ -12,6 +12,8 @@ import pytest
 from ona_taskrun import core, selectors
 from ona_taskrun.connection_core import (
     DEFAULT_CONNECTION,
+    ONA_ONLY,
+    AllowedUrls,
     Check,
     ConnectionKey,
     Identity,
@@ -328,3 +330,48 @@ def test_a_look_that_only_read_the_secret_writes_nothing() -> None:
     remembered = Check(secret_ref=SECRET, identity=WHO)
     later = connection_status(first, 1, remembered, NOW + timedelta(minutes=1))
     assert core.status_patch(first, later) == {}
+
+
+# ------------------------------------------------------------------ allowed base URLs
+
+
+@pytest.mark.parametrize(
+    ("allowed", "url", "ok"),
+    [
+        pytest.param("https://app.ona.com/api", "https://app.ona.com/api", True, id="exact"),
+        pytest.param("https://app.ona.com/api", "https://app.ona.com/api/v2", True, id="below"),
+        pytest.param("https://app.ona.com/api", "https://app.ona.com/apix", False, id="sibling"),
+        pytest.param("https://app.ona.com/api", "https://app.ona.com", False, id="above"),
+        pytest.param("https://app.ona.com/api", "http://app.ona.com/api", False, id="http"),
+        pytest.param("https://app.ona.com/api", "https://app.ona.com:8443/api", False, id="port"),
+        pytest.param("https://app.ona.com/api", "https://app.ona.com:443/api", True, id="443"),
+        pytest.param(
+            "https://app.ona.com/api", "https://app.ona.com.evil.io/api", False, id="lookalike"
+        ),
+        pytest.param("http://127.0.0.1:8080", "http://127.0.0.1:8080/", True, id="root"),
+        pytest.param("*", "https://anything.example/api", True, id="any"),
+    ],
+)
+def test_allowed_base_urls(allowed: str, url: str, ok: bool) -> None:
+    assert AllowedUrls.parse(allowed).allows(url) is ok
+
+
+def test_the_default_connections_url_is_always_allowed() -> None:
+    allowed = AllowedUrls.parse("https://app.ona.com/api", always=["http://127.0.0.1:9/"])
+    assert allowed.allows("http://127.0.0.1:9")
+    assert not allowed.allows("http://127.0.0.1:10")
+
+
+def test_bad_allowed_base_url_setting_is_refused() -> None:
+    with pytest.raises(InvalidConnection, match="allowed base URL 'ftp://x' is not an http"):
+        AllowedUrls.parse("https://app.ona.com/api,ftp://x")
+
+
+def test_a_connection_naming_another_server_is_refused_before_its_secret_is_used() -> None:
+    body = connection(baseUrl="https://collector.example.com/api")
+    with pytest.raises(InvalidConnection) as caught:
+        parse_connection(body, operator_namespace="ona-system", allowed_urls=ONA_ONLY)
+    assert caught.value.reason == "BaseUrlNotAllowed"
+    assert "CONNECTION_ALLOWED_BASE_URLS" in str(caught.value)
+    ready = readiness(Check(invalid=str(caught.value), invalid_reason=caught.value.reason))
+    assert (ready.status, ready.reason) == ("False", "BaseUrlNotAllowed")

@@ -1093,3 +1093,15 @@ def test_stop_asked_while_a_start_outcome_is_unknown_never_starts_again() -> Non
     assert final.status.phase == "STOPPED"
     assert condition_table(final.status)["Succeeded"] == ("False", "Stopped")
     assert condition_table(final.status)["Stalled"] == ("False", "Stopped")
+
+
+def test_delete_without_a_usable_connection_says_everything_it_left_behind() -> None:
+    gone = Observation(connection=waiting("ConnectionNotFound", "OnaConnection a/b does not exist"))
+    run = taskrun(inline_spec(connectionRef={"name": "b"}), RUNNING, deleting=True)
+    decision = core.decide(run, gone, NOW, CFG)
+    assert decision.action == REMOVE
+    [event] = decision.events
+    assert event.message == (
+        f"execution {EXEC} was not stopped; Ona task {TASK} was not deleted on delete: "
+        "OnaConnection a/b does not exist"
+    )
