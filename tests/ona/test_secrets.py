@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from ona_taskrun import logs
 from ona_taskrun.ona import (
     Conflict,
     InvalidArgument,
@@ -93,3 +94,30 @@ async def test_token_absent_from_errors_tracebacks_and_logs(
         chained = chained.__cause__ or chained.__context__
     assert TOKEN not in caplog.text
     assert all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
+async def test_rotated_token_is_sent_and_both_tokens_stay_redacted() -> None:
+    rotated = "ona_pat_rotated_Qw8e7r6t"
+    server = Recorder([echo(401, "unauthenticated"), echo(401, "unauthenticated")])
+    async with client(server, retry=policy(FakeSleep(), max_attempts=1)) as ona:
+        with pytest.raises(Unauthenticated):
+            await ona.get_task_execution("x1")
+        assert ona.set_token(rotated) is True
+        assert ona.set_token(rotated) is False  # the same token again changes nothing
+        with pytest.raises(Unauthenticated) as caught:
+            await ona.get_task_execution("x1")
+    assert server.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert server.requests[1].headers["authorization"] == f"Bearer {rotated}"
+    text = "".join(traceback.format_exception(caught.value))
+    assert rotated not in text
+    assert TOKEN not in text
+
+
+def test_tokens_read_at_run_time_are_hidden_in_log_records() -> None:
+    secret = "ona_pat_from_a_connection_Secret_9z"
+    logs.protect(secret)
+    guard = logs.RedactFilter("operator-token")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "sent %s", (secret,), None)
+    assert guard.filter(record)
+    assert secret not in record.getMessage()
+    assert "***" in record.getMessage()
