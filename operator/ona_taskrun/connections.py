@@ -57,6 +57,7 @@ NAMESPACE_LABELS_TTL = 10.0
 class RemoteSettings:
     request_timeout: float = 10.0
     poll_interval: float = 5.0
+    max_watches: int = 100  # WatchEvents streams per connection
 
 
 class Remote:
@@ -85,6 +86,7 @@ class Remote:
             notify,
             poll_interval=settings.poll_interval,
             on_unauthenticated=on_unauthenticated,
+            max_watches=settings.max_watches,
         )
         # The Ona subject this connection's token acts as; adopting an execution of a
         # referenced task needs it.
@@ -384,8 +386,18 @@ class Connections:
             try:
                 found = await remote.client.get_authenticated_identity()
             except errors.OnaError as exc:
-                look.identity, look.failure = None, to_failure(exc)
-                look.check_at = loop.time() + min(30.0, self.settings.recheck_seconds)
+                failure = to_failure(exc)
+                if failure.kind.transient and look.identity is None:
+                    look.identity = _last_identity(body)  # as an earlier replica saw it
+                if failure.kind.transient and look.identity is not None:
+                    # An outage says nothing about the token: trust the last answer, so a
+                    # restart during API trouble does not hold up the connection's runs.
+                    look.check_at = loop.time() + min(5.0, self.settings.recheck_seconds)
+                    remote.principal = remote.principal or look.identity.subject_id
+                else:
+                    look.identity, look.failure = None, failure
+                    retry = 5.0 if failure.kind.transient else 30.0
+                    look.check_at = loop.time() + min(retry, self.settings.recheck_seconds)
             else:
                 look.identity = Identity(
                     subject_id=found.subject.id,
@@ -584,6 +596,20 @@ class Connections:
         labels = dict((body.get("metadata") or {}).get("labels") or {})
         self._namespace_labels[namespace] = (loop.time(), labels)
         return labels
+
+
+def _last_identity(body: Mapping[str, Any]) -> Identity | None:
+    """Who the token acted as when the connection was last Ready, from its status."""
+    status = body.get("status") or {}
+    ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
+    subject = status.get("subject") or {}
+    if ready is None or ready.get("status") != "True" or not subject.get("id"):
+        return None
+    return Identity(
+        subject_id=str(subject["id"]),
+        principal=str(subject.get("principal", "")),
+        organization_id=str(status.get("organizationId", "")),
+    )
 
 
 def _read_token_file(path: str) -> str:
