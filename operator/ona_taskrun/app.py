@@ -39,7 +39,9 @@ class App:
                 secret_resync_seconds=config.secret_resync,
             ),
             connections.RemoteSettings(
-                request_timeout=config.request_timeout, poll_interval=config.poll_interval
+                request_timeout=config.request_timeout,
+                poll_interval=config.poll_interval,
+                max_watches=config.max_watches,
             ),
             notify_taskrun=self._notify,
             enqueue=self._enqueue,
@@ -55,6 +57,7 @@ class App:
                 resync_seconds=config.resync_seconds,
             ),
             crash_point=config.crash_point,
+            merge_window=config.merge_window,
         )
         self._tasks: list[asyncio.Task[None]] = []
 

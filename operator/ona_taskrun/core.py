@@ -667,6 +667,10 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         # Started, but its connection is gone: keep the last status and say why.
         return Decision(_unfollowable(run, status, now, view), requeue_after=cfg.connection_wait)
 
+    if not status.task_id and spec.task_ref is not None and spec.task_ref.id:
+        # Nothing to look up: the task id goes out with the start claim, in one write.
+        status = replace(status, task_id=spec.task_ref.id)
+        run = replace(run, status=status)
     if not status.task_id:
         return _decide_task(run, spec, obs, now)
 
@@ -719,9 +723,6 @@ def _decide_task(run: TaskRun, spec: Spec, obs: Observation, now: datetime) -> D
     status = run.status
     failure = obs.remote_failure if obs.remote_failure and obs.remote_failure.transient else None
     if spec.task_ref is not None:
-        if spec.task_ref.id:
-            new = replace(status, task_id=spec.task_ref.id)
-            return Decision(_pending(run, new, now, "Starting", "starting the task", failure))
         new = _pending(
             run, status, now, "ResolvingTask", "looking up the task by reference", failure
         )
@@ -1114,14 +1115,13 @@ def apply_result(
             else:
                 obs = replace(obs, owned_task_missing=True)
         else:
+            # No Event: status.taskId says it, and at thousands of runs an Event per step
+            # costs an API server write each (only outcomes and trouble get one).
             status = replace(status, task_id=result.task_id)
-            if kind is ActionKind.CREATE_TASK:
-                events.append(Event("Normal", "TaskCreated", f"created Ona task {result.task_id}"))
     elif kind is ActionKind.START and result.execution is not None:
         execution = result.execution
         status = replace(status, task_execution_id=execution.id)
         status = apply_execution(status, execution)
-        events.append(Event("Normal", "Started", f"started execution {execution.id}"))
         obs = replace(obs, execution=execution)
     elif kind is ActionKind.FIND_EXECUTIONS:
         obs = replace(obs, candidates=result.candidates or ())

@@ -70,11 +70,13 @@ class Reconciler:
         workers: int = 8,
         settings: core.Settings | None = None,
         crash_point: str = "",
+        merge_window: float = 1.0,
     ) -> None:
         self.connections = connections
         self._kube: KubeClient | None = None
         self.settings = settings or core.Settings()
         self.crash_point = crash_point
+        self.merge_window = merge_window
         self._objects: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, str] = {}  # execution id -> key of the TaskRun holding it
         # Two lanes: news of a remote execution (urgent) goes before TaskRuns waiting to
@@ -88,6 +90,10 @@ class Reconciler:
         self._failures: dict[str, core.RemoteFailure] = {}
         self._attempts: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}  # loop time before which no remote call
+        # A status decided but not written yet: news that can wait is merged into one
+        # write per merge window (see _may_wait), newest first.
+        self._unwritten: dict[str, core.Status] = {}
+        self._written_at: dict[str, float] = {}  # loop time of the last status write
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self.active = asyncio.Event()  # set while this replica may act (leader)
@@ -135,6 +141,13 @@ class Reconciler:
             if old is not None:
                 self._forget(key, old)
             return
+        old = self._objects.get(key)
+        if old is not None and 0 < _rv(body) <= _rv(old):
+            # Our own write coming back (its answer is already held), or an older event:
+            # nothing new to decide on.
+            return
+        if old is None:
+            self._written_at.setdefault(key, asyncio.get_running_loop().time())
         self._remember(key, dict(body))
         self.enqueue(key)
 
@@ -159,6 +172,9 @@ class Reconciler:
             timer.cancel()
         self._failures.pop(key, None)
         self._attempts.pop(key, None)
+        self._retry_at.pop(key, None)
+        self._unwritten.pop(key, None)
+        self._written_at.pop(key, None)
 
     async def initial_sync(self, namespaces: tuple[str, ...]) -> None:
         """Read every watched TaskRun once, retrying until the API server answers."""
@@ -175,8 +191,10 @@ class Reconciler:
                 log.warning("cannot list TaskRuns yet (%s); retrying in %.0fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        now = asyncio.get_running_loop().time()
         for body in bodies:
             self._remember(key_of(body), body)
+            self._written_at.setdefault(key_of(body), now)
             self.enqueue(key_of(body))
         while True:
             try:
@@ -245,6 +263,10 @@ class Reconciler:
                     await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
+            except KubeError as exc:
+                # The API server is restarting or refusing: expected in operation, no trace.
+                log.warning("reconciling %s: %s; looking again in 5s", key, exc)
+                self._requeue(key, 5.0)
             except Exception:
                 # Never let one TaskRun take the operator down; look again later.
                 log.exception("reconciling %s failed unexpectedly", key)
@@ -263,7 +285,7 @@ class Reconciler:
             return
         obs = core.Observation()
         for _ in range(MAX_STEPS):
-            run = parse_taskrun(body)
+            run = self._parse(key, body)
             view, remote = await self.connections.view(_namespace(key), run)
             obs = replace(obs, connection=view)
             if remote is not None:
@@ -274,7 +296,7 @@ class Reconciler:
                 # no remote call, and no claim written for a start that is not made now.
                 return
             try:
-                body = await self._write_status(body, run, decision.status)
+                body = await self._write_status(key, body, run, decision.status, decision.action)
             except Conflict:
                 log.debug("%s changed while being reconciled (409); reading it again", key)
                 body = await self._reread(key)
@@ -312,6 +334,8 @@ class Reconciler:
                 )
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-start")
+                if result.execution is not None:
+                    log.info("%s: started execution %s", key, result.execution.id)
             new_run, obs, events = core.apply_result(run, action, result, obs, _now())
             written = await self._write_result(key, body, run, action, result, obs)
             if written is None:
@@ -398,21 +422,67 @@ class Reconciler:
         self._remember(key, body)
         return body
 
+    def _parse(self, key: str, body: Mapping[str, Any]) -> core.TaskRun:
+        """The TaskRun as the object says, with the status decided but not written yet:
+        only this operator writes status, so what it holds is newer."""
+        run = parse_taskrun(body)
+        held = self._unwritten.get(key)
+        return run if held is None else replace(run, status=held)
+
     async def _write_status(
-        self, body: dict[str, Any], run: core.TaskRun, status: core.Status
+        self,
+        key: str,
+        body: dict[str, Any],
+        run: core.TaskRun,
+        status: core.Status,
+        action: core.Action | None,
     ) -> dict[str, Any]:
+        """Write the status, or hold it to merge with what comes next (see _may_wait)."""
         old = body.get("status") or {}
         new = status.to_dict()
         patch = core.status_patch(old, new)
         if not patch:
+            self._unwritten.pop(key, None)
             return body
+        loop = asyncio.get_running_loop()
+        if self._may_wait(run, status, action, old):
+            due = self._written_at.get(key, loop.time()) + self.merge_window
+            if loop.time() < due:
+                self._unwritten[key] = status
+                self._requeue(key, due - loop.time())
+                return body
         assert self.kube is not None
         meta = body["metadata"]
         updated = await self.kube.patch_status(
             meta["namespace"], meta["name"], patch, meta["resourceVersion"]
         )
+        self._unwritten.pop(key, None)
+        self._written_at[key] = loop.time()
         self._remember(key_of(updated), updated)
         return updated
+
+    def _may_wait(
+        self,
+        run: core.TaskRun,
+        status: core.Status,
+        action: core.Action | None,
+        written: Mapping[str, Any],
+    ) -> bool:
+        """Whether a status change may wait for the merge window: progress that loses
+        nothing if the operator dies before writing it (the tracker or a look-up by
+        reference finds it again). A start or stop claim is written before its call, and
+        an end, a delete or a person's view of trouble is never held back."""
+        if run.deleting or status.finished or self.merge_window <= 0:
+            return False
+        if action is not None and action.kind not in _MAY_ACT_UNWRITTEN:
+            return False
+        before = core.Status.from_dict(written)
+        return (
+            status.start_requested_at == before.start_requested_at
+            and status.start_attempts == before.start_attempts
+            and status.stop_requested_at == before.stop_requested_at
+            and _stalled(status) == _stalled(before)
+        )
 
     async def _write_result(
         self,
@@ -428,13 +498,13 @@ class Reconciler:
         for _ in range(10):
             new_run, _, _ = core.apply_result(run, action, result, obs, _now())
             try:
-                return await self._write_status(body, run, new_run.status)
+                return await self._write_status(key, body, new_run, new_run.status, None)
             except Conflict:
                 log.debug("%s changed before %s was recorded (409); again", key, action.kind)
                 fresh = await self._reread(key)
                 if fresh is None:
                     return None
-                body, run = fresh, parse_taskrun(fresh)
+                body, run = fresh, self._parse(key, fresh)
             except Gone:
                 return None
         raise KubeError(409, f"could not record the outcome of {action.kind.value} for {key}")
@@ -538,6 +608,23 @@ class Reconciler:
         except errors.OnaError as exc:
             return core.Result(failure=to_failure(exc))
         raise ValueError(f"action {kind.value} does not fit this TaskRun")
+
+
+# Actions that need no status written before them: look-ups, and a task creation that a
+# look-up by reference finds again after a crash.
+_MAY_ACT_UNWRITTEN = frozenset(
+    {
+        core.ActionKind.FIND_OWNED_TASK,
+        core.ActionKind.CREATE_TASK,
+        core.ActionKind.RESOLVE_TASK_REF,
+        core.ActionKind.FIND_EXECUTIONS,
+    }
+)
+
+
+def _stalled(status: core.Status) -> bool:
+    cond = status.condition(core.STALLED)
+    return cond is not None and cond.status == "True"
 
 
 def _namespace(key: str) -> str:

@@ -42,6 +42,8 @@ class ExecutionTracker:
         max_backoff: float = 60.0,
         watch: bool = True,
         on_unauthenticated: Callable[[], None] | None = None,
+        news_delay: float = 0.1,
+        max_watches: int = 100,
     ) -> None:
         self._client = client
         self._notify = notify
@@ -53,11 +55,19 @@ class ExecutionTracker:
         self._watched_poll_interval = watched_poll_interval or poll_interval * 3
         self._max_backoff = max_backoff
         self._watch = watch
+        # WatchEvents streams are one per environment; past this many, environments are
+        # followed by the batched poll alone (a stream opens as another closes).
+        self._max_watches = max_watches
         self._tracked: dict[str, _Tracked] = {}
         self._latest: dict[str, core.RemoteExecution] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._healthy_watches: set[str] = set()
         self._wake = asyncio.Event()
+        # Executions a watch said changed, read together in batched lists rather than
+        # one GetTaskExecution each: news of many runs arrives within moments.
+        self._news: set[str] = set()
+        self._news_delay = news_delay
+        self._news_reader: asyncio.Task[None] | None = None
         self._failures = 0
         self.failure: core.RemoteFailure | None = None
 
@@ -75,10 +85,18 @@ class ExecutionTracker:
         # waking on every start re-listed everything tracked, ~3 lists per TaskRun.
 
     def _watch_for(self, environment_id: str) -> None:
-        if self._watch and environment_id and environment_id not in self._watchers:
-            self._watchers[environment_id] = asyncio.create_task(
-                self._watch_environment(environment_id), name=f"watch-{environment_id}"
-            )
+        if not self._watch or not environment_id or environment_id in self._watchers:
+            return
+        if len(self._watchers) >= self._max_watches:
+            return
+        self._watchers[environment_id] = asyncio.create_task(
+            self._watch_environment(environment_id), name=f"watch-{environment_id}"
+        )
+
+    @property
+    def watched(self) -> int:
+        """WatchEvents streams open (or reconnecting)."""
+        return len(self._watchers)
 
     def untrack(self, execution_id: str) -> None:
         gone = self._tracked.pop(execution_id, None)
@@ -89,6 +107,11 @@ class ExecutionTracker:
             watcher = self._watchers.pop(gone.environment_id, None)
             if watcher is not None:
                 watcher.cancel()
+                # A stream is free: give it to an environment followed by polling alone.
+                for environment_id in {t.environment_id for t in self._tracked.values()}:
+                    if len(self._watchers) >= self._max_watches:
+                        break
+                    self._watch_for(environment_id)
 
     @property
     def tracked(self) -> int:
@@ -115,9 +138,10 @@ class ExecutionTracker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
         finally:
-            for task in self._watchers.values():
+            tasks = [*self._watchers.values(), *([self._news_reader] if self._news_reader else [])]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def poll_once(self) -> float:
         """Refresh every tracked execution; return the seconds until the next poll."""
@@ -181,6 +205,36 @@ class ExecutionTracker:
         if self.observe(execution):
             self._notify(tracked.key)
 
+    def _heard(self, execution_id: str) -> None:
+        self._news.add(execution_id)
+        if self._news_reader is None or self._news_reader.done():
+            self._news_reader = asyncio.create_task(self._read_news(), name="tracker-news")
+
+    async def _read_news(self) -> None:
+        """Read the executions a watch named, in batches by task, until no news is left."""
+        await asyncio.sleep(self._news_delay)
+        while self._news:
+            heard = {i: self._tracked[i] for i in self._news if i in self._tracked}
+            self._news.clear()
+            if not heard:
+                return
+            try:
+                found = await self._client.list_task_executions_by_task_ids(
+                    {t.task_id for t in heard.values()}
+                )
+                seen = set()
+                for execution in found:
+                    if execution.id in heard:
+                        seen.add(execution.id)
+                        self._update(to_remote(execution))
+                for missing in set(heard) - seen:
+                    await self._refresh(missing)
+            except errors.OnaError as exc:
+                # The next poll reads them; its back-off handles an API in trouble.
+                log.info("reading executions after watch news failed: %s", exc)
+                self._wake.set()
+                return
+
     def _notify_all(self) -> None:
         for key in {t.key for t in self._tracked.values()}:
             self._notify(key)
@@ -195,8 +249,7 @@ class ExecutionTracker:
                             self._healthy_watches.add(environment_id)
                             self._wake.set()  # no resume cursor: re-list
                         elif item.is_task_execution and item.resource_id in self._tracked:
-                            with contextlib.suppress(errors.OnaError):
-                                await self._refresh(item.resource_id)
+                            self._heard(item.resource_id)
                 except errors.OnaError as exc:
                     log.info(
                         "watching environment %s failed (%s); polling instead",

@@ -241,7 +241,8 @@ def test_conflicting_writes_are_retried_without_losing_the_run(
 ) -> None:
     """Another writer keeps changing the TaskRun, so the operator's status writes, which
     carry the resourceVersion they read, keep meeting 409 Conflict."""
-    taskruns.apply("contended", {"task": inline_task("x # sim:duration=3s sim:steps=3")})
+    # Long enough for several progress writes (at most one per merge window) to meet edits.
+    taskruns.apply("contended", {"task": inline_task("x # sim:duration=8s sim:steps=8")})
     edits = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -262,6 +263,6 @@ def test_conflicting_writes_are_retried_without_losing_the_run(
     assert [e["id"] for e in _executions_of_task(e2e_simulator, final["taskId"])] == [
         final["taskExecutionId"]
     ]
-    assert [s["phase"] for s in final["steps"]] == ["SUCCEEDED"] * 3
+    assert [s["phase"] for s in final["steps"]] == ["SUCCEEDED"] * 8
     assert "(409)" in operator.log()  # the writes really did conflict
     assert operator.running

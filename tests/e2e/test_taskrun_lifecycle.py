@@ -76,7 +76,9 @@ def test_inline_task_runs_to_succeeded_with_steps_mirrored(
     assert "inline" in by_category
 
     reasons = {e["reason"] for e in taskruns.wait_events("inline", "Succeeded")}
-    assert {"TaskCreated", "Started", "Succeeded"} <= reasons
+    assert "Succeeded" in reasons
+    # Starts and created tasks show in status; an Event each would cost a write per run.
+    assert not {"TaskCreated", "Started"} & reasons
 
 
 def test_task_ref_by_id_and_by_reference_succeed(

@@ -173,9 +173,13 @@ BEFORE_START = [
         Observation(remote_failure=failure(FailureKind.RATE_LIMITED, retry_after=7.0)),
     ),
     case(
-        "taskref-by-id-records-task-id",
+        "taskref-by-id-claims-the-start-with-the-task-id-in-one-write",
         taskrun(ref_id_spec()),
-        Expect(status={"taskId": "task-ref"}, conditions=pending("Starting")),
+        Expect(
+            action=Action(ActionKind.START, task_id="task-ref"),
+            status={"taskId": "task-ref", "startRequestedAt": at(0), "startAttempts": 1},
+            conditions=pending("Starting"),
+        ),
     ),
     case(
         "taskref-by-reference-resolves-it",
@@ -1047,14 +1051,16 @@ def test_finished_taskrun_changes_only_observed_generation(
     assert decision.status.to_dict() == {**expected, "observedGeneration": 3}
 
 
-def test_taskref_by_id_records_the_task_then_starts_it() -> None:
+def test_taskref_by_id_starts_once_its_claim_is_read_back() -> None:
     first = core.decide(taskrun(ref_id_spec()), Observation(), NOW, CFG)
     again = taskrun(ref_id_spec(), first.status.to_dict())
     second = core.decide(again, Observation(), NOW + timedelta(seconds=1), CFG)
 
-    assert first.action is None
-    assert second.action == Action(ActionKind.START, task_id="task-ref")
-    assert second.status.start_requested_at == at(1)
+    assert first.action == Action(ActionKind.START, task_id="task-ref")
+    # Read back before the start's outcome is recorded: an unknown outcome, never a second
+    # start.
+    assert second.action is None
+    assert second.status.start_requested_at == at(0)
 
 
 def test_stalled_start_resumes_after_allow_annotation_and_starts_once() -> None:
