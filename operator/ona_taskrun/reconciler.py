@@ -296,7 +296,7 @@ class Reconciler:
                 # no remote call, and no claim written for a start that is not made now.
                 return
             try:
-                body = await self._write_status(key, body, run, decision.status, decision.action)
+                written = await self._write_status(key, body, run, decision.status, decision.action)
             except Conflict:
                 log.debug("%s changed while being reconciled (409); reading it again", key)
                 body = await self._reread(key)
@@ -305,12 +305,18 @@ class Reconciler:
                 continue
             except Gone:
                 return
+            wrote, body = written is not body, written
             await self._post(body, decision.events)
             self._follow(key, body, decision, remote)
             action = decision.action
             if action is None:
                 if decision.requeue_after is not None:
                     self._requeue(key, decision.requeue_after)
+                if wrote:
+                    # What was just written may lead to a next step (a cleared claim to a
+                    # new start): decide again now, since the write's own watch event is
+                    # not reconciled.
+                    continue
                 return
             if action.kind in _LOCAL_ACTIONS:
                 try:
@@ -337,10 +343,10 @@ class Reconciler:
                 if result.execution is not None:
                     log.info("%s: started execution %s", key, result.execution.id)
             new_run, obs, events = core.apply_result(run, action, result, obs, _now())
-            written = await self._write_result(key, body, run, action, result, obs)
-            if written is None:
+            recorded = await self._write_result(key, body, run, action, result, obs)
+            if recorded is None:
                 return
-            body = written
+            body = recorded
             await self._post(body, events)
             if result.failure is not None and result.failure.transient:
                 self._failures[key] = result.failure

@@ -1,74 +1,138 @@
-"""The operator's own Kubernetes writes: preconditions, errors, and token rotation."""
+"""The operator's own Kubernetes writes: preconditions, errors, and token rotation, over
+real HTTP to a small API server stand-in on loopback."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
 
 from ona_taskrun.kube import Conflict, Gone, KubeClient, KubeError
 
-
-def _client(handler: httpx.MockTransport, token_path: Path | None = None) -> KubeClient:
-    return KubeClient(
-        "https://api.example:6443",
-        verify=False,
-        headers={"Authorization": "Bearer old-token"},
-        token_path=token_path,
-        transport=handler,
-    )
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def test_status_patch_carries_the_resource_version_it_read() -> None:
-    seen: list[httpx.Request] = []
+class Server:
+    """Answers every request with `handler`, keeping what it was sent."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"metadata": {"resourceVersion": "8"}})
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.handler: Handler = self._ok
+        self.url = ""
 
-    kube = _client(httpx.MockTransport(handler))
+    @staticmethod
+    async def _ok(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"metadata": {"resourceVersion": "8"}})
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(
+            (request.method, request.path, dict(request.headers), await request.read())
+        )
+        return await self.handler(request)
+
+    def client(self, token_path: Path | None = None) -> KubeClient:
+        return KubeClient(
+            self.url,
+            verify=False,
+            headers={"Authorization": "Bearer old-token"},
+            token_path=token_path,
+        )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    fake = Server()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    await runner.cleanup()
+
+
+def answer(status: int, body: Any) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response(body, status=status)
+
+    return handler
+
+
+async def test_status_patch_carries_the_resource_version_it_read(server: Server) -> None:
+    kube = server.client()
     await kube.patch_status("ns", "run", {"phase": "RUNNING"}, "7")
     await kube.aclose()
-    [request] = seen
-    assert request.method == "PATCH"
-    assert request.url.path == "/apis/automation.ona.com/v1alpha1/namespaces/ns/taskruns/run/status"
-    assert request.headers["Content-Type"] == "application/merge-patch+json"
-    assert json.loads(request.content) == {
+    [(method, path, headers, body)] = server.seen
+    assert method == "PATCH"
+    assert path == "/apis/automation.ona.com/v1alpha1/namespaces/ns/taskruns/run/status"
+    assert headers["Content-Type"] == "application/merge-patch+json"
+    assert json.loads(body) == {
         "metadata": {"resourceVersion": "7"},
         "status": {"phase": "RUNNING"},
     }
 
 
-@pytest.mark.parametrize(("code", "error"), [(409, Conflict), (404, Gone)])
-async def test_conflict_and_gone_are_their_own_errors(code: int, error: type[Exception]) -> None:
-    kube = _client(httpx.MockTransport(lambda r: httpx.Response(code, json={"message": "nope"})))
-    with pytest.raises(error, match="nope"):
+async def test_connection_status_goes_to_its_own_path(server: Server) -> None:
+    kube = server.client()
+    await kube.patch_status("", "shared", {"x": 1}, "3", plural="clusteronaconnections")
+    await kube.patch_status("team", "a", {"x": 1}, "3", plural="onaconnections")
+    await kube.aclose()
+    assert [p for _, p, _, _ in server.seen] == [
+        "/apis/automation.ona.com/v1alpha1/clusteronaconnections/shared/status",
+        "/apis/automation.ona.com/v1alpha1/namespaces/team/onaconnections/a/status",
+    ]
+
+
+@pytest.mark.parametrize(("code", "error"), [(409, Conflict), (404, Gone), (500, KubeError)])
+async def test_errors_say_what_the_api_server_said(
+    server: Server, code: int, error: type[Exception]
+) -> None:
+    server.handler = answer(code, {"message": "nope"})
+    kube = server.client()
+    with pytest.raises(error, match=f"{code}: nope"):
         await kube.get_taskrun("ns", "run")
     await kube.aclose()
 
 
-async def test_a_rotated_service_account_token_is_read_again_after_a_401(tmp_path: Path) -> None:
+async def test_an_unreachable_api_server_is_a_kube_error(server: Server) -> None:
+    kube = KubeClient("http://127.0.0.1:9", verify=False, headers={})
+    with pytest.raises(KubeError, match="talking to the API server"):
+        await kube.get_taskrun("ns", "run")
+    await kube.aclose()
+
+
+async def test_a_rotated_service_account_token_is_read_again_after_a_401(
+    server: Server, tmp_path: Path
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("new-token\n")
-    tokens: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        tokens.append(request.headers["Authorization"])
+    async def handler(request: web.Request) -> web.StreamResponse:
         if request.headers["Authorization"] == "Bearer old-token":
-            return httpx.Response(401, json={"message": "token expired"})
-        return httpx.Response(200, json={"metadata": {"name": "run"}})
+            return web.json_response({"message": "token expired"}, status=401)
+        return web.json_response({"metadata": {"name": "run"}})
 
-    kube = _client(httpx.MockTransport(handler), token_path=token_file)
+    server.handler = handler
+    kube = server.client(token_path=token_file)
     body = await kube.get_taskrun("ns", "run")
     await kube.aclose()
     assert body["metadata"]["name"] == "run"
-    assert tokens == ["Bearer old-token", "Bearer new-token"]
+    assert [h["Authorization"] for _, _, h, _ in server.seen] == [
+        "Bearer old-token",
+        "Bearer new-token",
+    ]
 
 
-async def test_without_a_token_file_a_401_is_an_error() -> None:
-    kube = _client(httpx.MockTransport(lambda r: httpx.Response(401, json={"message": "no"})))
+async def test_without_a_token_file_a_401_is_an_error(server: Server) -> None:
+    server.handler = answer(401, {"message": "no"})
+    kube = server.client()
     with pytest.raises(KubeError, match="401"):
         await kube.get_taskrun("ns", "run")
     await kube.aclose()
