@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "--poll-interval",
         type=float,
         default=5.0,
-        help="the operator's ONA_POLL_INTERVAL in seconds (5, its default)",
+        help="the operator's ONA_POLL_INTERVAL and the baseline's timer interval, in seconds "
+        "(5, the operator's default)",
     )
     parser.add_argument(
         "--deadline",
