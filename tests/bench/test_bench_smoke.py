@@ -25,6 +25,7 @@ def test_ten_taskruns_succeed_with_batched_reads(tmp_path: Path) -> None:
     if os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true":
         pytest.skip("starts its own local API server, which USE_EXISTING_CLUSTER rules out")
     settings = BenchSettings(
+        workload="inline",
         taskruns=10,
         concurrency=4,
         duration="8s",

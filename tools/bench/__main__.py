@@ -1,7 +1,8 @@
-"""Command line of the benchmark: `scripts/bench-operator [--taskruns N] ...`.
+"""Command line of the benchmark: `scripts/bench-operator [--contender both] [--runs K] ...`.
 
-Exit code 0 when every TaskRun succeeded within the deadline and the teardown left nothing
-behind; 1 otherwise; 2 when the run itself could not be carried out; 130 when interrupted.
+Exit code 0 when, in every run of every contender, every TaskRun succeeded within the
+deadline and the teardown left nothing behind; 1 otherwise; 2 when a run could not be
+carried out; 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tools.bench.run import BenchError, BenchSettings, run_bench
+from tools.bench.compare import run_comparison
+from tools.bench.run import CONTENDERS, WORKLOADS, BenchError, BenchSettings
 from tools.localcluster.binaries import REPO_ROOT
 
 
@@ -36,11 +38,35 @@ def _env_pair(text: str) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench-operator",
-        description="Create N inline TaskRuns against a fresh control plane, simulator and "
-        "operator; print creation rate, throughput, latencies, Ona API calls per TaskRun and "
-        "the operator's CPU and memory.",
+        description="Create N TaskRuns against a fresh control plane, simulator and "
+        "contender (this operator, and/or a minimal kopf baseline); print them side by side "
+        "with the API server's raw write ceiling: throughput, latencies, Kubernetes writes and "
+        "Ona API calls per TaskRun, CPU and memory.",
     )
     parser.add_argument("--taskruns", type=int, default=1000, help="TaskRuns to create (1000)")
+    parser.add_argument(
+        "--contender",
+        choices=(*CONTENDERS, "both"),
+        default="both",
+        help="this operator, the kopf baseline of tools/bench/baseline.py, or both (both)",
+    )
+    parser.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="taskref",
+        help="taskref: TaskRuns name tasks seeded in the simulator first; inline: spec.task "
+        "(taskref)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="runs of each contender, each on a fresh stack (1)"
+    )
+    parser.add_argument(
+        "--ceiling-objects",
+        type=int,
+        default=None,
+        help="TaskRuns created on each stack, before its contender starts, to measure the API "
+        "server's raw write ceiling (--taskruns; 0 skips it)",
+    )
     parser.add_argument(
         "--concurrency", type=int, default=16, help="threads creating TaskRuns (16)"
     )
@@ -49,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "--poll-interval",
         type=float,
         default=5.0,
-        help="the operator's ONA_POLL_INTERVAL in seconds (5, its default)",
+        help="the operator's ONA_POLL_INTERVAL and the baseline's timer interval, in seconds "
+        "(5, the operator's default)",
     )
     parser.add_argument(
         "--deadline",
@@ -71,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="extra environment for the operator, e.g. RECONCILE_WORKERS=16 (repeatable)",
     )
+    parser.add_argument(
+        "--baseline-env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the baseline, e.g. BASELINE_KOPF_FINALIZER=1 (repeatable)",
+    )
     parser.add_argument("--state-dir", type=Path, default=None, help="(.local/bench/<time>)")
     parser.add_argument(
         "--keep-state",
@@ -82,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --taskruns >= 1, --concurrency >= 1 and a positive --poll-interval")
     if args.deadline <= 0 or args.idle_window <= 0:
         parser.error("need a positive --deadline and --idle-window")
+    if args.runs < 1 or (args.ceiling_objects is not None and args.ceiling_objects < 0):
+        parser.error("need --runs >= 1 and --ceiling-objects >= 0")
+    contenders = list(CONTENDERS) if args.contender == "both" else [args.contender]
     state_dir = args.state_dir or (
         REPO_ROOT / ".local" / "bench" / time.strftime("run-%Y%m%d-%H%M%S")
     )
@@ -93,18 +131,28 @@ def main(argv: list[str] | None = None) -> int:
         deadline=args.deadline,
         idle_window=args.idle_window,
         operator_env=dict(args.operator_env),
+        workload=args.workload,
+        ceiling_objects=(args.taskruns if args.ceiling_objects is None else args.ceiling_objects),
+        baseline_env=dict(args.baseline_env),
     )
     signal.signal(signal.SIGTERM, _interrupt)
     _log(f"bench-operator: state in {state_dir}")
     try:
-        figures = run_bench(settings, state_dir.resolve(), log=_log, keep_state=args.keep_state)
+        result = run_comparison(
+            settings,
+            state_dir.resolve(),
+            contenders=contenders,
+            runs=args.runs,
+            log=_log,
+            keep_state=args.keep_state,
+        )
     except BenchError as exc:
         _log(f"bench-operator: could not carry out the run: {exc}")
         return 2
     except KeyboardInterrupt:
         _log("bench-operator: interrupted; everything was stopped")
         return 130
-    return 0 if figures["all_succeeded"] and not figures["teardown_leftovers"] else 1
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":

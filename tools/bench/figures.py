@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -107,6 +109,40 @@ def increase(
     return dict(sorted(grown.items(), key=lambda item: -item[1]))
 
 
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
+
+
+def kube_writes(requests: Mapping[str, int], taskruns: int) -> dict[str, Any]:
+    """The writes among `increase(...)`'s requests (verb and resource), by kind: creates of
+    TaskRuns, status patches (taskruns/status), metadata patches (any other write of a
+    TaskRun: finalizers, annotations; nobody writes its spec), deletes, and Events. Requests
+    the API server refused (a 409 on a stale write) are counted: they cost it all the same."""
+    kinds = {"creates": 0, "status_patches": 0, "metadata_patches": 0, "deletes": 0, "events": 0}
+    for key, count in requests.items():
+        verb, _, resource = key.partition(" ")
+        if verb not in WRITE_VERBS:
+            continue
+        if resource.split("/")[0] == "events":
+            kinds["events"] += count
+        elif resource == "taskruns/status":
+            kinds["status_patches"] += count
+        elif resource == "taskruns" and verb == "POST":
+            kinds["creates"] += count
+        elif resource == "taskruns" and verb.startswith("DELETE"):
+            kinds["deletes"] += count
+        elif resource.split("/")[0] == "taskruns":
+            kinds["metadata_patches"] += count
+    total = sum(kinds.values())
+    return {
+        "total": total,
+        "by_kind": kinds,
+        "per_taskrun": round(total / taskruns, 2) if taskruns else None,
+        "per_taskrun_by_kind": {
+            kind: round(n / taskruns, 2) if taskruns else None for kind, n in kinds.items()
+        },
+    }
+
+
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f} s"
 
@@ -129,15 +165,19 @@ def summary(figures: Mapping[str, Any]) -> str:
     operator = figures["operator"]
     lat = figures["latency"]
     kube = figures["kube_requests"]
+    writes = figures.get("kube_writes") or kube_writes(kube, figures["taskruns"])
+    ceiling = figures.get("write_ceiling")
     lines = [
         "",
-        "=== operator benchmark ===",
+        f"=== benchmark: {figures.get('contender', 'operator')}, "
+        f"{figures.get('workload', 'inline')} workload ===",
         f"TaskRuns:                    {figures['taskruns']} (sim:duration={figures['duration']}, "
         f"ONA_POLL_INTERVAL={figures['poll_interval']}, concurrency {created['concurrency']})",
         f"succeeded:                   {figures['succeeded']} (other final: {figures['failed']}, "
         f"not final: {figures['not_final']})",
         f"creation:                    {created['seconds']:.2f} s, "
         f"{created['rate_per_second']:.1f} TaskRuns/s (retries: {created['retries']})",
+        f"first create -> all final:   {_seconds(figures.get('all_final_seconds'))}",
         f"first create -> all SUCCEEDED: {_seconds(figures['all_succeeded_seconds'])}, "
         f"{figures['runs_per_second'] or 0:.1f} runs/s",
         f"first create -> all started:   {_seconds(figures['all_started_seconds'])}",
@@ -153,14 +193,239 @@ def summary(figures: Mapping[str, Any]) -> str:
         f"ListTaskExecutions per run: {per.get('ListTaskExecutions', 0.0):.2f}",
         "kube API requests per TaskRun (the operator's, and the benchmark's POST/LIST/WATCH): "
         + ", ".join(f"{key} {n / figures['taskruns']:.2f}" for key, n in kube.items()),
+        f"kube writes per TaskRun:     {writes['per_taskrun']:.2f} ("
+        + ", ".join(f"{kind} {n:.2f}" for kind, n in writes["per_taskrun_by_kind"].items())
+        + ")",
         f"idle ({idle['seconds']:.0f} s after all final): {idle['calls_per_minute']:.1f} calls/min "
         f"({idle['calls']} calls {idle['by_method']}), "
         f"operator CPU {idle['operator_cpu_seconds']:.2f} s",
         f"operator:                    peak RSS {operator['peak_rss_mib']:.1f} MiB, "
         f"CPU {operator['cpu_seconds']:.1f} s "
-        f"({operator['cpu_seconds_until_all_succeeded']:.1f} s until all SUCCEEDED)",
+        f"({operator['cpu_seconds_until_all_succeeded']:.1f} s until all SUCCEEDED; "
+        f"{operator.get('cpu_seconds_first_create_to_all_final', 0.0):.1f} s from the first "
+        f"create to all final, {operator.get('cpu_ms_per_taskrun', 0.0):.1f} ms per TaskRun)",
         "CPU of the rest (whole run): "
         + ", ".join(f"{name} {sec:.1f} s" for name, sec in figures["other_cpu_seconds"].items()),
         f"wall time:                   {figures['wall_seconds']:.1f} s",
     ]
+    if ceiling:
+        lines.insert(
+            -1,
+            f"write ceiling (before the run): {ceiling['objects']} creates in "
+            f"{ceiling['seconds']:.2f} s, {ceiling['writes_per_second']:.1f} writes/s",
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- side by side
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the side-by-side table: a figure read from a run's figures."""
+
+    key: str
+    label: str
+    unit: str
+    digits: int
+    get: Callable[[Mapping[str, Any]], float | None]
+
+
+def _at(*path: str) -> Callable[[Mapping[str, Any]], float | None]:
+    def get(figures: Mapping[str, Any]) -> float | None:
+        value: Any = figures
+        for key in path:
+            if not isinstance(value, Mapping) or value.get(key) is None:
+                return None
+            value = value[key]
+        return float(value)
+
+    return get
+
+
+def _writes_at_ceiling(figures: Mapping[str, Any]) -> float | None:
+    writes = _at("kube_writes", "total")(figures)
+    rate = _at("write_ceiling", "writes_per_second")(figures)
+    return writes / rate if writes is not None and rate else None
+
+
+ROWS: tuple[Row, ...] = (
+    Row("all_final_seconds", "first create -> all final", "s", 1, _at("all_final_seconds")),
+    Row(
+        "start_p50_seconds",
+        "start latency p50 (create -> taskExecutionId seen)",
+        "s",
+        2,
+        _at("latency", "start", "median"),
+    ),
+    Row("start_p95_seconds", "start latency p95", "s", 2, _at("latency", "start", "p95")),
+    Row(
+        "mirror_p50_seconds",
+        "mirror latency p50 (completedAt -> SUCCEEDED seen)",
+        "s",
+        2,
+        _at("latency", "mirror", "median"),
+    ),
+    Row(
+        "kube_writes_per_taskrun",
+        "Kubernetes writes per TaskRun (create included)",
+        "",
+        2,
+        _at("kube_writes", "per_taskrun"),
+    ),
+    Row(
+        "creates_per_taskrun",
+        "  creates",
+        "",
+        2,
+        _at("kube_writes", "per_taskrun_by_kind", "creates"),
+    ),
+    Row(
+        "status_patches_per_taskrun",
+        "  status patches",
+        "",
+        2,
+        _at("kube_writes", "per_taskrun_by_kind", "status_patches"),
+    ),
+    Row(
+        "metadata_patches_per_taskrun",
+        "  metadata patches",
+        "",
+        2,
+        _at("kube_writes", "per_taskrun_by_kind", "metadata_patches"),
+    ),
+    Row(
+        "events_per_taskrun", "  Events", "", 2, _at("kube_writes", "per_taskrun_by_kind", "events")
+    ),
+    Row(
+        "cpu_seconds",
+        "operator CPU, first create -> all final",
+        "s",
+        1,
+        _at("operator", "cpu_seconds_first_create_to_all_final"),
+    ),
+    Row("cpu_ms_per_taskrun", "  per TaskRun", "ms", 1, _at("operator", "cpu_ms_per_taskrun")),
+    Row(
+        "cpu_seconds_process",
+        "operator CPU, whole process (start-up, idle)",
+        "s",
+        1,
+        _at("operator", "cpu_seconds"),
+    ),
+    Row("peak_rss_mib", "peak RSS", "MiB", 0, _at("operator", "peak_rss_mib")),
+    Row(
+        "ona_calls_per_taskrun",
+        "Ona API calls per TaskRun (until all final)",
+        "",
+        2,
+        _at("api_calls", "per_taskrun_total"),
+    ),
+    Row(
+        "idle_calls_per_minute",
+        "  calls/min once all final",
+        "",
+        1,
+        _at("idle", "calls_per_minute"),
+    ),
+    Row(
+        "write_ceiling_per_second",
+        "API server write ceiling (this stack, creates)",
+        "/s",
+        0,
+        _at("write_ceiling", "writes_per_second"),
+    ),
+    Row("writes_at_ceiling_seconds", "  all its writes at that rate", "s", 1, _writes_at_ceiling),
+)
+
+
+def comparison_row(figures: Mapping[str, Any]) -> dict[str, float | None]:
+    """Every side-by-side figure of one run, by row key."""
+    return {row.key: row.get(figures) for row in ROWS}
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    """The median of the known values (the mean of the middle two for an even count)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def comparison(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Per contender, each run's side-by-side figures and their medians; the write
+    ceilings of every stack, and their median."""
+    contenders: dict[str, Any] = {}
+    ceilings: list[float] = []
+    for contender, figures_list in runs.items():
+        rows = [comparison_row(figures) for figures in figures_list]
+        contenders[contender] = {
+            "median": {row.key: median(r[row.key] for r in rows) for row in ROWS},
+            "runs": rows,
+            "all_succeeded": all(f.get("all_succeeded") for f in figures_list),
+            "teardown_leftovers": [
+                x for f in figures_list for x in f.get("teardown_leftovers", [])
+            ],
+        }
+        ceilings.extend(
+            r["write_ceiling_per_second"] for r in rows if r["write_ceiling_per_second"]
+        )
+    return {
+        "contenders": contenders,
+        "write_ceiling": {"median_writes_per_second": median(ceilings), "runs": ceilings},
+        "ok": bool(contenders)
+        and all(c["all_succeeded"] and not c["teardown_leftovers"] for c in contenders.values()),
+    }
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def side_by_side(result: Mapping[str, Any], title: str) -> str:
+    """The comparison as a table: one column per contender, each cell the median and, with
+    several runs, each run's value; a last column operator / baseline when both ran."""
+    contenders: Mapping[str, Any] = result["contenders"]
+    names = list(contenders)
+    ratio = "operator" in contenders and "baseline" in contenders
+    header = ["", *names, *(["operator / baseline"] if ratio else [])]
+    table: list[list[str]] = [header]
+    for row in ROWS:
+        cells = [f"{row.label}" + (f" ({row.unit})" if row.unit else "")]
+        for name in names:
+            data = contenders[name]
+            cell = _number(data["median"][row.key], row.digits)
+            if len(data["runs"]) > 1:
+                cell += (
+                    " (" + " / ".join(_number(r[row.key], row.digits) for r in data["runs"]) + ")"
+                )
+            cells.append(cell)
+        if ratio:
+            ours = contenders["operator"]["median"][row.key]
+            theirs = contenders["baseline"]["median"][row.key]
+            cells.append(f"{ours / theirs:.2f}x" if ours is not None and theirs else "")
+        table.append(cells)
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    lines = ["", f"=== {title} ==="]
+    if any(len(c["runs"]) > 1 for c in contenders.values()):
+        lines.append("each cell: the median (then each run's value, in run order)")
+    for line in table:
+        lines.append(
+            "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+            ).rstrip()
+        )
+    ceiling = result["write_ceiling"]
+    if ceiling["runs"]:
+        lines.append(
+            f"API server write ceiling, all stacks: median "
+            f"{_number(ceiling['median_writes_per_second'], 0)} writes/s ("
+            + ", ".join(_number(v, 0) for v in ceiling["runs"])
+            + ")"
+        )
+    for name in names:
+        data = contenders[name]
+        if not data["all_succeeded"] or data["teardown_leftovers"]:
+            lines.append(
+                f"{name}: not every TaskRun succeeded, or the teardown left something behind; "
+                "its figures are not comparable"
+            )
     return "\n".join(lines)

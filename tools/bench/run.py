@@ -1,11 +1,16 @@
-"""One benchmark run: N inline TaskRuns through a fresh stack, timed from the outside.
+"""One benchmark run: N TaskRuns through a fresh stack and one contender, timed from the
+outside.
 
-`run_bench(settings, state_dir)` starts the chaos run's stack (control plane, simulator,
-operator with its real timings), watches TaskRuns from before the first create, creates N
-inline TaskRuns from a pool of threads as fast as the API server takes them, waits until
-every one is final, keeps still for an idle window, then reads the simulator's call log and
-execution records and the operator's /proc figures. It returns the figures (also written to
-`figures.json` in the state folder) and always tears the stack down.
+`run_bench(settings, state_dir)` starts the chaos run's stack (control plane, simulator),
+optionally measures the API server's raw write ceiling on it (N TaskRuns created in a
+namespace nobody watches), seeds one Ona task per TaskRun for the taskRef workload, starts
+the contender (the operator with its real timings, or the kopf baseline of
+`tools.bench.baseline`) as the operator's RBAC identity, watches TaskRuns from before the
+first create, creates N TaskRuns from a pool of threads as fast as the API server takes
+them, waits until every one is final, keeps still for an idle window, then reads the
+simulator's call log and execution records, kube-apiserver's request counters and the
+contender's /proc figures. It returns the figures (also written to `figures.json` in the
+state folder) and always tears the stack down.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import json
 import os
 import queue
 import shutil
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +35,8 @@ from kubernetes import client, config, watch
 
 from ona_taskrun.simulator.control_client import SimulatorControl
 from tools.bench import figures as fig
-from tools.chaos.stack import Stack
+from tools.chaos.stack import OperatorRun, Stack, _die_with_parent
+from tools.localcluster.binaries import REPO_ROOT
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
 FINAL_PHASES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
@@ -35,6 +44,10 @@ FINAL_PHASES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # WatchEvents stream, as a team running many tasks in one environment would have.
 ENVIRONMENT_ID = "0f0e5f4a-3a4b-4b8e-9a51-6f1f4f7d2c10"
 SYNCED_LINE = "TaskRuns; reconciling"
+# The baseline is ready once kopf starts watching TaskRuns (see tools.bench.baseline).
+BASELINE_READY_LINE = "Starting the watch-stream for taskruns"
+CONTENDERS = ("operator", "baseline")
+WORKLOADS = ("taskref", "inline")
 Log = Callable[[str], None]
 
 
@@ -51,10 +64,27 @@ class BenchSettings:
     deadline: float = 1200.0  # seconds from the first create until every TaskRun is final
     idle_window: float = 30.0
     operator_env: Mapping[str, str] = field(default_factory=dict)
+    # "operator" (this project's) or "baseline" (tools.bench.baseline, unsafe on purpose).
+    contender: str = "operator"
+    # "taskref": one task per TaskRun seeded in the simulator first (not timed), TaskRuns
+    # name it by spec.taskRef.id; "inline": TaskRuns carry spec.task.
+    workload: str = "taskref"
+    # Objects created to measure the API server's raw write ceiling before the contender
+    # starts; 0 skips it.
+    ceiling_objects: int = 0
+    baseline_env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.contender not in CONTENDERS:
+            raise ValueError(f"contender must be one of {CONTENDERS}, not {self.contender!r}")
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"workload must be one of {WORKLOADS}, not {self.workload!r}")
 
     def timings(self) -> dict[str, str]:
-        # Only the poll interval is set: every other timing stays at the operator's default.
-        return {"ONA_POLL_INTERVAL": _number(self.poll_interval), **self.operator_env}
+        """The contender's environment. Only the poll interval is set (the baseline's timer
+        interval): every other timing stays at the contender's default."""
+        extra = self.operator_env if self.contender == "operator" else self.baseline_env
+        return {"ONA_POLL_INTERVAL": _number(self.poll_interval), **extra}
 
 
 def _number(value: float) -> str:
@@ -66,7 +96,9 @@ def run_bench(
 ) -> dict[str, Any]:
     if settings.taskruns < 1 or settings.concurrency < 1:
         raise ValueError("need at least one TaskRun and one creating thread")
-    stack = Stack(state_dir, log, timings=settings.timings(), namespace_prefix="bench")
+    stack = Stack(
+        state_dir, log, timings=settings.timings(), namespace_prefix=f"bench-{settings.contender}"
+    )
     wall_start = time.monotonic()
     figures: dict[str, Any] = {}
     try:
@@ -95,6 +127,38 @@ def _prune(state_dir: Path) -> None:
         shutil.rmtree(cluster / name, ignore_errors=True)
     for name in ("admin.kubeconfig", "operator.kubeconfig"):
         (cluster / name).unlink(missing_ok=True)
+
+
+def start_baseline(stack: Stack, env: Mapping[str, str]) -> OperatorRun:
+    """Start `python -m tools.bench.baseline` as the operator would be started: the
+    operator's kubeconfig (its RBAC identity), the simulator's URL and token, the stack's
+    namespace. It joins `stack.operators`, so the stack stops it and checks it is gone."""
+    info = stack.info
+    assert info is not None
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ONA_", "KUBE"))},
+        **env,
+        "PYTHONPATH": path,
+        "KUBECONFIG": str(info.operator_kubeconfig),
+        "ONA_BASE_URL": stack.base_url,
+        "ONA_API_TOKEN": stack.token,
+        "WATCH_NAMESPACES": stack.namespace,
+    }
+    log_path = stack.state_dir / f"baseline-{len(stack.operators):02d}.log"
+    with log_path.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tools.bench.baseline"],
+            env=full_env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+    run = OperatorRun(len(stack.operators), process, log_path, "", time.monotonic())
+    stack.operators.append(run)
+    return run
 
 
 def _api_client(kubeconfig: Path, pool: int) -> client.ApiClient:
@@ -165,7 +229,8 @@ class Observer:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=30)
 
     def snapshot(self) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
         with self._lock:
@@ -254,28 +319,44 @@ class Creation:
     failures: list[str] = field(default_factory=list)
 
 
-def taskrun_body(name: str, namespace: str, duration: str) -> dict[str, Any]:
+def command(duration: str) -> str:
+    return f"bench # sim:duration={duration}"
+
+
+def taskrun_body(
+    name: str, namespace: str, duration: str, task_id: str | None = None
+) -> dict[str, Any]:
+    """An inline TaskRun, or one naming the task `task_id` by spec.taskRef.id."""
+    spec: dict[str, Any] = (
+        {"taskRef": {"id": task_id}}
+        if task_id is not None
+        else {
+            "task": {
+                "environmentId": ENVIRONMENT_ID,
+                "name": name,
+                "command": command(duration),
+            }
+        }
+    )
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TaskRun",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "task": {
-                "environmentId": ENVIRONMENT_ID,
-                "name": name,
-                "command": f"bench # sim:duration={duration}",
-            }
-        },
+        "spec": spec,
     }
 
 
 def create_taskruns(
-    api: client.ApiClient, namespace: str, names: list[str], duration: str, concurrency: int
+    api: client.ApiClient,
+    namespace: str,
+    bodies: Mapping[str, Mapping[str, Any]],
+    concurrency: int,
 ) -> Creation:
-    """Create every TaskRun from `concurrency` threads; a 429, 5xx or dropped connection is
-    retried (and counted), anything else is a failure."""
+    """Create every TaskRun (name -> body) from `concurrency` threads; a 429, 5xx or dropped
+    connection is retried (and counted), anything else is a failure."""
     custom = client.CustomObjectsApi(api)
     todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+    names = list(bodies)
     for name in names:
         todo.put(name)
     result = Creation()
@@ -287,7 +368,7 @@ def create_taskruns(
                 name = todo.get_nowait()
             except queue.Empty:
                 return
-            body = taskrun_body(name, namespace, duration)
+            body = dict(bodies[name])
             for attempt in range(20):
                 sent = time.time()
                 try:
@@ -345,22 +426,33 @@ class _Bench:
         settings = self.settings
         info = self.stack.info
         assert info is not None
-        operator = self.stack.start_operator()
-        self._wait_synced()
-        self.log(f"operator pid {operator.process.pid} is up; timings {settings.timings()}")
         watch_api = _api_client(info.admin_kubeconfig, 2)
         create_api = _api_client(info.admin_kubeconfig, settings.concurrency)
         observer = Observer(watch_api, self.stack.namespace, self.log)
         try:
+            spare = self._spare_namespace(create_api)
+            self._warm_up(create_api, spare)
+            ceiling = (
+                self._write_ceiling(create_api, spare, settings.ceiling_objects)
+                if settings.ceiling_objects
+                else None
+            )
+            names = [f"bench-{i:05d}" for i in range(settings.taskruns)]
+            bodies = self._bodies(names)
+            operator = self._start_contender()
+            self.log(
+                f"{settings.contender} pid {operator.process.pid} is up; "
+                f"environment {settings.timings()}"
+            )
             observer.start()
             kube_before = read_apiserver_requests(watch_api)
-            names = [f"bench-{i:05d}" for i in range(settings.taskruns)]
             self.log(
-                f"creating {len(names)} TaskRuns from {settings.concurrency} threads "
-                f"(sim:duration={settings.duration})"
+                f"creating {len(names)} {settings.workload} TaskRuns from "
+                f"{settings.concurrency} threads (sim:duration={settings.duration})"
             )
+            cpu_at_first_create = proc_cpu_seconds(operator.process.pid)
             creation = create_taskruns(
-                create_api, self.stack.namespace, names, settings.duration, settings.concurrency
+                create_api, self.stack.namespace, bodies, settings.concurrency
             )
             if creation.failures:
                 raise BenchError(
@@ -419,6 +511,7 @@ class _Bench:
             executions=executions,
             finished_at=finished_at,
             idle_end=idle_end,
+            cpu_at_first_create=cpu_at_first_create,
             cpu_at_finish=cpu_at_finish,
             cpu_halfway=cpu_halfway if cpu_halfway is not None else cpu_at_finish,
             cpu_end=cpu_end,
@@ -426,21 +519,100 @@ class _Bench:
             memory=memory,
             others_cpu=others_cpu,
             observer=observer,
+            ceiling=ceiling,
         )
 
-    def _wait_synced(self) -> None:
-        """Until the operator has read the (empty) namespace, so the clock measures the
-        operator at work rather than its start-up."""
-        run = self.stack.operator
-        assert run is not None
+    def _bodies(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The TaskRuns to create. For the taskRef workload, one task per TaskRun is seeded
+        in the simulator first, through its control API (no Ona API call, not timed)."""
+        settings, namespace = self.settings, self.stack.namespace
+        if settings.workload == "inline":
+            return {name: taskrun_body(name, namespace, settings.duration) for name in names}
+        started = time.monotonic()
+        bodies: dict[str, dict[str, Any]] = {}
+        for name in names:
+            task = self.control.seed_task(
+                environment_id=ENVIRONMENT_ID,
+                reference=name,
+                name=name,
+                command=command(settings.duration),
+            )
+            bodies[name] = taskrun_body(name, namespace, settings.duration, str(task["id"]))
+        self.log(f"seeded {len(names)} tasks in {time.monotonic() - started:.1f} s")
+        return bodies
+
+    def _spare_namespace(self, api: client.ApiClient) -> str:
+        """A namespace no contender watches, for the warm-up and the write ceiling."""
+        namespace = f"spare-{uuid.uuid4().hex[:6]}"
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+        )
+        return namespace
+
+    def _spare_taskruns(self, namespace: str, prefix: str, count: int) -> dict[str, Any]:
+        return {
+            f"{prefix}-{i:05d}": taskrun_body(
+                f"{prefix}-{i:05d}", namespace, self.settings.duration, str(uuid.uuid4())
+            )
+            for i in range(count)
+        }
+
+    def _warm_up(self, api: client.ApiClient, namespace: str) -> None:
+        """A freshly started kube-apiserver holds its first burst of TaskRun creates for
+        about 2 s, once (measured: 30 creates from 16 threads take 2.1 s on a new control
+        plane, 0.06 s right after). One untimed create per client thread, in the spare
+        namespace, takes that out of the ceiling and of the contender's figures."""
+        concurrency = self.settings.concurrency
+        creation = create_taskruns(
+            api, namespace, self._spare_taskruns(namespace, "warmup", concurrency), concurrency
+        )
+        if creation.failures:
+            raise BenchError(f"warm-up: could not create a TaskRun: {creation.failures[0]}")
+
+    def _write_ceiling(self, api: client.ApiClient, namespace: str, objects: int) -> dict[str, Any]:
+        """The API server's raw write rate on this stack, with nothing else running: create
+        `objects` taskRef TaskRuns (the workload's size class and validation) in a namespace
+        no contender watches, from the same client threads, and time it."""
+        settings = self.settings
+        bodies = self._spare_taskruns(namespace, "ceiling", objects)
+        creation = create_taskruns(api, namespace, bodies, settings.concurrency)
+        if creation.failures:
+            raise BenchError(
+                f"write ceiling: {len(creation.failures)} objects could not be created, e.g. "
+                f"{creation.failures[0]}"
+            )
+        seconds = max(max(creation.done.values()) - min(creation.sent.values()), 1e-6)
+        ceiling = {
+            "objects": objects,
+            "kind": "TaskRun (taskRef) in an unwatched namespace",
+            "concurrency": settings.concurrency,
+            "seconds": round(seconds, 3),
+            "writes_per_second": round(objects / seconds, 1),
+            "retries": creation.retries,
+        }
+        self.log(
+            f"write ceiling: {objects} creates in {seconds:.2f} s, "
+            f"{ceiling['writes_per_second']} writes/s ({creation.retries} retries)"
+        )
+        return ceiling
+
+    def _start_contender(self) -> OperatorRun:
+        """Start the contender and wait until it has read the (empty) namespace, so the
+        clock measures it at work rather than its start-up."""
+        if self.settings.contender == "baseline":
+            run = start_baseline(self.stack, self.settings.timings())
+            line = BASELINE_READY_LINE
+        else:
+            run = self.stack.start_operator()
+            line = SYNCED_LINE
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if SYNCED_LINE in run.log_path.read_text(errors="replace"):
-                return
+            if line in run.log_path.read_text(errors="replace"):
+                return run
             if not run.running:
-                raise BenchError(f"the operator exited at start; see {run.log_path}")
+                raise BenchError(f"the contender exited at start; see {run.log_path}")
             time.sleep(0.2)
-        raise BenchError(f"the operator did not start within 90 s; see {run.log_path}")
+        raise BenchError(f"the contender did not start within 90 s; see {run.log_path}")
 
     def _wait_final(self, observer: Observer, names: list[str], deadline: float) -> float:
         """Until every TaskRun is final or the deadline passes; returns when that was seen."""
@@ -476,6 +648,7 @@ class _Bench:
         executions: list[dict[str, Any]],
         finished_at: float,
         idle_end: float,
+        cpu_at_first_create: float,
         cpu_at_finish: float,
         cpu_halfway: float,
         cpu_end: float,
@@ -483,6 +656,7 @@ class _Bench:
         memory: dict[str, int],
         others_cpu: dict[str, float],
         observer: Observer,
+        ceiling: dict[str, Any] | None,
     ) -> dict[str, Any]:
         settings = self.settings
         n = len(names)
@@ -495,6 +669,7 @@ class _Bench:
         succeeded = [name for name in names if mark(name, "SUCCEEDED") is not None]
         final = [name for name in names if mark(name, "final") is not None]
         all_succeeded = len(succeeded) == n
+        last_final = max((mark(name, "final") or 0.0) for name in final) if final else 0
         last_success = (
             max((mark(name, "SUCCEEDED") or 0.0) for name in succeeded) if succeeded else 0
         )
@@ -529,7 +704,10 @@ class _Bench:
         seqs = [int(c["seq"]) for c in calls if "seq" in c]
         idle_seconds = idle_end - finished_at
         level_counts = _log_levels(self.stack)
+        work_cpu = cpu_at_finish - cpu_at_first_create
         return {
+            "contender": settings.contender,
+            "workload": settings.workload,
             "taskruns": n,
             "duration": settings.duration,
             "poll_interval": settings.poll_interval,
@@ -547,6 +725,7 @@ class _Bench:
                 "retries": creation.retries,
             },
             "all_succeeded_seconds": round(last_success - first, 3) if all_succeeded else None,
+            "all_final_seconds": round(last_final - first, 3) if len(final) == n else None,
             "runs_per_second": (
                 round(n / (last_success - first), 2)
                 if all_succeeded and last_success > first
@@ -583,9 +762,15 @@ class _Bench:
                 "rss_mib_at_end": round(memory.get("VmRSS", 0) / 1024, 1),
                 "cpu_seconds": round(cpu_end, 2),
                 "cpu_seconds_until_all_succeeded": round(cpu_at_finish, 2),
+                # From the first create sent until every TaskRun was seen final: the work
+                # itself, without the start-up before or the idle window after.
+                "cpu_seconds_first_create_to_all_final": round(work_cpu, 2),
+                "cpu_ms_per_taskrun": round(work_cpu * 1000 / n, 2),
                 "log_lines_by_level": level_counts,
             },
             "kube_requests": kube_requests,
+            "kube_writes": fig.kube_writes(kube_requests, n),
+            "write_ceiling": ceiling,
             "other_cpu_seconds": others_cpu,
             "watch": {"relists": observer.relists, "errors": observer.errors},
         }
@@ -595,7 +780,10 @@ def _log_levels(stack: Stack) -> dict[str, int]:
     counts: dict[str, int] = {}
     for run in stack.operators:
         for line in run.log_path.read_text(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) > 2 and parts[2] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-                counts[parts[2]] = counts.get(parts[2], 0) + 1
+            # The operator's "date time LEVEL ..." and kopf's "[date time] logger [LEVEL ] ...".
+            for word in line.split()[2:4]:
+                level = word.strip("[]")
+                if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+                    counts[level] = counts.get(level, 0) + 1
+                    break
     return counts
