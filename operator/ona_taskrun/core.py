@@ -21,6 +21,10 @@ FINALIZER = "automation.ona.com/taskrun"
 # A person resolves an ambiguous start with one of these annotations (see README).
 ADOPT_ANNOTATION = "automation.ona.com/adopt-execution"
 ALLOW_RESTART_ANNOTATION = "automation.ona.com/allow-new-start"
+# The start claim, written with the finalizer in one conditional metadata write before
+# StartTask; status.startRequestedAt and status.startAttempts mirror it for users.
+CLAIM_ANNOTATION = "automation.ona.com/start-requested-at"
+ATTEMPTS_ANNOTATION = "automation.ona.com/start-attempts"
 
 
 class Phase(enum.StrEnum):

@@ -198,7 +198,15 @@ class KubeClient:
     async def set_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> dict[str, Any]:
-        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        return await self.patch_metadata(
+            namespace, name, {"finalizers": finalizers}, resource_version
+        )
+
+    async def patch_metadata(
+        self, namespace: str, name: str, metadata: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Merge-patch finalizers and annotations; Conflict if the object changed."""
+        body = {"metadata": {**metadata, "resourceVersion": resource_version}}
         return await self._request(
             "PATCH",
             self._path(namespace, name),

@@ -44,15 +44,29 @@ def parse_taskrun(body: Mapping[str, Any]) -> core.TaskRun:
         spec = core.parse_spec(body.get("spec") or {})
     except core.InvalidSpec as exc:
         spec = exc
+    status = core.Status.from_dict(body.get("status"))
+    claim = _claim_of(body)
+    if claim is not None:
+        status = replace(status, start_requested_at=claim[0], start_attempts=claim[1])
     return core.TaskRun(
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation") or 0),
         spec=spec,
-        status=core.Status.from_dict(body.get("status")),
+        status=status,
         deleting=bool(meta.get("deletionTimestamp")),
         has_finalizer=core.FINALIZER in (meta.get("finalizers") or ()),
         annotations=dict(meta.get("annotations") or {}),
     )
+
+
+def _claim_of(body: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The start claim as written in the annotations (an empty time: no claim), or None
+    when no claim was ever written there (the status then says, as older versions wrote)."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    if core.CLAIM_ANNOTATION not in annotations:
+        return None
+    attempts = str(annotations.get(core.ATTEMPTS_ANNOTATION, "0"))
+    return str(annotations[core.CLAIM_ANNOTATION]), int(attempts) if attempts.isdigit() else 0
 
 
 def crash(point: str, wanted: str) -> None:
@@ -286,6 +300,11 @@ class Reconciler:
         obs = core.Observation()
         for _ in range(MAX_STEPS):
             run = self._parse(key, body)
+            # The finalizer goes out with the first write that needs it (the start claim,
+            # or before a task is created), not in a write of its own.
+            finalizer_due = not run.has_finalizer and not run.deleting
+            if finalizer_due:
+                run = replace(run, has_finalizer=True)
             view, remote = await self.connections.view(_namespace(key), run)
             obs = replace(obs, connection=view)
             if remote is not None:
@@ -296,7 +315,9 @@ class Reconciler:
                 # no remote call, and no claim written for a start that is not made now.
                 return
             try:
-                written = await self._write_status(key, body, run, decision.status, decision.action)
+                written = await self._write_status(
+                    key, body, run, decision.status, decision.action, finalizer_due
+                )
             except Conflict:
                 log.debug("%s changed while being reconciled (409); reading it again", key)
                 body = await self._reread(key)
@@ -442,8 +463,12 @@ class Reconciler:
         run: core.TaskRun,
         status: core.Status,
         action: core.Action | None,
+        finalizer_due: bool = False,
     ) -> dict[str, Any]:
-        """Write the status, or hold it to merge with what comes next (see _may_wait)."""
+        """Write the start claim (with the finalizer, if it is still due) in one
+        conditional metadata write; then the status, or hold it to merge with what comes
+        next (see _may_wait)."""
+        body = await self._write_claim(body, status, action, finalizer_due)
         old = body.get("status") or {}
         new = status.to_dict()
         patch = core.status_patch(old, new)
@@ -467,6 +492,36 @@ class Reconciler:
         self._remember(key_of(updated), updated)
         return updated
 
+    async def _write_claim(
+        self,
+        body: dict[str, Any],
+        status: core.Status,
+        action: core.Action | None,
+        finalizer_due: bool,
+    ) -> dict[str, Any]:
+        meta = body["metadata"]
+        written = _claim_of(body)
+        if written is None:
+            before = core.Status.from_dict(body.get("status"))
+            written = (before.start_requested_at, before.start_attempts)
+        patch: dict[str, Any] = {}
+        if (status.start_requested_at, status.start_attempts) != written:
+            patch["annotations"] = {
+                core.CLAIM_ANNOTATION: status.start_requested_at,
+                core.ATTEMPTS_ANNOTATION: str(status.start_attempts),
+            }
+        needs_finalizer = bool(patch) or (action is not None and action.kind in _NEED_FINALIZER)
+        if finalizer_due and needs_finalizer:
+            patch["finalizers"] = [*(meta.get("finalizers") or []), core.FINALIZER]
+        if not patch:
+            return body
+        assert self.kube is not None
+        updated = await self.kube.patch_metadata(
+            meta["namespace"], meta["name"], patch, meta["resourceVersion"]
+        )
+        self._remember(key_of(updated), updated)
+        return updated
+
     def _may_wait(
         self,
         run: core.TaskRun,
@@ -482,13 +537,11 @@ class Reconciler:
             return False
         if action is not None and action.kind not in _MAY_ACT_UNWRITTEN:
             return False
+        # The start claim is the annotations' (already written); its mirror can wait.
         before = core.Status.from_dict(written)
-        return (
-            status.start_requested_at == before.start_requested_at
-            and status.start_attempts == before.start_attempts
-            and status.stop_requested_at == before.stop_requested_at
-            and _stalled(status) == _stalled(before)
-        )
+        return status.stop_requested_at == before.stop_requested_at and _stalled(
+            status
+        ) == _stalled(before)
 
     async def _write_result(
         self,
@@ -615,6 +668,16 @@ class Reconciler:
             return core.Result(failure=to_failure(exc))
         raise ValueError(f"action {kind.value} does not fit this TaskRun")
 
+
+# Remote side effects that a delete must be able to clean up: the finalizer comes first.
+_NEED_FINALIZER = frozenset(
+    {
+        core.ActionKind.CREATE_TASK,
+        core.ActionKind.START,
+        core.ActionKind.STOP,
+        core.ActionKind.STOP_OWNED_EXECUTIONS,
+    }
+)
 
 # Actions that need no status written before them: look-ups, and a task creation that a
 # look-up by reference finds again after a crash.
