@@ -108,6 +108,7 @@ class Reconciler:
         # write per merge window (see _may_wait), newest first.
         self._unwritten: dict[str, core.Status] = {}
         self._written_at: dict[str, float] = {}  # loop time of the last status write
+        self._posting: set[asyncio.Task[None]] = set()  # Events on their way
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self.active = asyncio.Event()  # set while this replica may act (leader)
@@ -143,6 +144,7 @@ class Reconciler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for handle in self._timers.values():
             handle.cancel()
+        await asyncio.gather(*self._posting, return_exceptions=True)
         await self.connections.stop()
 
     # ------------------------------------------------------------------ intake
@@ -583,11 +585,18 @@ class Reconciler:
         return updated
 
     async def _post(self, body: Mapping[str, Any], events: tuple[core.Event, ...]) -> None:
+        """Post Events beside the reconcile, not in it: they are best effort, and a worker
+        waiting on one is a TaskRun not being started."""
         if self.kube is None:
             return
+        kube = self.kube
         for event in events:
             log.info("%s: %s: %s", key_of(body), event.reason, event.message)
-            await self.kube.post_event(body, event.type, event.reason, event.message)
+            posting = asyncio.create_task(
+                kube.post_event(body, event.type, event.reason, event.message)
+            )
+            self._posting.add(posting)
+            posting.add_done_callback(self._posting.discard)
 
     # ------------------------------------------------------------------ actions
 

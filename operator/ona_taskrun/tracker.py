@@ -10,6 +10,7 @@ tells the reconciler which TaskRun to look at when one changes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -59,6 +60,8 @@ class ExecutionTracker:
         # followed by the batched poll alone (a stream opens as another closes).
         self._max_watches = max_watches
         self._tracked: dict[str, _Tracked] = {}
+        # How many tracked executions each environment has: its stream closes at zero.
+        self._per_environment: collections.Counter[str] = collections.Counter()
         self._latest: dict[str, core.RemoteExecution] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._healthy_watches: set[str] = set()
@@ -80,6 +83,7 @@ class ExecutionTracker:
         # A TaskRun naming its task by id does not know the environment: the execution does.
         environment_id = environment_id or (held.environment_id if held else "")
         self._tracked[execution_id] = _Tracked(key, task_id, environment_id)
+        self._per_environment[environment_id] += 1
         self._watch_for(environment_id)
         # No immediate poll: a started execution's first status came with StartTask, and
         # waking on every start re-listed everything tracked, ~3 lists per TaskRun.
@@ -101,14 +105,16 @@ class ExecutionTracker:
     def untrack(self, execution_id: str) -> None:
         gone = self._tracked.pop(execution_id, None)
         self._latest.pop(execution_id, None)
-        if gone is not None and not any(
-            t.environment_id == gone.environment_id for t in self._tracked.values()
-        ):
+        if gone is None:
+            return
+        self._per_environment[gone.environment_id] -= 1
+        if self._per_environment[gone.environment_id] <= 0:
+            del self._per_environment[gone.environment_id]
             watcher = self._watchers.pop(gone.environment_id, None)
             if watcher is not None:
                 watcher.cancel()
                 # A stream is free: give it to an environment followed by polling alone.
-                for environment_id in {t.environment_id for t in self._tracked.values()}:
+                for environment_id in list(self._per_environment):
                     if len(self._watchers) >= self._max_watches:
                         break
                     self._watch_for(environment_id)
@@ -200,7 +206,11 @@ class ExecutionTracker:
         if tracked is None:
             return
         if not tracked.environment_id and execution.environment_id:
+            self._per_environment[""] -= 1
+            if self._per_environment[""] <= 0:
+                del self._per_environment[""]
             tracked.environment_id = execution.environment_id
+            self._per_environment[execution.environment_id] += 1
             self._watch_for(execution.environment_id)
         if self.observe(execution):
             self._notify(tracked.key)

@@ -1,0 +1,99 @@
+"""The execution tracker against the simulator over real HTTP: watch news is read in
+batched lists (not one GetTaskExecution per event), and WatchEvents streams are bounded,
+with environments past the bound followed by polling and given a stream as one frees."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ona_taskrun.ona import OnaClient
+from ona_taskrun.tracker import ExecutionTracker
+from tests.support.simulator_fixtures import SimulatorHandle
+
+
+@pytest.fixture
+async def ona(simulator: SimulatorHandle) -> AsyncIterator[OnaClient]:
+    async with OnaClient(simulator.base_url, simulator.token, timeout=5) as client:
+        yield client
+
+
+async def _until(probe: object, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _start(
+    simulator: SimulatorHandle, ona: OnaClient, environment: str, command: str
+) -> tuple[str, str]:
+    task = simulator.control.seed_task(
+        environment_id=environment, reference=f"r-{uuid.uuid4().hex[:8]}", command=command
+    )
+    execution = await ona.start_task(task["id"])
+    return str(task["id"]), execution.id
+
+
+async def test_watch_news_is_read_in_batched_lists(
+    simulator: SimulatorHandle, ona: OnaClient
+) -> None:
+    environment = str(uuid.uuid4())
+    woken: list[str] = []
+    # A long poll interval: what is seen in time came from watch news, not the poll.
+    tracker = ExecutionTracker(ona, woken.append, poll_interval=60.0)
+    runner = asyncio.create_task(tracker.run())
+    try:
+        started = [
+            await _start(simulator, ona, environment, "x # sim:pending=200ms sim:duration=300ms")
+            for _ in range(6)
+        ]
+        simulator.control.clear_calls()
+        for index, (task_id, execution_id) in enumerate(started):
+            tracker.track(execution_id, f"ns/run-{index}", task_id, environment)
+        await _until(
+            lambda: all(
+                (latest := tracker.latest(e)) is not None and latest.phase and latest.phase.final
+                for _, e in started
+            ),
+            "every execution to be seen final through watch news",
+        )
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert set(woken) == {f"ns/run-{i}" for i in range(6)}
+    assert simulator.control.calls("GetTaskExecution") == []
+    lists = simulator.control.calls("ListTaskExecutions")
+    # Each execution changes at least twice (RUNNING, SUCCEEDED): 12+ events, fewer reads.
+    assert 0 < len(lists) < 12
+
+
+async def test_streams_are_bounded_and_handed_on(
+    simulator: SimulatorHandle, ona: OnaClient
+) -> None:
+    tracker = ExecutionTracker(ona, lambda key: None, poll_interval=60.0, max_watches=2)
+    environments = [str(uuid.uuid4()) for _ in range(3)]
+    runs = [await _start(simulator, ona, env, "x # sim:hang") for env in environments]
+    for index, (task_id, execution_id) in enumerate(runs):
+        tracker.track(execution_id, f"ns/run-{index}", task_id, environments[index])
+    try:
+        assert tracker.watched == 2
+        # The third environment is followed by the batched poll alone.
+        await tracker.poll_once()
+        assert tracker.latest(runs[2][1]) is not None
+        tracker.untrack(runs[0][1])
+        assert tracker.watched == 2  # the freed stream went to the third environment
+        tracker.untrack(runs[1][1])
+        tracker.untrack(runs[2][1])
+        assert tracker.watched == 0
+    finally:
+        for _, execution_id in runs:
+            tracker.untrack(execution_id)
+        for _, execution_id in runs:
+            await ona.stop_task_execution(execution_id)
