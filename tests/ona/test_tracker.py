@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -22,10 +22,10 @@ async def ona(simulator: SimulatorHandle) -> AsyncIterator[OnaClient]:
         yield client
 
 
-async def _until(probe: object, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(probe: Callable[[], object], what: str, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if probe():  # type: ignore[operator]
+        if probe():
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
