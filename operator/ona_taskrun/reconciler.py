@@ -257,7 +257,8 @@ class Reconciler:
 
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
-        self.enqueue(key)
+        # A held status is news already decided: it goes before TaskRuns waiting to start.
+        self.enqueue(key, lane=0 if key in self._unwritten else 1)
 
     # ------------------------------------------------------------------ workers
 
