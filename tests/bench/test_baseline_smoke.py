@@ -75,6 +75,11 @@ def test_baseline_runs_taskref_taskruns_and_the_write_ceiling_is_measured(
     assert ceiling["writes_per_second"] > 0
     assert result["write_ceiling"]["runs"] == [ceiling["writes_per_second"]]
 
+    machine = figures["machine"]
+    assert machine["busy_cpu_seconds"] > 0
+    assert machine["run_cpu_seconds"]["contender"] > 0
+    assert machine["other_cpu_seconds"] >= 0
+
     row = result["contenders"]["baseline"]["median"]
     assert row["kube_writes_per_taskrun"] == figures["kube_writes"]["per_taskrun"]
     assert row["events_per_taskrun"] == 0

@@ -208,6 +208,14 @@ def summary(figures: Mapping[str, Any]) -> str:
         + ", ".join(f"{name} {sec:.1f} s" for name, sec in figures["other_cpu_seconds"].items()),
         f"wall time:                   {figures['wall_seconds']:.1f} s",
     ]
+    machine = figures.get("machine")
+    if machine:
+        lines.insert(
+            -1,
+            f"machine, first create -> all final: {machine['busy_cpu_seconds']:.1f} CPU s busy "
+            f"on {machine['cores']} cores in {machine['seconds']:.1f} s; other work "
+            f"{machine['other_cpu_seconds']:.1f} s (noise in these figures)",
+        )
     if ceiling:
         lines.insert(
             -1,
@@ -335,6 +343,13 @@ ROWS: tuple[Row, ...] = (
         _at("write_ceiling", "writes_per_second"),
     ),
     Row("writes_at_ceiling_seconds", "  all its writes at that rate", "s", 1, _writes_at_ceiling),
+    Row(
+        "machine_other_cpu_seconds",
+        "CPU of other work on the machine meanwhile",
+        "s",
+        1,
+        _at("machine", "other_cpu_seconds"),
+    ),
 )
 
 

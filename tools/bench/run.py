@@ -192,6 +192,15 @@ def proc_cpu_seconds(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine have spent busy since boot (/proc/stat: every
+    state but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest and guest_nice (fields 9 and 10) are already counted in user and nice.
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_memory_kib(pid: int) -> dict[str, int]:
     """VmHWM (peak RSS) and VmRSS of a live process, in KiB."""
     found: dict[str, int] = {}
@@ -451,6 +460,7 @@ class _Bench:
                 f"{settings.concurrency} threads (sim:duration={settings.duration})"
             )
             cpu_at_first_create = proc_cpu_seconds(operator.process.pid)
+            machine_at_first_create = self._machine_cpu(operator.process.pid)
             creation = create_taskruns(
                 create_api, self.stack.namespace, bodies, settings.concurrency
             )
@@ -467,6 +477,9 @@ class _Bench:
             )
             finished_at = self._wait_final(observer, names, first + settings.deadline)
             cpu_at_finish = proc_cpu_seconds(operator.process.pid)
+            machine = _machine_figures(
+                machine_at_first_create, self._machine_cpu(operator.process.pid)
+            )
             kube_after = read_apiserver_requests(watch_api)
             self.log(f"idle window: {settings.idle_window:.0f} s with every TaskRun final")
             idle_end = finished_at + settings.idle_window
@@ -520,7 +533,25 @@ class _Bench:
             others_cpu=others_cpu,
             observer=observer,
             ceiling=ceiling,
+            machine=machine,
         )
+
+    def _machine_cpu(self, contender_pid: int) -> dict[str, float]:
+        """The machine's busy CPU seconds, and those of each process of the run."""
+        info = self.stack.info
+        assert info is not None
+        pids = {
+            "contender": contender_pid,
+            "kube-apiserver": info.kube_apiserver.pid,
+            "etcd": info.etcd.pid,
+            "benchmark": os.getpid(),
+        }
+        if self.stack.simulator is not None:
+            pids["simulator"] = self.stack.simulator.pid
+        readings = {name: proc_cpu_seconds(pid) for name, pid in pids.items()}
+        readings["machine"] = machine_busy_seconds()
+        readings["time"] = time.time()
+        return readings
 
     def _bodies(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """The TaskRuns to create. For the taskRef workload, one task per TaskRun is seeded
@@ -657,6 +688,7 @@ class _Bench:
         others_cpu: dict[str, float],
         observer: Observer,
         ceiling: dict[str, Any] | None,
+        machine: dict[str, Any],
     ) -> dict[str, Any]:
         settings = self.settings
         n = len(names)
@@ -772,8 +804,27 @@ class _Bench:
             "kube_writes": fig.kube_writes(kube_requests, n),
             "write_ceiling": ceiling,
             "other_cpu_seconds": others_cpu,
+            "machine": machine,
             "watch": {"relists": observer.relists, "errors": observer.errors},
         }
+
+
+def _machine_figures(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, Any]:
+    """From the first create to all final: the machine's busy CPU, the share of the run's
+    own processes, and the rest, which is other work on the machine (noise in the figures)."""
+    grown = {name: after[name] - before[name] for name in before}
+    run = sum(v for name, v in grown.items() if name not in ("machine", "time"))
+    return {
+        "cores": os.cpu_count(),
+        "seconds": round(grown["time"], 1),
+        "busy_cpu_seconds": round(grown["machine"], 1),
+        "run_cpu_seconds": {
+            name: round(v, 1) for name, v in grown.items() if name not in ("machine", "time")
+        },
+        # Never below 0: the readings are a few milliseconds apart.
+        "other_cpu_seconds": round(max(grown["machine"] - run, 0.0), 1),
+        "load_average_at_all_final": round(os.getloadavg()[0], 2),
+    }
 
 
 def _log_levels(stack: Stack) -> dict[str, int]:
