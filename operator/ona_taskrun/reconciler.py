@@ -689,14 +689,16 @@ _NEED_FINALIZER = frozenset(
     }
 )
 
-# Actions that need no status written before them: look-ups, and a task creation that a
-# look-up by reference finds again after a crash.
+# Actions that need no status written before them: look-ups, a task creation that a
+# look-up by reference finds again after a crash, and a start, whose claim is written in
+# the metadata (with the finalizer) before it.
 _MAY_ACT_UNWRITTEN = frozenset(
     {
         core.ActionKind.FIND_OWNED_TASK,
         core.ActionKind.CREATE_TASK,
         core.ActionKind.RESOLVE_TASK_REF,
         core.ActionKind.FIND_EXECUTIONS,
+        core.ActionKind.START,
     }
 )
 
