@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import kopf
 
+from . import metrics
+
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
 CONNECTIONS, CLUSTER_CONNECTIONS = "onaconnections", "clusteronaconnections"
 _KINDS = {
@@ -92,7 +94,9 @@ class KubeClient:
             if response.status_code == 401 and self._refresh_token():
                 response = await self._http.request(method, path, json=json, headers=headers)
         except httpx.HTTPError as exc:
+            metrics.kube_request(method, path, 0)
             raise KubeError(0, f"{type(exc).__name__} talking to the API server") from exc
+        metrics.kube_request(method, path, response.status_code)
         if response.status_code >= 400:
             try:
                 message = str(response.json().get("message", response.text))
