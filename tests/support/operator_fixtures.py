@@ -34,6 +34,8 @@ FAST_ENV = {
     "ONA_START_SETTLE": "3",
     "ONA_RESYNC_SECONDS": "5",
     "LOG_LEVEL": "DEBUG",
+    # Any free port: several operators may run at once.
+    "METRICS_PORT": "0",
 }
 T = TypeVar("T")
 
