@@ -3,14 +3,13 @@ succeed, fail, meet Ona API faults and conflicting writes."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import (
     OperatorFactory,
     TaskRuns,
+    free_port,
     inline_task,
     wait_for,
 )
@@ -18,23 +17,6 @@ from tests.support.scrape import Scrape, scrape, try_scrape
 from tests.support.simulator_fixtures import SimulatorHandle
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def metrics_port(operator_factory: OperatorFactory, namespace: str) -> int:
-    """An operator for this namespace serving /metrics on a port of its own."""
-    port = free_port()
-    operator_factory(
-        namespace, extra_env={"METRICS_PORT": str(port), "METRICS_BIND_ADDRESS": "127.0.0.1"}
-    )
-    wait_for(lambda: try_scrape(port), timeout=60, what=f"/metrics on port {port}")
-    return port
 
 
 def _moved(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
