@@ -3,10 +3,17 @@ succeed, fail, meet Ona API faults and conflicting writes."""
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+import itertools
+import threading
 
-from tests.support.cluster_fixtures import ControlPlane
+import pytest
+from kubernetes import client
+
 from tests.support.operator_fixtures import (
+    GROUP,
+    PLURAL,
+    VERSION,
     OperatorFactory,
     TaskRuns,
     free_port,
@@ -28,7 +35,6 @@ def test_counters_and_histograms_follow_runs_that_succeed_fail_and_meet_faults(
     namespace: str,
     taskruns: TaskRuns,
     e2e_simulator: SimulatorHandle,
-    control_plane: ControlPlane,
 ) -> None:
     ns = namespace
     before = wait_for(
@@ -49,19 +55,34 @@ def test_counters_and_histograms_follow_runs_that_succeed_fail_and_meet_faults(
     taskruns.wait_phase("lost", "SUCCEEDED", timeout=60)
 
     # Another writer keeps editing a running TaskRun: the operator's writes meet 409s.
-    # A step a second gives the operator a status write a second to collide with.
+    # Another writer edits the TaskRun as fast as the API server takes it while the run
+    # moves a step a second: the operator's status writes, which carry the
+    # resourceVersion they read, meet 409 Conflict and are re-read and retried.
     taskruns.apply("contended", {"task": inline_task("x # sim:duration=15s sim:steps=15")})
-    edits = iter(range(1000))
+    stop_editing = threading.Event()
 
-    def conflicted() -> bool:
-        control_plane.kubectl_run(
-            "-n", ns, "annotate", "--overwrite", "taskrun", "contended", f"x/edit={next(edits)}"
-        )
-        return (
-            _moved(before, scrape(metrics_port), "ona_taskrun_kube_requests_total", code="409") > 0
-        )
+    def edit() -> None:
+        for count in itertools.count():
+            if stop_editing.is_set():
+                return
+            with contextlib.suppress(client.ApiException):
+                taskruns.api.patch_namespaced_custom_object(
+                    GROUP, VERSION, ns, PLURAL, "contended",
+                    {"metadata": {"annotations": {"example.com/edit": str(count)}}},
+                )  # fmt: skip
 
-    wait_for(conflicted, timeout=60, what="a status write that met 409 Conflict")
+    editor = threading.Thread(target=edit, name="editor", daemon=True)
+    editor.start()
+    try:
+        kube = "ona_taskrun_kube_requests_total"
+        wait_for(
+            lambda: _moved(before, scrape(metrics_port), kube, code="409"),
+            timeout=60,
+            what="a status write that met 409 Conflict",
+        )
+    finally:
+        stop_editing.set()
+        editor.join(timeout=10)
     taskruns.wait_phase("contended", "SUCCEEDED", timeout=60)
 
     # Gauges are read at scrape time; wait for the last writes to be seen.
