@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # The samples each metric type exposes, beside the family's own name.
 _SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "summary": ("_sum", "_count", "_created"),
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("_sum", "_count"),
     "gauge": ("",),
 }
 _NAME = re.compile(r"\b(ona_taskrun_[a-z0-9_]+)\b")

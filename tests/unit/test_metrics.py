@@ -171,9 +171,9 @@ def test_ona_requests_count_each_result_code_and_time_it() -> None:
     bad_before = sample("ona_taskrun_ona_requests_total", method="UnitCall", code="unavailable")
     timed = sample("ona_taskrun_ona_request_duration_seconds_count", method="UnitCall")
 
-    assert asyncio.run(metrics.ona_request("UnitCall", ok())) == "answer"  # type: ignore[arg-type]
+    assert asyncio.run(metrics.ona_request("UnitCall", ok())) == "answer"
     with pytest.raises(Refused):
-        asyncio.run(metrics.ona_request("UnitCall", refused()))  # type: ignore[arg-type]
+        asyncio.run(metrics.ona_request("UnitCall", refused()))
 
     assert sample("ona_taskrun_ona_requests_total", method="UnitCall", code="ok") == ok_before + 1
     assert (
