@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from . import connections, core
+from . import connections, core, metrics
 from .config import Config
 from .connection_core import ConnectionKey
 from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, GROUP, PLURAL, VERSION, KubeClient
@@ -59,6 +59,16 @@ class App:
             crash_point=config.crash_point,
             merge_window=config.merge_window,
         )
+        self.metrics = metrics.Exporter(
+            enabled=config.metrics_enabled,
+            host=config.metrics_bind_address,
+            port=config.metrics_port,
+            sources=metrics.Sources(
+                taskruns=self.reconciler.taskruns,
+                remotes=self.connections.remotes,
+                leading=self.reconciler.active.is_set,
+            ),
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     # The registry and the reconciler call each other through these.
@@ -99,6 +109,7 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.reconciler.stop()
+        await self.metrics.stop()
         if self.reconciler.kube is not None:
             await self.reconciler.kube.aclose()
 
@@ -117,6 +128,7 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        await app.metrics.start()
         await app.reconciler.start()
         default = (
             f"default connection {app.config.ona_base_url}"

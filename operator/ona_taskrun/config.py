@@ -7,6 +7,7 @@ Nothing is read at import time: `load()` is called by the entry point.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import re
@@ -24,6 +25,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 CRASH_POINTS = ("", "after-claim", "after-start", "before-stop-record")
+# Not 8080: the manifests' liveness endpoint (kopf's /healthz) listens there.
+DEFAULT_METRICS_PORT = 8081
 
 
 class ConfigError(ValueError):
@@ -75,6 +78,9 @@ class Config:
     connection_recheck: float = 300.0
     secret_resync: float = 60.0
     allowed_base_urls: AllowedUrls = ONA_ONLY
+    metrics_enabled: bool = True
+    metrics_bind_address: str = "0.0.0.0"
+    metrics_port: int = DEFAULT_METRICS_PORT
 
     @property
     def all_namespaces(self) -> bool:
@@ -114,6 +120,9 @@ environment variables (flags win over them):
   RECONCILE_WORKERS       concurrent reconciles (default 8)
   LEADER_ELECTION         true to elect one active replica through a Lease
   LEASE_NAMESPACE, LEASE_NAME, LEASE_DURATION, POD_NAME (the replica's identity)
+  METRICS_ENABLED         false to serve no Prometheus /metrics endpoint (default true)
+  METRICS_BIND_ADDRESS    IP address the /metrics endpoint listens on (default 0.0.0.0)
+  METRICS_PORT            its port (default 8081; 0: any free port, logged at start)
 """
 
 
@@ -156,9 +165,11 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
+    if not raw:
+        return default
+    if raw in ("0", "false", "no"):
         return False
     if raw in ("1", "true", "yes"):
         return True
@@ -197,6 +208,25 @@ def _base_url(raw: str) -> str:
     except ValueError:
         raise ConfigError(f"ONA_BASE_URL={raw!r} has an invalid port") from None
     return url
+
+
+def _bind_address(env: Mapping[str, str]) -> str:
+    raw = env.get("METRICS_BIND_ADDRESS", "").strip() or "0.0.0.0"
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ConfigError(
+            f"METRICS_BIND_ADDRESS={raw!r} is not an IP address (e.g. 0.0.0.0, 127.0.0.1, ::)"
+        ) from None
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"{name}={raw!r} must be a port number from 0 to 65535")
+    return int(raw)
 
 
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -285,4 +315,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         connection_recheck=_number(env, "CONNECTION_RECHECK_SECONDS", 300.0, minimum=1),
         secret_resync=_number(env, "CONNECTION_SECRET_RESYNC_SECONDS", 60.0, minimum=1),
         allowed_base_urls=allowed,
+        metrics_enabled=_bool(env, "METRICS_ENABLED", default=True),
+        metrics_bind_address=_bind_address(env),
+        metrics_port=_port(env, "METRICS_PORT", DEFAULT_METRICS_PORT),
     )

@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from . import metrics
+
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
 CONNECTIONS, CLUSTER_CONNECTIONS = "onaconnections", "clusteronaconnections"
 _KINDS = {
@@ -115,7 +117,9 @@ class KubeClient:
             if status == 401 and self._refresh_token():
                 status, raw = await self._send(method, path, data, content_type)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            metrics.kube_request(method, path, 0)
             raise KubeError(0, f"{type(exc).__name__} talking to the API server") from exc
+        metrics.kube_request(method, path, status)
         if status >= 400:
             text = raw.decode(errors="replace")
             try:

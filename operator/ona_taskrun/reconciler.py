@@ -15,12 +15,12 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from . import core
+from . import core, metrics
 from .connection_core import ConnectionKey, is_connection_key, key_for
 from .connections import Connections, Remote
 from .kube import Conflict, Gone, KubeClient, KubeError
@@ -129,6 +129,10 @@ class Reconciler:
     @property
     def tracked(self) -> int:
         return sum(r.tracker.tracked for r in self.connections.remotes())
+
+    def taskruns(self) -> Iterable[Mapping[str, Any]]:
+        """The newest body of every watched TaskRun (read by the metrics at a scrape)."""
+        return self._objects.values()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -241,6 +245,7 @@ class Reconciler:
             # Queued again in a better lane; the older entry is skipped when it comes up.
             self._queued[key] = lane
             self._queue.put_nowait((lane, next(self._order), key))
+            metrics.queue_added(key)
 
     def enqueue_urgent(self, key: str) -> None:
         self.enqueue(key, lane=0)
@@ -270,6 +275,7 @@ class Reconciler:
             await self.synced.wait()
             await self.active.wait()
             self._queued.pop(key, None)
+            started = metrics.queue_taken(key)
             self._active.add(key)
             try:
                 if is_connection_key(key):
@@ -287,8 +293,10 @@ class Reconciler:
             except Exception:
                 # Never let one TaskRun take the operator down; look again later.
                 log.exception("reconciling %s failed unexpectedly", key)
+                metrics.reconcile_failed(key)
                 self._requeue(key, 10.0)
             finally:
+                metrics.reconciled(key, started)
                 self._active.discard(key)
                 if key in self._dirty:
                     self.enqueue(key, self._dirty.pop(key))
@@ -377,6 +385,7 @@ class Reconciler:
                 self._attempts[key] = self._attempts.get(key, 0) + 1
                 delay = _retry_delay(result.failure, self._attempts[key])
                 self._retry_at[key] = asyncio.get_running_loop().time() + delay
+                metrics.retried()
                 self._requeue(key, delay)
                 return
             self._failures.pop(key, None)
@@ -493,6 +502,7 @@ class Reconciler:
         self._unwritten.pop(key, None)
         self._written_at[key] = loop.time()
         self._remember(key_of(updated), updated)
+        metrics.taskrun_written(body, updated)
         return updated
 
     async def _write_claim(

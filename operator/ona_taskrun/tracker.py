@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import core
+from . import core, metrics
 from .ona import OnaClient, errors
 from .ona.watch import Resync
 from .remote import to_failure, to_remote
@@ -122,6 +122,11 @@ class ExecutionTracker:
     @property
     def tracked(self) -> int:
         return len(self._tracked)
+
+    @property
+    def streams(self) -> int:
+        """Environments whose WatchEvents stream is open."""
+        return len(self._healthy_watches)
 
     def latest(self, execution_id: str) -> core.RemoteExecution | None:
         return self._latest.get(execution_id)
@@ -256,6 +261,7 @@ class ExecutionTracker:
                 try:
                     async for item in self._client.watch_events(environment_id):
                         if isinstance(item, Resync):
+                            metrics.watch_resynced(item.reconnect)
                             self._healthy_watches.add(environment_id)
                             self._wake.set()  # no resume cursor: re-list
                         elif item.is_task_execution and item.resource_id in self._tracked:

@@ -13,6 +13,7 @@ import pytest
 from tests.deploy.image import build_image, cannot_build_images, run_in_image
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import TaskRuns, inline_task, wait_for
+from tests.support.scrape import scrape
 from tests.support.simulator_fixtures import SimulatorProcess
 
 pytestmark = [
@@ -39,7 +40,7 @@ def test_operator_in_the_image_runs_a_taskrun_to_success(
     image = build_image()
     token_file = tmp_path / "token"
     token_file.write_text(ona_simulator_process.token)
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     env = {
         "KUBECONFIG": "/etc/ona/kubeconfig",
         "ONA_BASE_URL": ona_simulator_process.base_url,
@@ -47,6 +48,8 @@ def test_operator_in_the_image_runs_a_taskrun_to_success(
         "WATCH_NAMESPACES": namespace,
         "ONA_POLL_INTERVAL": "0.5",
         "LOG_FORMAT": "json",
+        "METRICS_BIND_ADDRESS": "127.0.0.1",
+        "METRICS_PORT": str(metrics_port),
     }
     mounts = {
         control_plane.operator_kubeconfig: "/etc/ona/kubeconfig",
@@ -66,6 +69,14 @@ def test_operator_in_the_image_runs_a_taskrun_to_success(
         taskruns.apply("in-image", {"task": inline_task("make # sim:duration=1s sim:steps=2")})
         status = taskruns.wait_phase("in-image", "SUCCEEDED", timeout=60)
         assert [s["phase"] for s in status["steps"]] == ["SUCCEEDED", "SUCCEEDED"]
+        # The image serves /metrics too (prometheus-client is a runtime dependency).
+        finished = wait_for(
+            lambda: scrape(metrics_port).value(
+                "ona_taskrun_taskruns_finished_total", namespace=namespace, reason="Succeeded"
+            ),
+            what="the finished run in the image's /metrics",
+        )
+        assert finished == 1
         logs = operator.output()
         assert ona_simulator_process.token not in logs
         assert operator.written_paths() == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from kubernetes import client
 
 from ona_taskrun.simulator.control_client import SimulatorControl
 from tests.support.cluster_fixtures import ControlPlane
+from tests.support.scrape import try_scrape
 from tests.support.simulator_fixtures import SimulatorHandle, SimulatorProcess
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
@@ -34,6 +36,8 @@ FAST_ENV = {
     "ONA_START_SETTLE": "3",
     "ONA_RESYNC_SECONDS": "5",
     "LOG_LEVEL": "DEBUG",
+    # Any free port: several operators may run at once.
+    "METRICS_PORT": "0",
 }
 T = TypeVar("T")
 
@@ -158,6 +162,23 @@ def operator_factory(
     request.node.stash[_FACTORY] = factory
     yield factory
     factory.stop_all()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def metrics_port(operator_factory: OperatorFactory, namespace: str) -> int:
+    """An operator for this namespace serving /metrics on a port of its own; its port."""
+    port = free_port()
+    operator_factory(
+        namespace, extra_env={"METRICS_PORT": str(port), "METRICS_BIND_ADDRESS": "127.0.0.1"}
+    )
+    wait_for(lambda: try_scrape(port), timeout=60, what=f"/metrics on port {port}")
+    return port
 
 
 @pytest.fixture

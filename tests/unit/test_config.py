@@ -42,6 +42,12 @@ def test_defaults() -> None:
     )
     assert cfg.identity == "operator-0"
     assert cfg.crash_point == ""
+    # Metrics on, on a port apart from the manifests' liveness endpoint (8080).
+    assert (cfg.metrics_enabled, cfg.metrics_bind_address, cfg.metrics_port) == (
+        True,
+        "0.0.0.0",
+        8081,
+    )
 
 
 def test_identity_without_pod_name_is_unique_to_the_process() -> None:
@@ -131,6 +137,20 @@ ACCEPTED: list[Any] = [
         "crash_point",
         "after-start",
         id="known-crash-point",
+    ),
+    pytest.param([], {"METRICS_ENABLED": "false"}, "metrics_enabled", False, id="metrics-off"),
+    pytest.param([], {"METRICS_ENABLED": "TRUE"}, "metrics_enabled", True, id="metrics-on"),
+    pytest.param([], {"METRICS_PORT": "9100"}, "metrics_port", 9100, id="metrics-port"),
+    pytest.param([], {"METRICS_PORT": "0"}, "metrics_port", 0, id="metrics-any-free-port"),
+    pytest.param(
+        [],
+        {"METRICS_BIND_ADDRESS": "127.0.0.1"},
+        "metrics_bind_address",
+        "127.0.0.1",
+        id="metrics-loopback",
+    ),
+    pytest.param(
+        [], {"METRICS_BIND_ADDRESS": " :: "}, "metrics_bind_address", "::", id="metrics-ipv6-any"
     ),
 ]
 
@@ -461,6 +481,30 @@ REFUSED: list[Any] = [
         "ONA_BASE_URL",
         id="base-url-bad-scheme-with-token-inside",
     ),
+    pytest.param(
+        [],
+        {"METRICS_PORT": "80a"},
+        "METRICS_PORT='80a' must be a port number from 0 to 65535",
+        id="metrics-port-not-a-number",
+    ),
+    pytest.param(
+        [],
+        {"METRICS_PORT": "70000"},
+        "METRICS_PORT='70000' must be a port number from 0 to 65535",
+        id="metrics-port-too-high",
+    ),
+    pytest.param(
+        [],
+        {"METRICS_BIND_ADDRESS": "metrics.local"},
+        "METRICS_BIND_ADDRESS='metrics.local' is not an IP address",
+        id="metrics-bind-address-a-name",
+    ),
+    pytest.param(
+        [],
+        {"METRICS_ENABLED": "maybe"},
+        "METRICS_ENABLED='maybe' must be true or false",
+        id="metrics-enabled-not-a-boolean",
+    ),
 ]
 
 
@@ -482,6 +526,8 @@ SCRIPT = Path(sys.executable).parent / "taskrun-operator"
 
 def test_console_script_refuses_bad_settings_and_documents_them(tmp_path: Path) -> None:
     base = {"PATH": os.environ.get("PATH", "/usr/bin"), "HOME": str(tmp_path)}
+    if "PYTHONPATH" in os.environ:  # a source tree put before the installed package
+        base["PYTHONPATH"] = os.environ["PYTHONPATH"]
     missing = tmp_path / "no-such-token"
     runs = {
         "bad-level": (
@@ -520,4 +566,5 @@ def test_console_script_refuses_bad_settings_and_documents_them(tmp_path: Path) 
     assert code == 0
     assert "ONA_BASE_URL" in stdout
     assert "ONA_API_TOKEN_FILE" in stdout
+    assert "METRICS_PORT" in stdout
     assert "usage: taskrun-operator" in stdout

@@ -163,6 +163,8 @@ class Stack:
             "ONA_API_TOKEN": self.token,
             "WATCH_NAMESPACES": self.namespace,
             "LOG_LEVEL": "INFO",
+            # Any free port: a restarted operator may overlap the one it replaces.
+            "METRICS_PORT": "0",
         }
         if crash_point:
             env["ONA_TASKRUN_CRASH_POINT"] = crash_point

@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from .. import metrics
 from ._connect import encode_envelope, error_from_response
 from .errors import (
     NotFound,
@@ -304,7 +305,7 @@ class OnaClient:
         attempt = 1
         while True:
             try:
-                return await self._send_once(method, body, safety)
+                return await metrics.ona_request(method, self._send_once(method, body, safety))
             except OnaError as error:
                 if not self._may_retry(error, safety) or attempt >= self._retry.max_attempts:
                     raise
