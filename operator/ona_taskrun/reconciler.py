@@ -550,6 +550,9 @@ class Reconciler:
             return False
         if action is not None and action.kind not in _MAY_ACT_UNWRITTEN:
             return False
+        succeeded = status.condition(core.SUCCEEDED)
+        if succeeded is not None and succeeded.reason == "Adopted":
+            return False  # the end of an unknown start: say so at once, as itself
         # The start claim is the annotations' (already written); its mirror can wait.
         before = core.Status.from_dict(written)
         return status.stop_requested_at == before.stop_requested_at and _stalled(

@@ -136,8 +136,10 @@ def test_counters_and_histograms_follow_runs_that_succeed_fail_and_meet_faults(
     # Kubernetes requests by method, resource and code: status patches, Events, a 409.
     kube = "ona_taskrun_kube_requests_total"
     assert _moved(before, after, kube, method="PATCH", resource="taskruns/status", code="200") >= 8
-    assert _moved(before, after, kube, method="PATCH", resource="taskruns/status", code="409") >= 1
-    assert _moved(before, after, kube, method="POST", resource="events", code="201") >= 8
+    # The conflicting write may be the start claim (metadata) or a status write.
+    assert _moved(before, after, kube, method="PATCH", code="409") >= 1
+    # Outcomes and trouble only: Succeeded x3, Failed, StartOutcomeUnknown, Adopted.
+    assert _moved(before, after, kube, method="POST", resource="events", code="201") >= 6
     for labels in after.labels(kube):
         assert set(labels) == {"method", "resource", "code"}
         assert "contended" not in labels["resource"]
