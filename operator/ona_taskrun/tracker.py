@@ -158,18 +158,8 @@ class ExecutionTracker:
         """Refresh every tracked execution; return the seconds until the next poll."""
         if not self._tracked:
             return self._poll_interval
-        tracked = dict(self._tracked)
         try:
-            found = await self._client.list_task_executions_by_task_ids(
-                {t.task_id for t in tracked.values()}
-            )
-            seen = set()
-            for execution in found:
-                if execution.id in tracked:
-                    seen.add(execution.id)
-                    self._update(to_remote(execution))
-            for missing in set(tracked) - seen:
-                await self._refresh(missing)
+            await self._read(dict(self._tracked))
         except errors.OnaError as exc:
             return self._failed(exc)
         if self.failure is not None:
@@ -196,6 +186,19 @@ class ExecutionTracker:
         backoff = min(self._poll_interval * 2.0 ** min(self._failures, 10), self._max_backoff)
         delay = backoff * (0.5 + random.random() / 2)
         return max(delay, float(failure.retry_after or 0.0))
+
+    async def _read(self, tracked: dict[str, _Tracked]) -> None:
+        """Read these executions in batched lists by task; one by one those not listed."""
+        found = await self._client.list_task_executions_by_task_ids(
+            {t.task_id for t in tracked.values()}
+        )
+        seen = set()
+        for execution in found:
+            if execution.id in tracked:
+                seen.add(execution.id)
+                self._update(to_remote(execution))
+        for missing in set(tracked) - seen:
+            await self._refresh(missing)
 
     async def _refresh(self, execution_id: str) -> None:
         try:
@@ -234,16 +237,7 @@ class ExecutionTracker:
             if not heard:
                 return
             try:
-                found = await self._client.list_task_executions_by_task_ids(
-                    {t.task_id for t in heard.values()}
-                )
-                seen = set()
-                for execution in found:
-                    if execution.id in heard:
-                        seen.add(execution.id)
-                        self._update(to_remote(execution))
-                for missing in set(heard) - seen:
-                    await self._refresh(missing)
+                await self._read(heard)
             except errors.OnaError as exc:
                 # The next poll reads them; its back-off handles an API in trouble.
                 log.info("reading executions after watch news failed: %s", exc)
