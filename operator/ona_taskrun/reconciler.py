@@ -175,6 +175,11 @@ class Reconciler:
         old = self._objects.get(key)
         if old is not None and _rv(old) > _rv(body) > 0:
             return  # an older event than what our own write returned
+        meta = body.get("metadata")
+        if isinstance(meta, dict) and "managedFields" in meta:
+            # Nothing here reads them, and they are most of an object's size: at 10,000
+            # TaskRuns they were most of the operator's memory.
+            body["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
         self._objects[key] = body
         execution = (body.get("status") or {}).get("taskExecutionId")
         if execution:
