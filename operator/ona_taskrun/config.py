@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import selectors
-from .connection_core import ONA_ONLY, AllowedUrls, InvalidConnection
+from .connection_core import ONA_ONLY, AllowedUrls, InvalidConnection, check_base_url
 
 DEFAULT_BASE_URL = "https://app.ona.com/api"
 DEFAULT_ALLOWED_BASE_URLS = "https://app.ona.com/api,https://app.gitpod.io/api"
@@ -196,17 +196,13 @@ def _token(env: Mapping[str, str], token_file: str | None) -> Secret | None:
 
 
 def _base_url(raw: str) -> str:
-    url = raw.strip().rstrip("/")
-    parsed = urlparse(url)
-    # Checked first, so that a token pasted into the URL is never echoed back.
-    if "@" in parsed.netloc:
+    url, problem = check_base_url(raw)
+    if problem == "credentials":
         raise ConfigError("ONA_BASE_URL must not carry credentials; use ONA_API_TOKEN")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if problem == "scheme":
         raise ConfigError(f"ONA_BASE_URL={raw!r} is not an http(s) URL")
-    try:
-        parsed.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise ConfigError(f"ONA_BASE_URL={raw!r} has an invalid port") from None
+    if problem == "port":
+        raise ConfigError(f"ONA_BASE_URL={raw!r} has an invalid port")
     return url
 
 

@@ -205,17 +205,31 @@ class ConnectionSpec:
     policy: Policy
 
 
-def base_url(raw: str, *, what: str = "spec.baseUrl") -> str:
+def check_base_url(raw: str) -> tuple[str, str]:
+    """An API base URL without a trailing slash, and what is wrong with it: "" (nothing),
+    "credentials", "scheme" or "port". Credentials are checked first, so that a token
+    pasted into the URL is never echoed back in a message."""
     url = raw.strip().rstrip("/")
     parsed = urlparse(url)
     if "@" in parsed.netloc:
-        raise InvalidConnection(f"{what} must not carry credentials")
+        return url, "credentials"
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidConnection(f"{what} {raw!r} is not an http(s) URL")
+        return url, "scheme"
     try:
         parsed.port  # noqa: B018 - raises on a malformed port
     except ValueError:
-        raise InvalidConnection(f"{what} {raw!r} has an invalid port") from None
+        return url, "port"
+    return url, ""
+
+
+def base_url(raw: str, *, what: str = "spec.baseUrl") -> str:
+    url, problem = check_base_url(raw)
+    if problem == "credentials":
+        raise InvalidConnection(f"{what} must not carry credentials")
+    if problem == "scheme":
+        raise InvalidConnection(f"{what} {raw!r} is not an http(s) URL")
+    if problem == "port":
+        raise InvalidConnection(f"{what} {raw!r} has an invalid port")
     return url
 
 
