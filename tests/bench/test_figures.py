@@ -109,3 +109,51 @@ def test_contenders_swap_order_every_other_run() -> None:
     assert run_order(["operator", "baseline"], 0) == ["operator", "baseline"]
     assert run_order(["operator", "baseline"], 1) == ["baseline", "operator"]
     assert run_order(["baseline"], 1) == ["baseline"]
+
+
+STREAMS = [
+    # env-a watched from 100 s to 110 s, then again from 120 s on (still open).
+    {
+        "environmentId": "env-a",
+        "openedAt": "1970-01-01T00:01:40Z",
+        "closedAt": "1970-01-01T00:01:50Z",
+    },
+    {"environmentId": "env-a", "openedAt": "1970-01-01T00:02:00Z", "closedAt": None},
+    # env-b watched from 105 s to 130 s.
+    {
+        "environmentId": "env-b",
+        "openedAt": "1970-01-01T00:01:45Z",
+        "closedAt": "1970-01-01T00:02:10Z",
+    },
+]
+
+
+def test_a_run_counts_as_watched_only_while_its_environment_had_a_stream_open() -> None:
+    environment_of = {"a1": "env-a", "a2": "env-a", "a3": "env-a", "b1": "env-b", "c1": "env-c"}
+    completed = {"a1": 105.0, "a2": 115.0, "a3": 500.0, "b1": 131.0, "c1": 105.0}
+    assert fig.watched_at(STREAMS, environment_of, completed) == {"a1", "a3"}
+    assert fig.watched_at(STREAMS, environment_of, {"a1": None}) == set()
+
+
+def test_stream_figures_count_streams_open_at_once() -> None:
+    assert fig.stream_figures(STREAMS, until=1000.0) == {
+        "opened": 3,
+        "peak_open": 2,
+        "peak_open_low": 2,
+        "close_seen_within": 0.0,
+        "environments_watched": 2,
+    }
+    # env-b's stream (closed at 130 s in the record) and a stream opened at 129.95 s: seen
+    # late by up to 0.1 s, the close may have come first.
+    late = [*STREAMS, {"environmentId": "env-c", "openedAt": "1970-01-01T00:02:09.950Z"}]
+    figures = fig.stream_figures(late, until=1000.0, close_seen_within=0.1)
+    assert (figures["peak_open_low"], figures["peak_open"]) == (2, 3)
+    # Up to 102 s only the first stream had opened.
+    assert fig.stream_figures(STREAMS, until=102.0)["opened"] == 1
+
+
+def test_latencies_can_be_limited_to_some_names() -> None:
+    starts = {"a": 1.0, "b": 2.0, "c": None}
+    ends = {"a": 1.5, "b": 4.0, "c": 9.0}
+    assert fig.latencies(starts, ends) == [0.5, 2.0]
+    assert fig.latencies(starts, ends, only={"b", "c"}) == [2.0]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from tests.simulator.conftest import JSON, Api
+from tests.simulator.conftest import JSON, Api, wait_for
 from tests.support.simulator_fixtures import SimulatorHandle
 
 WATCH = "/gitpod.v1.EventService/WatchEvents"
@@ -138,3 +138,63 @@ async def test_jsonl_watch_errors_are_plain_connect_errors(api: Api) -> None:
     )
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_argument"
+
+
+async def test_stream_history_says_which_environment_was_watched_when(
+    api: Api, simulator: SimulatorHandle
+) -> None:
+    environment = str(uuid.uuid4())
+    task = simulator.control.seed_task(environment_id=environment, command="x sim:hang")
+    headers = {"Authorization": f"Bearer {simulator.token}", "Accept": "application/jsonl"}
+
+    def streams() -> list[JSON]:
+        return [s for s in simulator.control.watch_streams() if s["environmentId"] == environment]
+
+    async with api.http.stream(
+        "POST", WATCH, json={"environmentId": environment}, headers=headers
+    ) as response:
+        events = jsonl_events(response)
+        # An event proves the stream is subscribed before the history is read.
+        await api.call("StartTask", {"id": task["id"]})
+        await asyncio.wait_for(anext(events), timeout=5)
+        (stream,) = streams()
+        assert stream["openedAt"]
+        assert stream["closedAt"] is None
+        simulator.control.disconnect_watchers()
+        assert [event async for event in events] == []
+
+    async def closed() -> JSON | None:
+        (stream,) = streams()
+        return stream if stream["closedAt"] is not None else None
+
+    stream = await wait_for(closed, what="the stream's closedAt")
+    assert stream["closedAt"] >= stream["openedAt"]
+
+
+async def test_a_stream_the_client_closes_is_no_longer_open(
+    api: Api, simulator: SimulatorHandle
+) -> None:
+    environment = str(uuid.uuid4())
+    headers = {"Authorization": f"Bearer {simulator.token}", "Accept": "application/jsonl"}
+
+    def stream(open_: bool) -> JSON | None:
+        for item in simulator.control.watch_streams():
+            if item["environmentId"] == environment and (item["closedAt"] is None) == open_:
+                return item
+        return None
+
+    async def opened() -> JSON | None:
+        return stream(open_=True)
+
+    async def closed() -> JSON | None:
+        return stream(open_=False)
+
+    async with api.http.stream(
+        "POST", WATCH, json={"environmentId": environment}, headers=headers
+    ) as response:
+        assert response.status_code == 200
+        await wait_for(opened, what="the stream to open")
+    # The client hung up on a quiet stream, with nothing for the simulator to write: it
+    # notices all the same.
+    await wait_for(closed, within=10, what="the simulator to see the stream closed")
+    assert simulator.control.health()["watchers"] == 0

@@ -70,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=16, help="threads creating TaskRuns (16)"
     )
+    parser.add_argument(
+        "--environments",
+        type=int,
+        default=1,
+        help="environments the TaskRuns are spread over, round-robin (1); the operator opens "
+        "at most ONA_MAX_WATCH_STREAMS WatchEvents streams (100) and polls the rest",
+    )
     parser.add_argument("--duration", default="2s", help="sim:duration of each execution (2s)")
     parser.add_argument(
         "--poll-interval",
@@ -115,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.taskruns < 1 or args.concurrency < 1 or args.poll_interval <= 0:
         parser.error("need --taskruns >= 1, --concurrency >= 1 and a positive --poll-interval")
+    if args.environments < 1:
+        parser.error("need --environments >= 1")
     if args.deadline <= 0 or args.idle_window <= 0:
         parser.error("need a positive --deadline and --idle-window")
     if args.runs < 1 or (args.ceiling_objects is not None and args.ceiling_objects < 0):
@@ -134,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         workload=args.workload,
         ceiling_objects=(args.taskruns if args.ceiling_objects is None else args.ceiling_objects),
         baseline_env=dict(args.baseline_env),
+        environments=args.environments,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     _log(f"bench-operator: state in {state_dir}")

@@ -11,7 +11,7 @@ import math
 import re
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,14 +53,85 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def latencies(starts: Mapping[str, float | None], ends: Mapping[str, float | None]) -> list[float]:
-    """`end - start` for every name that has both."""
+def latencies(
+    starts: Mapping[str, float | None],
+    ends: Mapping[str, float | None],
+    only: Collection[str] | None = None,
+) -> list[float]:
+    """`end - start` for every name that has both (and is in `only`, when given)."""
     out: list[float] = []
     for name, start in starts.items():
+        if only is not None and name not in only:
+            continue
         end = ends.get(name)
         if start is not None and end is not None:
             out.append(end - start)
     return out
+
+
+def _stream_spans(streams: Iterable[Mapping[str, Any]]) -> list[tuple[str, float, float]]:
+    """(environment, opened, closed) of each WatchEvents stream; an open one never closes."""
+    spans = []
+    for stream in streams:
+        opened = parse_time(str(stream.get("openedAt") or ""))
+        if opened is None:
+            continue
+        closed = parse_time(str(stream.get("closedAt") or "")) or math.inf
+        spans.append((str(stream.get("environmentId") or ""), opened, closed))
+    return spans
+
+
+def watched_at(
+    streams: Iterable[Mapping[str, Any]],
+    environment_of: Mapping[str, str],
+    moments: Mapping[str, float | None],
+) -> set[str]:
+    """The names whose environment had a WatchEvents stream open at their moment (for the
+    benchmark: when the execution completed); the rest were followed by polling alone."""
+    by_environment: dict[str, list[tuple[float, float]]] = {}
+    for environment, opened, closed in _stream_spans(streams):
+        by_environment.setdefault(environment, []).append((opened, closed))
+    watched = set()
+    for name, moment in moments.items():
+        if moment is None:
+            continue
+        spans = by_environment.get(environment_of.get(name, ""), [])
+        if any(opened <= moment <= closed for opened, closed in spans):
+            watched.add(name)
+    return watched
+
+
+def _peak(spans: Sequence[tuple[str, float, float]], until: float, early: float) -> int:
+    """Most streams open at once, each counted as closed `early` seconds before its record."""
+    moments = sorted(
+        [(opened, 1) for _, opened, _ in spans]
+        + [(closed - early, -1) for _, _, closed in spans if closed <= until]
+    )
+    peak = current = 0
+    for _, step in moments:  # a close sorts before an open at the same instant
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def stream_figures(
+    streams: Iterable[Mapping[str, Any]], until: float, close_seen_within: float = 0.0
+) -> dict[str, Any]:
+    """How many WatchEvents streams were open at once at most (up to `until`), how many
+    environments ever had one, and how many streams were opened in all.
+
+    The simulator notices a stream its client closed within `close_seen_within` seconds,
+    so a stream closed and another opened within that time overlap in its record: the
+    peak is given as a range, from each close taken that much earlier to each as recorded.
+    """
+    spans = [span for span in _stream_spans(streams) if span[1] <= until]
+    return {
+        "opened": len(spans),
+        "peak_open": _peak(spans, until, 0.0),
+        "peak_open_low": _peak(spans, until, close_seen_within),
+        "close_seen_within": close_seen_within,
+        "environments_watched": len({environment for environment, _, _ in spans}),
+    }
 
 
 def calls_by_method(calls: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -208,6 +279,23 @@ def summary(figures: Mapping[str, Any]) -> str:
         + ", ".join(f"{name} {sec:.1f} s" for name, sec in figures["other_cpu_seconds"].items()),
         f"wall time:                   {figures['wall_seconds']:.1f} s",
     ]
+    streams = figures.get("watch_streams")
+    if streams:
+        lines.insert(
+            -1,
+            f"WatchEvents streams:         at most {streams.get('peak_open_low', '?')}-"
+            f"{streams['peak_open']} open at once (closes are seen late by up to "
+            f"{streams.get('close_seen_within', 0)} s), "
+            f"{streams['opened']} opened, {streams['environments_watched']} of "
+            f"{figures.get('environments', 1)} environments watched at some time",
+        )
+    if "mirror_watched" in lat:
+        at = next(i for i, line in enumerate(lines) if line.startswith("mirror latency")) + 1
+        lines[at:at] = [
+            "  environment watched (a stream open):          "
+            + _spread_line(lat["mirror_watched"]),
+            "  environment polled (no stream open):          " + _spread_line(lat["mirror_polled"]),
+        ]
     machine = figures.get("machine")
     if machine:
         lines.insert(

@@ -33,6 +33,7 @@ from typing import Any, cast
 import urllib3
 from kubernetes import client, config, watch
 
+from ona_taskrun.simulator.api import STREAM_CHECK_SECONDS
 from ona_taskrun.simulator.control_client import SimulatorControl
 from tools.bench import figures as fig
 from tools.chaos.stack import OperatorRun, Stack, _die_with_parent
@@ -43,6 +44,16 @@ FINAL_PHASES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 # Any UUID will do: the simulator accepts every environment, and one environment means one
 # WatchEvents stream, as a team running many tasks in one environment would have.
 ENVIRONMENT_ID = "0f0e5f4a-3a4b-4b8e-9a51-6f1f4f7d2c10"
+
+
+def environment_ids(count: int) -> list[str]:
+    """The workload's environments: ENVIRONMENT_ID alone, or `count` distinct UUIDs that
+    TaskRun i uses round-robin (i % count)."""
+    if count == 1:
+        return [ENVIRONMENT_ID]
+    return [f"0f0e5f4a-3a4b-4b8e-9a51-{i:012x}" for i in range(count)]
+
+
 SYNCED_LINE = "TaskRuns; reconciling"
 # The baseline is ready once kopf starts watching TaskRuns (see tools.bench.baseline).
 BASELINE_READY_LINE = "Starting the watch-stream for taskruns"
@@ -73,8 +84,13 @@ class BenchSettings:
     # starts; 0 skips it.
     ceiling_objects: int = 0
     baseline_env: Mapping[str, str] = field(default_factory=dict)
+    # Environments the TaskRuns are spread over (round-robin). Each environment is one
+    # WatchEvents stream while the operator may open one (ONA_MAX_WATCH_STREAMS).
+    environments: int = 1
 
     def __post_init__(self) -> None:
+        if self.environments < 1:
+            raise ValueError("need at least one environment")
         if self.contender not in CONTENDERS:
             raise ValueError(f"contender must be one of {CONTENDERS}, not {self.contender!r}")
         if self.workload not in WORKLOADS:
@@ -333,7 +349,11 @@ def command(duration: str) -> str:
 
 
 def taskrun_body(
-    name: str, namespace: str, duration: str, task_id: str | None = None
+    name: str,
+    namespace: str,
+    duration: str,
+    task_id: str | None = None,
+    environment_id: str = ENVIRONMENT_ID,
 ) -> dict[str, Any]:
     """An inline TaskRun, or one naming the task `task_id` by spec.taskRef.id."""
     spec: dict[str, Any] = (
@@ -341,7 +361,7 @@ def taskrun_body(
         if task_id is not None
         else {
             "task": {
-                "environmentId": ENVIRONMENT_ID,
+                "environmentId": environment_id,
                 "name": name,
                 "command": command(duration),
             }
@@ -430,6 +450,7 @@ class _Bench:
         self.stack = stack
         self.control = control
         self.log = log
+        self.environment_of: dict[str, str] = {}
 
     def run(self) -> dict[str, Any]:
         settings = self.settings
@@ -502,6 +523,7 @@ class _Bench:
             others_cpu["benchmark"] = round(proc_cpu_seconds(os.getpid()), 1)
             calls = self.control.calls()
             executions = self.control.executions()
+            streams = self.control.watch_streams()
         finally:
             observer.stop()
             for api in (watch_api, create_api):
@@ -522,6 +544,7 @@ class _Bench:
             latest=latest,
             calls=calls,
             executions=executions,
+            streams=streams,
             finished_at=finished_at,
             idle_end=idle_end,
             cpu_at_first_create=cpu_at_first_create,
@@ -557,13 +580,22 @@ class _Bench:
         """The TaskRuns to create. For the taskRef workload, one task per TaskRun is seeded
         in the simulator first, through its control API (no Ona API call, not timed)."""
         settings, namespace = self.settings, self.stack.namespace
+        environments = environment_ids(settings.environments)
+        self.environment_of = {
+            name: environments[i % len(environments)] for i, name in enumerate(names)
+        }
         if settings.workload == "inline":
-            return {name: taskrun_body(name, namespace, settings.duration) for name in names}
+            return {
+                name: taskrun_body(
+                    name, namespace, settings.duration, environment_id=self.environment_of[name]
+                )
+                for name in names
+            }
         started = time.monotonic()
         bodies: dict[str, dict[str, Any]] = {}
         for name in names:
             task = self.control.seed_task(
-                environment_id=ENVIRONMENT_ID,
+                environment_id=self.environment_of[name],
                 reference=name,
                 name=name,
                 command=command(settings.duration),
@@ -677,6 +709,7 @@ class _Bench:
         latest: dict[str, dict[str, Any]],
         calls: list[dict[str, Any]],
         executions: list[dict[str, Any]],
+        streams: list[dict[str, Any]],
         finished_at: float,
         idle_end: float,
         cpu_at_first_create: float,
@@ -726,6 +759,7 @@ class _Bench:
         sent: dict[str, float | None] = {name: creation.sent.get(name) for name in names}
         seen_started = {name: mark(name, "execution") for name in names}
         seen_succeeded = {name: mark(name, "SUCCEEDED") for name in names}
+        watched = fig.watched_at(streams, self.environment_of, remote_completed)
 
         run_calls = [
             c for c in calls if (fig.parse_time(str(c.get("time", ""))) or 0) < finished_at
@@ -770,6 +804,14 @@ class _Bench:
                 "start": fig.spread(fig.latencies(sent, seen_started)),
                 "start_remote": fig.spread(fig.latencies(sent, remote_created)),
                 "mirror": fig.spread(fig.latencies(remote_completed, seen_succeeded)),
+                # Split by whether the run's environment had a WatchEvents stream open when
+                # its execution completed, or was followed by the batched poll alone.
+                "mirror_watched": fig.spread(
+                    fig.latencies(remote_completed, seen_succeeded, only=watched)
+                ),
+                "mirror_polled": fig.spread(
+                    fig.latencies(remote_completed, seen_succeeded, only=set(names) - watched)
+                ),
                 "end_to_end": fig.spread(fig.latencies(sent, seen_succeeded)),
             },
             "api_calls": {
@@ -806,6 +848,10 @@ class _Bench:
             "other_cpu_seconds": others_cpu,
             "machine": machine,
             "watch": {"relists": observer.relists, "errors": observer.errors},
+            "environments": settings.environments,
+            "watch_streams": fig.stream_figures(
+                streams, finished_at, close_seen_within=STREAM_CHECK_SECONDS
+            ),
         }
 
 

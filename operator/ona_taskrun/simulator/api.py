@@ -8,6 +8,7 @@ an optional "lost response" after the method has had its effect.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Final
@@ -149,6 +150,10 @@ def _decode_stream_request(raw: bytes, enveloped: bool) -> JSON:
     return parse_body(raw)
 
 
+# How often a quiet WatchEvents stream checks whether its client has gone.
+STREAM_CHECK_SECONDS: Final = 0.1
+
+
 def frame(payload: JSON, flags: int = 0) -> bytes:
     data = json.dumps(payload, separators=(",", ":")).encode()
     return bytes([flags]) + len(data).to_bytes(4, "big") + data
@@ -193,7 +198,14 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         while True:
-            message = await watcher.queue.get()
+            try:
+                message = await asyncio.wait_for(watcher.queue.get(), STREAM_CHECK_SECONDS)
+            except TimeoutError:
+                # aiohttp does not cancel a handler whose client went away: look, so a
+                # stream the client closed ends here too and is no longer counted as open.
+                if request.transport is None or request.transport.is_closing():
+                    break
+                continue
             if message is None:
                 break
             if connect:

@@ -189,6 +189,12 @@ def disconnect_watchers(sim: Simulator, request: web.Request, body: JSON) -> JSO
     return {"closed": closed}
 
 
+def watchers(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    """Each WatchEvents stream's environment and when it opened and closed (null while it
+    is open): the open ones and the most recent that ended."""
+    return {"open": sim.store.events.watcher_count, "streams": sim.store.events.history()}
+
+
 def add_routes(app: web.Application) -> None:
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "/health", health),
@@ -212,6 +218,7 @@ def add_routes(app: web.Application) -> None:
         ("DELETE", "/faults/{method}", clear_faults),
         ("POST", "/seed", set_seed),
         ("POST", "/watchers/disconnect", disconnect_watchers),
+        ("GET", "/watchers", watchers),
     ]
     for verb, path, handler in routes:
         app.router.add_route(verb, PREFIX + path, _route(handler))

@@ -171,6 +171,10 @@ class SimulatorControl:
     def disconnect_watchers(self) -> int:
         return int(self._call("POST", "/watchers/disconnect")["closed"])
 
+    def watch_streams(self) -> list[JSON]:
+        """WatchEvents streams, open and recently ended: environmentId, openedAt, closedAt."""
+        return list(self._call("GET", "/watchers")["streams"])
+
 
 class AsyncSimulatorControl:
     """Asynchronous twin of `SimulatorControl`, for tests that run in an event loop."""

@@ -8,9 +8,14 @@ control API's disconnect) puts a sentinel on its queue so the handler ends the s
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass, field
 
-from ona_taskrun.simulator.wire import JSON
+from ona_taskrun.simulator.wire import JSON, rfc3339, utcnow
+
+# Streams kept in the history after they close: enough for a benchmark's 500 environments
+# opened and closed many times over, bounded so a long-running simulator stays small.
+HISTORY_LIMIT = 20_000
 
 
 @dataclass(eq=False)
@@ -18,6 +23,15 @@ class Watcher:
     environment_id: str  # empty for the organization scope
     queue: asyncio.Queue[JSON | None] = field(default_factory=asyncio.Queue)
     closed_reason: str = ""
+    opened_at: str = field(default_factory=lambda: rfc3339(utcnow()))
+    ended_at: str = ""
+
+    def record(self) -> JSON:
+        return {
+            "environmentId": self.environment_id,
+            "openedAt": self.opened_at,
+            "closedAt": self.ended_at or None,
+        }
 
     def close(self, reason: str) -> None:
         if not self.closed_reason:
@@ -29,6 +43,9 @@ class EventBus:
     def __init__(self) -> None:
         self._watchers: set[Watcher] = set()
         self.published = 0
+        # Streams that have ended, oldest first, so a client can tell which environments
+        # were watched when (the benchmark splits its mirror latency by it).
+        self._ended: collections.deque[Watcher] = collections.deque(maxlen=HISTORY_LIMIT)
 
     def subscribe(self, environment_id: str) -> Watcher:
         watcher = Watcher(environment_id=environment_id)
@@ -36,7 +53,15 @@ class EventBus:
         return watcher
 
     def unsubscribe(self, watcher: Watcher) -> None:
-        self._watchers.discard(watcher)
+        if watcher in self._watchers:
+            self._watchers.discard(watcher)
+            watcher.ended_at = rfc3339(utcnow())
+            self._ended.append(watcher)
+
+    def history(self) -> list[JSON]:
+        """Every stream still open and the most recent ones that ended, oldest first."""
+        streams = [*self._ended, *sorted(self._watchers, key=lambda w: w.opened_at)]
+        return [watcher.record() for watcher in streams]
 
     def publish(
         self, environment_id: str, operation: str, resource_type: str, resource_id: str
