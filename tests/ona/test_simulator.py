@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -314,3 +315,15 @@ async def test_token_stays_out_of_errors_and_logs_over_http(
         assert simulator.token not in "".join(traceback.format_exception(error))
         assert simulator.token not in repr(error)
     assert simulator.token not in caplog.text
+
+
+async def test_a_hundred_open_streams_leave_room_for_calls(simulator: SimulatorHandle) -> None:
+    """Streams hold their connections; calls must not wait behind them for a free one."""
+    task_id = seed(simulator, new_env())
+    async with ona(simulator, timeout=5.0) as client, contextlib.AsyncExitStack() as streams:
+        for _ in range(100):
+            items = await streams.enter_async_context(aclosing(client.watch_events(new_env())))
+            assert await next_item(items) == Resync(reconnect=False)
+        assert simulator.control.health()["watchers"] == 100
+        started = await client.start_task(task_id)
+        assert (await client.get_task_execution(started.id)).id == started.id

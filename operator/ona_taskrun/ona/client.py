@@ -167,6 +167,17 @@ class OnaClient:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             follow_redirects=False,
         )
+        # WatchEvents streams hold their connection for as long as they are open: in the
+        # pool of unary calls, 100 streams (httpx's default pool size, and the operator's
+        # default stream bound) would leave StartTask and every read waiting for a
+        # connection until they time out. Streams get a pool of their own, unbounded here:
+        # the caller bounds how many it opens.
+        self._streams = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+        )
 
     @property
     def base_url(self) -> str:
@@ -192,6 +203,7 @@ class OnaClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._streams.aclose()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -662,7 +674,7 @@ class OnaClient:
             opened_at: float | None = None
             delivered = False
             try:
-                async with self._http.stream(
+                async with self._streams.stream(
                     "POST", url, content=content, headers=headers, timeout=timeout
                 ) as response:
                     if not response.is_success:
