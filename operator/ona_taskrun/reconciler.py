@@ -467,7 +467,11 @@ class Reconciler:
         before: str = "",
     ) -> None:
         status = decision.status
-        if remote is not None and before and before not in (decision.track, status.task_execution_id):
+        if (
+            remote is not None
+            and before
+            and before not in (decision.track, status.task_execution_id)
+        ):
             # The attempt it belonged to is over (spec.retries): its news changes nothing.
             remote.tracker.untrack(before)
         if decision.track and remote is not None:

@@ -166,7 +166,9 @@ def retry_after_failure(
         core._pending(run, new, now, RETRYING, message),
         track=None,
         requeue_after=(next_at - now).total_seconds(),
-        events=(core.Event("Warning", RETRYING, f"execution {status.task_execution_id}: {message}"),),
+        events=(
+            core.Event("Warning", RETRYING, f"execution {status.task_execution_id}: {message}"),
+        ),
     )
 
 

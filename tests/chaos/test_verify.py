@@ -490,7 +490,9 @@ def test_more_attempts_than_allowed_are_caught() -> None:
     executions = [own("r1", "r", "FAILED"), own("r2", "r", "FAILED"), own("r3", "r", "FAILED")]
     verdict = verify(planned, runs, executions)
     assert [f.taskrun for f in verdict.excess_attempts] == ["r"]
-    assert "3 executions in 3 attempts; spec.retries 1 allows 2" in verdict.excess_attempts[0].detail
+    assert (
+        "3 executions in 3 attempts; spec.retries 1 allows 2" in verdict.excess_attempts[0].detail
+    )
     assert not verdict.ok
     assert verdict.to_json()["excess_attempts"] == 1
 

@@ -340,8 +340,12 @@ def test_only_earlier_attempts_executions_found_means_start_again() -> None:
     assert decision.status.task_execution_id == ""
     assert decision.status.start_requested_at == ""
     assert events_table(decision.events) == [("Normal", "Restarting")]
-    again = core.decide(replace(claimed_attempt_2(inline_spec()), status=decision.status),
-                        Observation(), NOW, CFG)
+    again = core.decide(
+        replace(claimed_attempt_2(inline_spec(retries=2)), status=decision.status),
+        Observation(),
+        NOW,
+        CFG,
+    )
     assert again.action == Action(ActionKind.START, task_id=TASK)
     assert again.status.attempt == 2
 
@@ -393,9 +397,7 @@ def test_every_attempt_starts_once_and_no_more_attempts_than_allowed() -> None:
             run, _, _ = core.apply_result(
                 run, decision.action, core.Result(execution=started), Observation(), now
             )
-            failed = replace(
-                started, phase=Phase.FAILED, status_version=2, status_version_text="2"
-            )
+            failed = replace(started, phase=Phase.FAILED, status_version=2, status_version_text="2")
             run = replace(run, status=core.apply_execution(run.status, failed))
         if run.status.finished:
             break

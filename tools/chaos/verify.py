@@ -566,8 +566,11 @@ def _judge_retrying(
             )
         elif found.phase != "FAILED":
             verdict.mismatches.append(
-                Finding(name, f"attempt {number} ({execution_id}) was retried, yet it is "
-                        f"{found.phase} remotely")
+                Finding(
+                    name,
+                    f"attempt {number} ({execution_id}) was retried, yet it is "
+                    f"{found.phase} remotely",
+                )
             )
     current = [by_id[recorded]] if recorded in by_id else unrecorded[:1] if stalled_own else []
     _judge(verdict, replace(plan, retries=0), status, recorded, current)
