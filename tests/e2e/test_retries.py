@@ -4,6 +4,7 @@ executions. Executions are counted from the simulator's own records."""
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import pytest
@@ -115,6 +116,47 @@ def test_stop_during_back_off_ends_stopped_with_no_new_attempt(
     assert (final["phase"], final["attempt"], len(final["attempts"])) == ("STOPPED", 2, 1)
     assert taskruns.condition("waiting", "Stalled")["status"] == "False"  # type: ignore[index]
     assert len(_executions(e2e_simulator, taskruns, "waiting")) == 1
+
+
+@pytest.mark.parametrize(
+    ("crash_point", "event"), [("after-claim", "Restarting"), ("after-start", "Adopted")]
+)
+def test_killed_around_the_second_attempts_start_makes_one_execution_for_it(
+    crash_point: str,
+    event: str,
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+) -> None:
+    """Attempt 1 fails; the operator dies right after claiming attempt 2 (nothing started)
+    or right after StartTask answered (nothing recorded). The next operator resolves the
+    start of attempt 2 alone: attempt 1's execution is never adopted for it, and attempt 2
+    has exactly one execution."""
+    first = operator_factory(namespace, extra_env={"RETRY_BACKOFF_BASE_SECONDS": "2"})
+    command = "make flaky # sim:pending=0.1s sim:duration=0.2s sim:fail_first=1"
+    taskruns.apply("crashy", {"task": inline_task(command), "retries": 1})
+    taskruns.wait_condition("crashy", "Succeeded", "Unknown", "Retrying", timeout=30)
+    first.stop()
+
+    crashing = operator_factory(namespace, extra_env={"ONA_TASKRUN_CRASH_POINT": crash_point})
+    assert crashing.wait_exit(timeout=30) == -signal.SIGKILL
+    annotations = taskruns.get("crashy")["metadata"]["annotations"]
+    assert annotations["automation.ona.com/start-attempt"] == "2"
+    assert annotations["automation.ona.com/start-requested-at"]
+    assert len(_executions(e2e_simulator, taskruns, "crashy")) == (
+        2 if crash_point == "after-start" else 1
+    )
+
+    operator_factory(namespace)
+    status = taskruns.wait_phase("crashy", "SUCCEEDED", timeout=60)
+    assert (status["attempt"], len(status["attempts"])) == (2, 1)
+    executions = _executions(e2e_simulator, taskruns, "crashy")
+    assert [e["id"] for e in executions] == [
+        status["attempts"][0]["executionId"],
+        status["taskExecutionId"],
+    ]
+    taskruns.wait_events("crashy", event)
 
 
 def test_ttl_deletes_a_finished_taskrun_and_its_task(
