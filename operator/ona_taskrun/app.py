@@ -55,6 +55,7 @@ class App:
             settings=core.Settings(
                 start_settle=_seconds(config.start_settle),
                 resync_seconds=config.resync_seconds,
+                retry_backoff_base=config.retry_backoff_base,
             ),
             crash_point=config.crash_point,
             merge_window=config.merge_window,

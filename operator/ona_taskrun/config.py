@@ -81,6 +81,7 @@ class Config:
     metrics_enabled: bool = True
     metrics_bind_address: str = "0.0.0.0"
     metrics_port: int = DEFAULT_METRICS_PORT
+    retry_backoff_base: float = 10.0
 
     @property
     def all_namespaces(self) -> bool:
@@ -123,6 +124,8 @@ environment variables (flags win over them):
   METRICS_ENABLED         false to serve no Prometheus /metrics endpoint (default true)
   METRICS_BIND_ADDRESS    IP address the /metrics endpoint listens on (default 0.0.0.0)
   METRICS_PORT            its port (default 8081; 0: any free port, logged at start)
+  RETRY_BACKOFF_BASE_SECONDS       first wait before a TaskRun's next attempt (spec.retries);
+                          it doubles per attempt, at most 300 s (default 10)
 """
 
 
@@ -314,4 +317,14 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metrics_enabled=_bool(env, "METRICS_ENABLED", default=True),
         metrics_bind_address=_bind_address(env),
         metrics_port=_port(env, "METRICS_PORT", DEFAULT_METRICS_PORT),
+        retry_backoff_base=_backoff_base(env),
     )
+
+
+def _backoff_base(env: Mapping[str, str]) -> float:
+    value = _number(env, "RETRY_BACKOFF_BASE_SECONDS", 10.0, minimum=0.1)
+    if value > 300:
+        raise ConfigError(
+            f"RETRY_BACKOFF_BASE_SECONDS={value:g} must be at most 300 (the back-off's cap)"
+        )
+    return value

@@ -25,6 +25,9 @@ ALLOW_RESTART_ANNOTATION = "automation.ona.com/allow-new-start"
 # StartTask; status.startRequestedAt and status.startAttempts mirror it for users.
 CLAIM_ANNOTATION = "automation.ona.com/start-requested-at"
 ATTEMPTS_ANNOTATION = "automation.ona.com/start-attempts"
+# The attempt (spec.retries) the start claim is for: a claim never carries over to the
+# next attempt (see retry_core).
+CLAIM_ATTEMPT_ANNOTATION = "automation.ona.com/start-attempt"
 
 
 class Phase(enum.StrEnum):
@@ -100,6 +103,9 @@ class Spec:
     timeout: timedelta | None = None
     # None: the operator-level (default) connection.
     connection_ref: ConnectionRef | None = None
+    # spec.retries and spec.ttlSecondsAfterFinished (see retry_core).
+    retries: int = 0
+    ttl_after_finished: timedelta | None = None
 
     @property
     def environment_id(self) -> str | None:
@@ -162,6 +168,7 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
     else:
         raise InvalidSpec("spec.task and spec.taskRef must be objects")
     timeout_raw = spec.get("timeout")
+    retries, ttl = retry_core.parse_lifecycle(spec)
     return Spec(
         task=task,
         task_ref=ref,
@@ -169,6 +176,8 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
         orphan_on_delete=spec.get("deletionPolicy", "Stop") == "Orphan",
         timeout=parse_duration(str(timeout_raw)) if timeout_raw else None,
         connection_ref=parse_connection_ref(spec.get("connectionRef")),
+        retries=retries,
+        ttl_after_finished=ttl,
     )
 
 
@@ -305,6 +314,8 @@ _STATUS_KEYS = {
     "startAttempts": "start_attempts",
     "stopRequestedAt": "stop_requested_at",
     "stopReason": "stop_reason",
+    "attempt": "attempt",
+    "nextAttemptAt": "next_attempt_at",
 }
 
 
@@ -328,6 +339,13 @@ class Status:
     stop_requested_at: str = ""
     stop_reason: str = ""
     conditions: tuple[Condition, ...] = ()
+    # spec.retries: the current attempt (1-based; 0 before the first start), the attempts
+    # that ended before it, and when the next one starts while waiting to retry.
+    attempt: int = 0
+    attempts: tuple[Mapping[str, Any], ...] = ()
+    next_attempt_at: str = ""
+    # The attempt the start claim is for (the claim annotation's; 0: the current one).
+    claim_attempt: int = 0
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> Status:
@@ -337,6 +355,7 @@ class Status:
             if raw.get(key) not in (None, ""):
                 values[attr] = raw[key]
         values["steps"] = tuple(raw.get("steps") or ())
+        values["attempts"] = tuple(raw.get("attempts") or ())
         values["conditions"] = tuple(
             Condition(
                 type=str(c.get("type", "")),
@@ -359,6 +378,8 @@ class Status:
                 out[key] = value
         if self.steps:
             out["steps"] = [dict(s) for s in self.steps]
+        if self.attempts:
+            out["attempts"] = [dict(a) for a in self.attempts]
         out["conditions"] = [c.to_dict() for c in self.conditions]
         return out
 
@@ -389,6 +410,8 @@ class ActionKind(enum.StrEnum):
     STOP = "StopExecution"
     STOP_OWNED_EXECUTIONS = "StopOwnedExecutions"
     DELETE_TASK = "DeleteTask"
+    # spec.ttlSecondsAfterFinished: delete the TaskRun itself (a Kubernetes call).
+    DELETE_TASKRUN = "DeleteTaskRun"
 
 
 @dataclass(frozen=True)
@@ -480,6 +503,8 @@ class Settings:
     # How often a TaskRun waiting for its connection looks again (a connection that
     # becomes ready wakes its TaskRuns at once; this is the safety net).
     connection_wait: float = 30.0
+    # spec.retries: the first back-off between attempts; it doubles, up to 5 minutes.
+    retry_backoff_base: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -643,12 +668,15 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
     spec = run.spec
 
     if status.finished:
-        # A final TaskRun costs no API calls, whatever is edited later.
-        return Decision(status=replace(status, observed_generation=run.generation))
+        # A final TaskRun costs no Ona API calls, whatever is edited later (only
+        # spec.ttlSecondsAfterFinished deletes it in time).
+        return retry_core.decide_finished(run, spec, now)
+    status = retry_core.void_stale_claim(status)
+    run = replace(run, status=status)
 
     if not status.task_execution_id and not status.start_requested_at and spec.desired_stopped:
-        new = replace(status, phase=Phase.STOPPED.value)
-        msg = "spec.desiredPhase is STOPPED: the task was never started"
+        new = replace(status, phase=Phase.STOPPED.value, next_attempt_at="")
+        msg = retry_core.never_started_message(status)
         return Decision(
             _finish(run, new, now, "Stopped", msg, ok=False),
             events=(Event("Normal", "Stopped", msg),),
@@ -747,18 +775,27 @@ def _decide_start(
     failure = obs.remote_failure
     transient = failure if failure and failure.transient else None
     if not status.start_requested_at:
+        backing_off = retry_core.wait_to_retry(run, spec, now)
+        if backing_off is not None:
+            return backing_off
         # Record that a start is under way before calling StartTask; the edge writes
         # this with a resourceVersion precondition, so two operators cannot both go on.
+        attempt = max(status.attempt, 1)
         new = replace(
             status,
             start_requested_at=rfc3339(now),
             start_attempts=status.start_attempts + 1,
+            attempt=attempt,
+            claim_attempt=attempt,
+            next_attempt_at="",
         )
         new = _pending(run, new, now, "Starting", "starting the task execution", transient)
         return Decision(new, action=Action(ActionKind.START, task_id=status.task_id))
 
     # A start was under way and no execution id was recorded: the outcome is unknown.
     adopt = run.annotations.get(ADOPT_ANNOTATION, "").strip()
+    if adopt in retry_core.past_executions(status):
+        adopt = ""  # named for an earlier attempt, which already has its execution
     if adopt:
         if adopt in obs.claimed_elsewhere:
             msg = f"execution {adopt} named by {ADOPT_ANNOTATION} belongs to another TaskRun"
@@ -817,6 +854,7 @@ def _decide_start(
         )
     since = requested - cfg.clock_skew
     candidates = [c for c in obs.candidates if c.id not in obs.claimed_elsewhere]
+    candidates = retry_core.candidates_of_attempt(candidates, status, since, now)
     why = ""
     if spec.task is None:
         # A referenced task may be started by others too: only an execution created
@@ -898,7 +936,10 @@ def _decide_running(
             new = _finish(run, status, now, "Succeeded", "the task execution succeeded", ok=True)
             events.append(Event("Normal", "Succeeded", f"execution {exec_id} succeeded"))
         elif phase is Phase.FAILED:
-            msg = status.failure_message or "the task execution failed"
+            retry = retry_core.retry_after_failure(run, spec, status, now, cfg)
+            if retry is not None:
+                return retry
+            msg = retry_core.failed_message(spec, status)
             new = _finish(run, status, now, "Failed", msg, ok=False)
             events.append(Event("Warning", "Failed", f"execution {exec_id} failed: {msg}"))
         elif status.stop_reason == "TimedOut":
@@ -1150,3 +1191,7 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
         if key not in new:
             patch[key] = None
     return patch
+
+
+# The rules of spec.retries and spec.ttlSecondsAfterFinished build on this module's types.
+from . import retry_core  # noqa: E402

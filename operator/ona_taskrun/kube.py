@@ -218,6 +218,12 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
+    async def delete_taskrun(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a TaskRun, only if it is still the object with this uid (Conflict if
+        it was re-created under the same name, Gone if it is gone)."""
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        await self._request("DELETE", self._path(namespace, name), json=options)
+
     async def post_event(
         self, obj: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None:

@@ -65,6 +65,11 @@ EXECUTIONS_ADOPTED = Counter(
     "unknown, or named by a person.",
     ["namespace"],
 )
+RETRIES = Counter(
+    "ona_taskrun_retries",
+    "Attempts that failed and were followed by a new one (spec.retries).",
+    ["namespace"],
+)
 STALLS = Counter(
     "ona_taskrun_stalls",
     "TaskRuns that began to wait for a person (Stalled=True while not over).",
@@ -241,10 +246,13 @@ def taskrun_written(
     namespace = str(meta.get("namespace") or "")
     now = now or datetime.now(UTC)
     succeeded = _condition(new, "Succeeded")
+    if len(new.get("attempts") or ()) > len(old.get("attempts") or ()):
+        RETRIES.labels(namespace).inc()
     if new.get("taskExecutionId") and not old.get("taskExecutionId"):
         if succeeded.get("reason") == "Adopted":
             EXECUTIONS_ADOPTED.labels(namespace).inc()
-        else:
+        elif not new.get("attempts"):
+            # Only a first attempt: a later one's TaskRun was counted at its first start.
             TASKRUNS_STARTED.labels(namespace).inc()
             created = _time(meta.get("creationTimestamp"))
             if created is not None:

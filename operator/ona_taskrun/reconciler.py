@@ -29,7 +29,12 @@ from .remote import to_failure, to_remote
 
 log = logging.getLogger(__name__)
 MAX_STEPS = 25
-_LOCAL_ACTIONS = (core.ActionKind.ADD_FINALIZER, core.ActionKind.REMOVE_FINALIZER)
+# Kubernetes-only actions: they never wait for the Ona API's back-off or breaker.
+_LOCAL_ACTIONS = (
+    core.ActionKind.ADD_FINALIZER,
+    core.ActionKind.REMOVE_FINALIZER,
+    core.ActionKind.DELETE_TASKRUN,
+)
 
 
 def key_of(body: Mapping[str, Any]) -> str:
@@ -47,7 +52,9 @@ def parse_taskrun(body: Mapping[str, Any]) -> core.TaskRun:
     status = core.Status.from_dict(body.get("status"))
     claim = _claim_of(body)
     if claim is not None:
-        status = replace(status, start_requested_at=claim[0], start_attempts=claim[1])
+        status = replace(
+            status, start_requested_at=claim[0], start_attempts=claim[1], claim_attempt=claim[2]
+        )
     return core.TaskRun(
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation") or 0),
@@ -59,14 +66,21 @@ def parse_taskrun(body: Mapping[str, Any]) -> core.TaskRun:
     )
 
 
-def _claim_of(body: Mapping[str, Any]) -> tuple[str, int] | None:
-    """The start claim as written in the annotations (an empty time: no claim), or None
-    when no claim was ever written there (the status then says, as older versions wrote)."""
+def _claim_of(body: Mapping[str, Any]) -> tuple[str, int, int] | None:
+    """The start claim as written in the annotations (an empty time: no claim), with the
+    StartTask count and the attempt it is for (0: not said, as older versions wrote), or
+    None when no claim was ever written there (the status then says, as older versions
+    wrote)."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     if core.CLAIM_ANNOTATION not in annotations:
         return None
     attempts = str(annotations.get(core.ATTEMPTS_ANNOTATION, "0"))
-    return str(annotations[core.CLAIM_ANNOTATION]), int(attempts) if attempts.isdigit() else 0
+    attempt = str(annotations.get(core.CLAIM_ATTEMPT_ANNOTATION, "0"))
+    return (
+        str(annotations[core.CLAIM_ANNOTATION]),
+        int(attempts) if attempts.isdigit() else 0,
+        int(attempt) if attempt.isdigit() else 0,
+    )
 
 
 def crash(point: str, wanted: str) -> None:
@@ -184,6 +198,10 @@ class Reconciler:
         execution = (body.get("status") or {}).get("taskExecutionId")
         if execution:
             self._claims[execution] = key
+        for attempt in (body.get("status") or {}).get("attempts") or ():
+            # Earlier attempts' executions stay this TaskRun's: no other may adopt them.
+            if isinstance(attempt, Mapping) and attempt.get("executionId"):
+                self._claims[str(attempt["executionId"])] = key
 
     def _forget(self, key: str, body: Mapping[str, Any]) -> None:
         execution = (body.get("status") or {}).get("taskExecutionId")
@@ -344,7 +362,7 @@ class Reconciler:
                 return
             wrote, body = written is not body, written
             await self._post(body, decision.events)
-            self._follow(key, body, decision, remote)
+            self._follow(key, body, decision, remote, run.status.task_execution_id)
             action = decision.action
             if action is None:
                 if decision.requeue_after is not None:
@@ -354,6 +372,9 @@ class Reconciler:
                     # new start): decide again now, since the write's own watch event is
                     # not reconciled.
                     continue
+                return
+            if action.kind is core.ActionKind.DELETE_TASKRUN:
+                await self._delete_taskrun(body)
                 return
             if action.kind in _LOCAL_ACTIONS:
                 try:
@@ -438,9 +459,21 @@ class Reconciler:
         return True
 
     def _follow(
-        self, key: str, body: Mapping[str, Any], decision: core.Decision, remote: Remote | None
+        self,
+        key: str,
+        body: Mapping[str, Any],
+        decision: core.Decision,
+        remote: Remote | None,
+        before: str = "",
     ) -> None:
         status = decision.status
+        if (
+            remote is not None
+            and before
+            and before not in (decision.track, status.task_execution_id)
+        ):
+            # The attempt it belonged to is over (spec.retries): its news changes nothing.
+            remote.tracker.untrack(before)
         if decision.track and remote is not None:
             spec = body.get("spec") or {}
             env = (spec.get("task") or spec.get("taskRef") or {}).get("environmentId", "")
@@ -521,12 +554,14 @@ class Reconciler:
         written = _claim_of(body)
         if written is None:
             before = core.Status.from_dict(body.get("status"))
-            written = (before.start_requested_at, before.start_attempts)
+            written = (before.start_requested_at, before.start_attempts, 0)
         patch: dict[str, Any] = {}
-        if (status.start_requested_at, status.start_attempts) != written:
+        wanted = (status.start_requested_at, status.start_attempts, status.claim_attempt)
+        if wanted[:2] != written[:2] or (status.start_requested_at and wanted[2] != written[2]):
             patch["annotations"] = {
                 core.CLAIM_ANNOTATION: status.start_requested_at,
                 core.ATTEMPTS_ANNOTATION: str(status.start_attempts),
+                core.CLAIM_ATTEMPT_ANNOTATION: str(status.claim_attempt),
             }
         needs_finalizer = bool(patch) or (action is not None and action.kind in _NEED_FINALIZER)
         if finalizer_due and needs_finalizer:
@@ -560,6 +595,8 @@ class Reconciler:
             return False  # the end of an unknown start: say so at once, as itself
         # The start claim is the annotations' (already written); its mirror can wait.
         before = core.Status.from_dict(written)
+        if len(status.attempts) != len(before.attempts):
+            return False  # the move to a next attempt (spec.retries) is written first
         return status.stop_requested_at == before.stop_requested_at and _stalled(
             status
         ) == _stalled(before)
@@ -588,6 +625,17 @@ class Reconciler:
             except Gone:
                 return None
         raise KubeError(409, f"could not record the outcome of {action.kind.value} for {key}")
+
+    async def _delete_taskrun(self, body: Mapping[str, Any]) -> None:
+        """spec.ttlSecondsAfterFinished is over: delete the TaskRun (its finalizer then
+        applies its deletionPolicy). The uid precondition spares a TaskRun re-created
+        under the same name meanwhile."""
+        assert self.kube is not None
+        meta = body["metadata"]
+        try:
+            await self.kube.delete_taskrun(meta["namespace"], meta["name"], meta["uid"])
+        except (Conflict, Gone):
+            log.debug("%s: already deleted or re-created; nothing to delete", key_of(body))
 
     async def _set_finalizer(self, body: dict[str, Any], kind: core.ActionKind) -> dict[str, Any]:
         assert self.kube is not None

@@ -1,10 +1,11 @@
-"""A short chaos run in the test suite: 24 TaskRuns of every form, a third of each through a
-second connection (an OnaConnection with a token of its own), while the operator is
-SIGKILLed twice (once through a crash point), every fault kind and a 15 s outage hit the
-Ona API, and kube-apiserver restarts. Nothing may start twice, nothing may be lost, and
-nothing may be done with the other connection's token, counted from the simulator's own
-records. Runs its own control plane, simulator and operator, because restarting the API
-server would disturb the session's other tests."""
+"""A short chaos run in the test suite: 24 TaskRuns of every form (two of them retrying
+failed executions), a third of each through a second connection (an OnaConnection with a
+token of its own), while the operator is SIGKILLed twice (once through a crash point),
+every fault kind and a 15 s outage hit the Ona API, and kube-apiserver restarts. Nothing
+may start twice (for a retrying run: twice in one attempt), no run may make more attempts
+than allowed, nothing may be lost, and nothing may be done with the other connection's
+token, counted from the simulator's own records. Runs its own control plane, simulator and
+operator, because restarting the API server would disturb the session's other tests."""
 
 from __future__ import annotations
 
@@ -45,7 +46,11 @@ def test_short_chaos_run_starts_nothing_twice_and_loses_nothing(
     assert figures["status_mismatches"] == 0, details
     assert figures["not_converged"] == 0, details
     assert figures["wrong_connection_calls"] == 0, details
+    assert figures["excess_attempts"] == 0, details
     assert figures["taskruns"] >= 24
+    # Retrying TaskRuns were judged attempt by attempt, and really retried.
+    assert figures["retrying_taskruns"] >= 2
+    assert figures["retry_attempts_judged"] > figures["retrying_taskruns"]
 
     # Both connections really carried TaskRuns, and the check had something to judge.
     connections = figures["connections"]

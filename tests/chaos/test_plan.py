@@ -32,3 +32,17 @@ def test_the_spec_names_the_connection_only_when_there_is_one() -> None:
             assert spec["connectionRef"] == {"name": TEAM_CONNECTION}
         else:
             assert "connectionRef" not in spec
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(taskruns=24, kills=2, seed=7)])
+def test_retrying_taskruns_meet_both_ends(settings: Settings) -> None:
+    plan = make_plan(settings)
+    retrying = [r for r in plan.runs if r.retries]
+    assert len(retrying) >= 2
+    assert len(plan.runs) == max(settings.taskruns, len(plan.runs))  # none added on top
+    for run in retrying:
+        assert 1 <= run.retries <= 3
+        assert f"sim:fail_first={run.fail_first}" in run.command
+        assert run.spec()["retries"] == run.retries
+    # Some succeed at their last attempt, some exhaust their retries.
+    assert {r.fail_first > r.retries for r in retrying} == {True, False}

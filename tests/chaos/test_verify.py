@@ -431,3 +431,88 @@ def test_a_connection_without_a_subject_is_a_harness_error() -> None:
     planned, runs, executions = _two_connections()
     with pytest.raises(ValueError, match="team"):
         verify(planned, runs, executions, subjects={"": DEFAULT_SUBJECT})
+
+
+# --------------------------------------------------------------------- spec.retries
+
+
+def retrying(
+    name: str, past: list[str], current: str, phase: str, attempt: int, **kw: Any
+) -> dict[str, Any]:
+    body = taskrun(name, execution=current, phase=phase, version="10", **kw)
+    body["status"]["attempt"] = attempt
+    if past:
+        body["status"]["attempts"] = [{"executionId": e, "phase": "FAILED"} for e in past]
+    return body
+
+
+def own(id_: str, name: str, phase: str = "SUCCEEDED") -> dict[str, Any]:
+    return execution(id_, f"t-{name}", reference=f"k8s-taskrun-uid-{name}", phase=phase)
+
+
+def test_one_execution_per_attempt_with_the_planned_end_passes() -> None:
+    planned = [
+        Planned("r", INLINE, retries=2, fail_first=2),
+        Planned("x", INLINE, retries=1, fail_first=2),
+    ]
+    runs = [
+        retrying("r", ["r1", "r2"], "r3", "SUCCEEDED", 3),
+        retrying("x", ["x1"], "x2", "FAILED", 2, succeeded=("False", "Failed")),
+    ]
+    executions = [
+        own("r1", "r", "FAILED"),
+        own("r2", "r", "FAILED"),
+        own("r3", "r"),
+        own("x1", "x", "FAILED"),
+        own("x2", "x", "FAILED"),
+    ]
+    verdict = verify(planned, runs, executions)
+    assert verdict.ok, verdict.to_json()
+    assert (verdict.retrying_taskruns, verdict.retry_attempts) == (2, 5)
+
+
+def test_a_second_execution_in_one_attempt_is_a_duplicate() -> None:
+    planned = [Planned("r", INLINE, retries=2, fail_first=1)]
+    runs = [retrying("r", ["r1"], "r2", "SUCCEEDED", 2)]
+    executions = [own("r1", "r", "FAILED"), own("r1b", "r", "FAILED"), own("r2", "r")]
+    verdict = verify(planned, runs, executions)
+    assert [f.detail for f in verdict.duplicates] == [
+        "executions no attempt recorded (a second start in one attempt): r1b"
+    ]
+    assert not verdict.ok
+
+
+def test_more_attempts_than_allowed_are_caught() -> None:
+    planned = [Planned("r", INLINE, retries=1, fail_first=5)]
+    runs = [
+        retrying("r", ["r1", "r2"], "r3", "FAILED", 3, succeeded=("False", "Failed")),
+    ]
+    executions = [own("r1", "r", "FAILED"), own("r2", "r", "FAILED"), own("r3", "r", "FAILED")]
+    verdict = verify(planned, runs, executions)
+    assert [f.taskrun for f in verdict.excess_attempts] == ["r"]
+    assert (
+        "3 executions in 3 attempts; spec.retries 1 allows 2" in verdict.excess_attempts[0].detail
+    )
+    assert not verdict.ok
+    assert verdict.to_json()["excess_attempts"] == 1
+
+
+def test_an_attempt_retried_after_success_and_a_wrong_end_are_mismatches() -> None:
+    planned = [Planned("r", INLINE, retries=2, fail_first=1)]
+    # Attempt 1 is recorded as retried while it succeeded remotely; the run then ends at
+    # attempt 3 although only one execution was meant to fail.
+    runs = [retrying("r", ["r1", "r2"], "r3", "SUCCEEDED", 3)]
+    executions = [own("r1", "r"), own("r2", "r", "FAILED"), own("r3", "r")]
+    verdict = verify(planned, runs, executions)
+    details = [f.detail for f in verdict.mismatches]
+    assert "attempt 1 (r1) was retried, yet it is SUCCEEDED remotely" in details
+    assert any("means SUCCEEDED at attempt 2" in d for d in details)
+
+
+def test_a_stalled_attempt_may_own_the_execution_it_could_not_tell_apart() -> None:
+    planned = [Planned("r", INLINE, retries=2, fail_first=1)]
+    runs = [retrying("r", ["r1"], "", "", 2, stalled=True)]
+    executions = [own("r1", "r", "FAILED"), own("r2", "r", "RUNNING")]
+    verdict = verify(planned, runs, executions)
+    assert verdict.ok, verdict.to_json()
+    assert len(verdict.stalled) == 1

@@ -292,6 +292,9 @@ def test_the_shipped_samples_run_against_the_simulator(
     for name in ("build-and-test", "nightly-report"):
         status = taskruns.wait_phase(name, "SUCCEEDED", timeout=60)
         assert status["steps"]
+    # The retrying sample fails once, then succeeds after the default 10 s back-off.
+    retried = taskruns.wait_phase("flaky-integration-tests", "SUCCEEDED", timeout=60)
+    assert (retried["attempt"], len(retried["attempts"])) == (2, 1)
 
 
 def test_a_task_named_by_id_is_watched_in_the_environment_its_execution_reports(

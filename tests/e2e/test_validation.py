@@ -49,6 +49,37 @@ TASK_ID = str(uuid.UUID(int=7))
             "spec.deletionPolicy",
             id="bad-deletion-policy",
         ),
+        pytest.param(
+            {"taskRef": {"id": TASK_ID}, "retries": 11},
+            "spec.retries: Invalid value: 11: spec.retries in body should be less than or "
+            "equal to 10",
+            id="too-many-retries",
+        ),
+        pytest.param(
+            {"taskRef": {"id": TASK_ID}, "retries": -1},
+            "spec.retries in body should be greater than or equal to 0",
+            id="negative-retries",
+        ),
+        pytest.param(
+            {"taskRef": {"id": TASK_ID}, "retries": "3"},
+            "spec.retries: Invalid value",
+            id="retries-not-a-number",
+        ),
+        pytest.param(
+            {"taskRef": {"id": TASK_ID}, "ttlSecondsAfterFinished": -1},
+            "spec.ttlSecondsAfterFinished in body should be greater than or equal to 0",
+            id="negative-ttl",
+        ),
+        pytest.param(
+            {"taskRef": {"id": TASK_ID}, "ttlSecondsAfterFinished": 31536001},
+            "spec.ttlSecondsAfterFinished in body should be less than or equal to 31536000",
+            id="ttl-past-a-year",
+        ),
+        pytest.param(
+            {"taskRef": {"id": TASK_ID}, "retries": 2, "desiredPhase": "STOPPED"},
+            "spec.retries cannot be set on a TaskRun created with desiredPhase STOPPED",
+            id="retries-on-a-run-that-never-starts",
+        ),
     ],
 )
 def test_bad_objects_are_rejected_at_apply(
@@ -93,3 +124,15 @@ def test_taskref_edit_is_rejected(taskruns: TaskRuns) -> None:
     result = taskruns.patch_spec("ref", {"taskRef": {"id": str(uuid.uuid4())}})
     assert result.returncode != 0
     assert "spec.taskRef is immutable" in result.stderr
+
+
+def test_a_retrying_run_may_still_be_stopped_and_created_stopped_without_retries(
+    taskruns: TaskRuns,
+) -> None:
+    taskruns.apply("retrying", {"taskRef": {"id": TASK_ID}, "retries": 3})
+    stopped = taskruns.patch_spec("retrying", {"desiredPhase": "STOPPED"})
+    assert stopped.returncode == 0, stopped.stderr
+    zero = taskruns.try_apply(
+        "never", {"taskRef": {"id": TASK_ID}, "retries": 0, "desiredPhase": "STOPPED"}
+    )
+    assert zero.returncode == 0, zero.stderr

@@ -46,6 +46,8 @@ def test_fail_step_alone_implies_a_failure() -> None:
         "sim:duration=soon",
         "sim:steps=0",
         "sim:fail_step=3 sim:steps=2",
+        "sim:fail_first=0",
+        "sim:fail_first=two",
         "sim:colour=red",
         "sim:fail",
     ],
@@ -54,3 +56,23 @@ def test_malformed_directives_are_refused(command: str) -> None:
     with pytest.raises(ConnectError) as raised:
         parse_command(command)
     assert raised.value.code == "invalid_argument"
+
+
+def test_fail_first_fails_only_the_first_executions() -> None:
+    plan = parse_command("make sim:fail_first=2 sim:steps=3")
+    assert not plan.fails  # the plan as written: later executions succeed
+    first, second, third = (plan.for_execution(i) for i in range(3))
+    assert first.failure_message == "execution 1 of 2 failed (sim:fail_first)"
+    assert second.failure_message == "execution 2 of 2 failed (sim:fail_first)"
+    assert (first.fail_group, third.fails, third.last_group) == (2, False, 2)
+
+
+def test_fail_first_takes_the_message_and_step_of_fail() -> None:
+    plan = parse_command('sim:fail_first=1 sim:fail="flaky" sim:steps=2 sim:fail_step=1')
+    assert (plan.for_execution(0).failure_message, plan.for_execution(0).fail_group) == ("flaky", 0)
+    assert not plan.for_execution(1).fails
+
+
+def test_without_fail_first_every_execution_follows_the_plan() -> None:
+    plan = parse_command('sim:fail="always"')
+    assert all(plan.for_execution(i).failure_message == "always" for i in range(3))

@@ -189,3 +189,21 @@ async def test_control_lists_executions_with_full_state(
     assert item["statusVersions"] == [started["status"]["statusVersion"]]
     assert item["plan"]["steps"] == 2
     assert item["plan"]["durationSeconds"] is None
+
+
+async def test_fail_first_fails_the_tasks_first_executions_then_succeeds(
+    api: Api, simulator: SimulatorHandle
+) -> None:
+    task = simulator.control.seed_task(
+        reference="flaky", command="flaky sim:pending=10ms sim:duration=50ms sim:fail_first=2"
+    )
+    outcomes = []
+    for _ in range(3):
+        started = (await api.call("StartTask", {"id": task["id"]}))["taskExecution"]
+        final = (await observe_until_final(api, started["id"]))[-1]
+        outcomes.append((final["status"]["phase"], final["status"].get("failureMessage")))
+    assert outcomes == [
+        (FAILED, "execution 1 of 2 failed (sim:fail_first)"),
+        (FAILED, "execution 2 of 2 failed (sim:fail_first)"),
+        (SUCCEEDED, None),
+    ]

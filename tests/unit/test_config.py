@@ -152,6 +152,10 @@ ACCEPTED: list[Any] = [
     pytest.param(
         [], {"METRICS_BIND_ADDRESS": " :: "}, "metrics_bind_address", "::", id="metrics-ipv6-any"
     ),
+    pytest.param([], {}, "retry_backoff_base", 10.0, id="retry-backoff-default"),
+    pytest.param(
+        [], {"RETRY_BACKOFF_BASE_SECONDS": "0.5"}, "retry_backoff_base", 0.5, id="retry-backoff"
+    ),
 ]
 
 
@@ -504,6 +508,18 @@ REFUSED: list[Any] = [
         {"METRICS_ENABLED": "maybe"},
         "METRICS_ENABLED='maybe' must be true or false",
         id="metrics-enabled-not-a-boolean",
+    ),
+    pytest.param(
+        [],
+        {"RETRY_BACKOFF_BASE_SECONDS": "0"},
+        "RETRY_BACKOFF_BASE_SECONDS='0' must be at least 0.1",
+        id="retry-backoff-zero",
+    ),
+    pytest.param(
+        [],
+        {"RETRY_BACKOFF_BASE_SECONDS": "600"},
+        "RETRY_BACKOFF_BASE_SECONDS=600 must be at most 300",
+        id="retry-backoff-past-the-cap",
     ),
 ]
 

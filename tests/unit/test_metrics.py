@@ -346,3 +346,27 @@ async def test_switched_off_it_listens_nowhere() -> None:
     await exporter.start()
     assert exporter.port == 0
     await exporter.stop()
+
+
+def test_a_retry_is_counted_and_its_start_is_not_a_new_taskrun() -> None:
+    retries = sample("ona_taskrun_retries_total", namespace="retrying")
+    started = sample("ona_taskrun_taskruns_started_total", namespace="retrying")
+    first = body("retrying", taskExecutionId="e1", conditions=conditions(("Unknown", "Running")))
+    waiting = body(
+        "retrying",
+        attempts=[{"executionId": "e1", "phase": "FAILED"}],
+        conditions=conditions(("Unknown", "Retrying")),
+    )
+    second = body(
+        "retrying",
+        taskExecutionId="e2",
+        attempts=[{"executionId": "e1", "phase": "FAILED"}],
+        conditions=conditions(("Unknown", "Starting")),
+    )
+
+    metrics.taskrun_written(first, waiting, NOW)
+    metrics.taskrun_written(waiting, second, NOW)
+    metrics.taskrun_written(second, second, NOW)
+
+    assert sample("ona_taskrun_retries_total", namespace="retrying") == retries + 1
+    assert sample("ona_taskrun_taskruns_started_total", namespace="retrying") == started

@@ -58,3 +58,17 @@ def test_start_claim_is_read_from_the_annotations_first(
 ) -> None:
     run = parse_taskrun(body(annotations, status))
     assert (run.status.start_requested_at, run.status.start_attempts) == claim
+
+
+@pytest.mark.parametrize(
+    ("annotations", "attempt"),
+    [
+        pytest.param({**CLAIMED, core.CLAIM_ATTEMPT_ANNOTATION: "3"}, 3, id="claim-for-attempt-3"),
+        pytest.param(CLAIMED, 0, id="written-before-retries-existed"),
+        pytest.param({**CLAIMED, core.CLAIM_ATTEMPT_ANNOTATION: "x"}, 0, id="unreadable"),
+    ],
+)
+def test_the_claim_names_its_attempt(annotations: dict[str, str], attempt: int) -> None:
+    run = parse_taskrun(body(annotations, {"attempt": 3}))
+    assert run.status.claim_attempt == attempt
+    assert run.status.attempt == 3

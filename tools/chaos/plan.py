@@ -79,6 +79,8 @@ class PlannedRun:
     stop_after: float | None = None  # seconds after creation to patch desiredPhase STOPPED
     timeout: str = ""
     connection: str = ""  # spec.connectionRef.name; "" for the operator-level token
+    retries: int = 0  # spec.retries
+    fail_first: int = 0  # sim:fail_first: how many of its executions fail
 
     def spec(self, task_id: str = "") -> dict[str, Any]:
         """The TaskRun spec; `task_id` is the seeded task for the taskRef forms."""
@@ -101,6 +103,8 @@ class PlannedRun:
             spec["timeout"] = self.timeout
         if self.connection:
             spec["connectionRef"] = {"name": self.connection}
+        if self.retries:
+            spec["retries"] = self.retries
         return spec
 
     @property
@@ -206,22 +210,25 @@ def make_plan(settings: Settings) -> Plan:
     created_stopped = max(1, n // 50)
     timeouts = max(2, n // 40)
     stop_edits = max(2, n // 40)
-    ordinary = max(0, n - shared - created_stopped - timeouts - stop_edits)
+    retrying = max(2, n // 12)
+    ordinary = max(0, n - shared - created_stopped - timeouts - stop_edits - retrying)
     kinds: list[str] = []
     for i in range(ordinary):
         share = i / max(1, ordinary)
         kinds.append(REF_ID if share < 0.25 else REF_REFERENCE if share < 0.4 else INLINE)
     kinds += ["created-stopped"] * created_stopped + ["timeout"] * timeouts
-    kinds += ["stop-edit"] * stop_edits
+    kinds += ["stop-edit"] * stop_edits + ["retrying"] * retrying
     rng.shuffle(kinds)
 
     other_waves = [w for w in range(len(times)) if w != shared_wave]
     connections = _Connections()
+    retrying_seen = 0
     for index, kind in enumerate(kinds):
         wave = other_waves[index % len(other_waves)]
         env = ENVIRONMENTS[index % len(ENVIRONMENTS)]
         name = f"w{wave:02d}-{index:03d}-{kind}"
-        conn = connections.next(kind)
+        # Retrying runs are inline runs: they share that kind's turns on the connections.
+        conn = connections.next(INLINE if kind == "retrying" else kind)
         if kind == "created-stopped":
             command = _command(rng, index, False)
             run = PlannedRun(name, INLINE, wave, command, env, True, connection=conn)
@@ -233,6 +240,24 @@ def make_plan(settings: Settings) -> Plan:
             stop_after = rng.uniform(2.0, 6.0)
             run = PlannedRun(
                 name, INLINE, wave, command, env, stop_after=stop_after, connection=conn
+            )
+        elif kind == "retrying":
+            # Every other one fails more often than it may retry, so both ends are met:
+            # success at the last attempt, and retries exhausted.
+            retries = rng.choice([1, 2, 3])
+            fail_first = retries if retrying_seen % 2 == 0 else retries + 1
+            retrying_seen += 1
+            duration = rng.choice([0.5, 1, 1.5, 2])
+            command = f"make retry-{index} # sim:duration={duration}s sim:fail_first={fail_first}"
+            run = PlannedRun(
+                name,
+                INLINE,
+                wave,
+                command,
+                env,
+                connection=conn,
+                retries=retries,
+                fail_first=fail_first,
             )
         else:
             fail = kind == INLINE and rng.random() < 0.2

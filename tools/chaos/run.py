@@ -322,6 +322,8 @@ class _Runner:
                 run.created_stopped,
                 run.stop_after is not None,
                 run.connection,
+                run.retries,
+                run.fail_first,
             )
         )
 
@@ -609,6 +611,8 @@ def summary(figures: Mapping[str, Any], verdict: Verdict) -> str:
         f"lost runs:              {len(verdict.lost)}",
         f"status mismatches:      {len(verdict.mismatches)}",
         f"not settled in budget:  {len(verdict.not_converged)}",
+        f"retrying TaskRuns:      {verdict.retrying_taskruns} ({verdict.retry_attempts} "
+        f"attempts judged; over the limit: {len(verdict.excess_attempts)})",
         f"wrong-connection calls: {len(verdict.wrong_connection)} "
         f"(checked {checked.get('executions', 0)} executions, "
         f"{checked.get('inline_tasks', 0)} inline tasks, {checked.get('calls', 0)} calls)",
@@ -623,6 +627,7 @@ def summary(figures: Mapping[str, Any], verdict: Verdict) -> str:
     ]
     for title, found in (
         ("duplicate", verdict.duplicates),
+        ("excess attempts", verdict.excess_attempts),
         ("lost", verdict.lost),
         ("mismatch", verdict.mismatches),
         ("stalled", verdict.stalled),

@@ -10,12 +10,18 @@ Given also the subject each connection's token acts as, the simulator's call log
 calls: an execution, an inline task, or a call about one TaskRun's task or execution
 (StartTask, CreateTask, GetTask, DeleteTask, GetTaskExecution, StopTaskExecution) made by
 another subject than the one of the connection the TaskRun names.
+
+A TaskRun with `spec.retries` may have one execution per attempt: each must be the one an
+attempt recorded (`status.attempts[]`, then `status.taskExecutionId`), an execution no
+attempt recorded is a duplicate start within an attempt, and more executions or attempts
+than `retries + 1` are excess attempts. Its end must be the one its `sim:fail_first`
+implies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 INLINE, REF_ID, REF_REFERENCE, SHARED = "inline", "ref-id", "ref-reference", "shared"
@@ -46,6 +52,8 @@ class Planned:
     created_stopped: bool = False
     stop_edit: bool = False  # desiredPhase is patched to STOPPED while it may still start
     connection: str = DEFAULT_CONNECTION  # spec.connectionRef.name; "" for the default
+    retries: int = 0  # spec.retries
+    fail_first: int = 0  # sim:fail_first of its inline task: its first N executions fail
 
 
 @dataclass(frozen=True)
@@ -75,11 +83,17 @@ class Verdict:
     # one the TaskRun names, and how many of each were judged (0 when not asked to).
     wrong_connection: list[Finding] = field(default_factory=list)
     connection_checked: dict[str, int] = field(default_factory=dict)
+    # spec.retries: TaskRuns with more executions or attempts than retries + 1, and how
+    # many retrying TaskRuns and recorded attempts were judged.
+    excess_attempts: list[Finding] = field(default_factory=list)
+    retrying_taskruns: int = 0
+    retry_attempts: int = 0
 
     @property
     def ok(self) -> bool:
         return not (
             self.duplicates
+            or self.excess_attempts
             or self.lost
             or self.mismatches
             or self.not_converged
@@ -98,6 +112,9 @@ class Verdict:
             "status_mismatches": len(self.mismatches),
             "not_converged": len(self.not_converged),
             "wrong_connection_calls": len(self.wrong_connection),
+            "excess_attempts": len(self.excess_attempts),
+            "retrying_taskruns": self.retrying_taskruns,
+            "retry_attempts_judged": self.retry_attempts,
             "connection_checked": dict(self.connection_checked),
             "stalled": len(self.stalled),
             "shared_task_unrecorded_executions": self.shared_unrecorded,
@@ -109,6 +126,7 @@ class Verdict:
             "stalled_detail": listed(self.stalled),
             "not_converged_detail": listed(self.not_converged),
             "wrong_connection_detail": listed(self.wrong_connection),
+            "excess_attempts_detail": listed(self.excess_attempts),
         }
 
 
@@ -210,6 +228,9 @@ def verify(
         recorded = str(status.get("taskExecutionId") or "")
         if recorded:
             recorded_by.setdefault(recorded, []).append(plan.name)
+        for attempt in status.get("attempts") or ():
+            if isinstance(attempt, Mapping) and attempt.get("executionId"):
+                recorded_by.setdefault(str(attempt["executionId"]), []).append(plan.name)
         outcome = _outcome(status)
         verdict.outcomes[outcome] = verdict.outcomes.get(outcome, 0) + 1
         if is_stalled(status):
@@ -254,7 +275,7 @@ def verify(
         owners.executions[plan.name] = list(own)
         owners.add({e.id for e in own}, plan.name)
         accounted.update(e.id for e in own)
-        _judge(verdict, plan, status, recorded, own)
+        (_judge_retrying if plan.retries else _judge)(verdict, plan, status, recorded, own)
 
     for execution_id, names in recorded_by.items():
         if len(names) > 1:
@@ -498,6 +519,74 @@ def _judge(
                 f"{execution.failure_message!r}",
             )
         )
+
+
+def _judge_retrying(
+    verdict: Verdict,
+    plan: Planned,
+    status: Mapping[str, Any],
+    recorded: str,
+    own: Sequence[_Execution],
+) -> None:
+    """A TaskRun with spec.retries: at most one execution per attempt, each recorded by its
+    attempt; never more attempts than allowed; the end its sim:fail_first implies."""
+    name, allowed = plan.name, plan.retries + 1
+    past = [
+        str(a.get("executionId") or "")
+        for a in status.get("attempts") or ()
+        if isinstance(a, Mapping)
+    ]
+    listed = [*past, *([recorded] if recorded else [])]
+    verdict.retrying_taskruns += 1
+    verdict.retry_attempts += len(listed)
+    if len(own) > allowed or len(past) + 1 > allowed:
+        verdict.excess_attempts.append(
+            Finding(
+                name,
+                f"{len(own)} executions in {len(past) + 1} attempts; spec.retries "
+                f"{plan.retries} allows {allowed}",
+            )
+        )
+    if len(set(listed)) != len(listed):
+        verdict.duplicates.append(Finding(name, f"attempts recorded {listed}: one id twice"))
+    by_id = {e.id: e for e in own}
+    unrecorded = [e for e in own if e.id not in listed]
+    # A stalled attempt may own the one execution it could not tell apart.
+    stalled_own = is_stalled(status) and not recorded and len(unrecorded) == 1
+    if unrecorded and not stalled_own:
+        ids = ", ".join(e.id for e in unrecorded)
+        verdict.duplicates.append(
+            Finding(name, f"executions no attempt recorded (a second start in one attempt): {ids}")
+        )
+    for number, execution_id in enumerate(past, 1):
+        found = by_id.get(execution_id)
+        if found is None:
+            verdict.lost.append(
+                Finding(name, f"attempt {number} recorded {execution_id!r}, not one of its own")
+            )
+        elif found.phase != "FAILED":
+            verdict.mismatches.append(
+                Finding(
+                    name,
+                    f"attempt {number} ({execution_id}) was retried, yet it is "
+                    f"{found.phase} remotely",
+                )
+            )
+    current = [by_id[recorded]] if recorded in by_id else unrecorded[:1] if stalled_own else []
+    _judge(verdict, replace(plan, retries=0), status, recorded, current)
+    if is_final(status) and not is_stalled(status):
+        wanted_phase = "SUCCEEDED" if plan.fail_first <= plan.retries else "FAILED"
+        wanted_attempt = min(plan.fail_first, plan.retries) + 1
+        got = (status.get("phase"), status.get("attempt"))
+        if got != (wanted_phase, wanted_attempt):
+            verdict.mismatches.append(
+                Finding(
+                    name,
+                    f"ended {got[0]} at attempt {got[1]}; sim:fail_first={plan.fail_first} "
+                    f"with retries {plan.retries} means {wanted_phase} at attempt "
+                    f"{wanted_attempt}",
+                )
+            )
 
 
 def _stopped_before_start(status: Mapping[str, Any]) -> bool:

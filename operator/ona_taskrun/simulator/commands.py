@@ -14,6 +14,8 @@ Directives (durations take `ms`, `s` or `m` suffixes, a bare number is seconds, 
 - `sim:fail="MSG"`     the execution fails with this message (default: it succeeds)
 - `sim:fail_step=K`    the 1-based group whose first step fails (default: the last group);
                        on its own it implies `sim:fail="step K failed"`
+- `sim:fail_first=N`   only the task's first N executions fail (with `sim:fail`'s message,
+                       or "execution K of N failed (sim:fail_first)"); later ones succeed
 - `sim:output.KEY=VAL` an output of the last step that runs, set when that step ends
 - `sim:hang`           run until stopped (same as `sim:duration=inf`)
 - `sim:stop_delay=DUR` time from StopTaskExecution to phase STOPPED (default 0.1s)
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from ona_taskrun.simulator.wire import invalid
@@ -58,6 +60,20 @@ class RunPlan:
     fail_group: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
     stop_delay_s: float = DEFAULT_STOP_DELAY_S
+    # Only the task's first N executions fail; 0: every execution follows the plan.
+    fail_first: int = 0
+
+    def for_execution(self, index: int) -> RunPlan:
+        """The plan of the task's execution number `index` (0-based, in start order)."""
+        if not self.fail_first:
+            return self
+        if index >= self.fail_first:
+            return replace(self, failure_message="", fail_group=self.groups - 1)
+        message = (
+            self.failure_message
+            or f"execution {index + 1} of {self.fail_first} failed (sim:fail_first)"
+        )
+        return replace(self, failure_message=message)
 
     @property
     def fails(self) -> bool:
@@ -107,6 +123,7 @@ def parse_command(command: str) -> RunPlan:
     parallel = 1
     failure = ""
     fail_step = 0
+    fail_first = 0
     outputs: dict[str, str] = {}
     for match in _DIRECTIVE_RE.finditer(command):
         key = match["key"]
@@ -131,6 +148,8 @@ def parse_command(command: str) -> RunPlan:
             failure = value or "task failed"
         elif key == "fail_step":
             fail_step = _count(value, where)
+        elif key == "fail_first":
+            fail_first = _count(value, where)
         elif key.startswith("output.") and len(key) > len("output."):
             if len(value) > MAX_OUTPUT_VALUE:
                 raise invalid(
@@ -158,4 +177,5 @@ def parse_command(command: str) -> RunPlan:
         fail_group=(fail_step or groups) - 1,
         outputs=outputs,
         stop_delay_s=stop_delay,
+        fail_first=fail_first,
     )

@@ -55,6 +55,7 @@ class Task:
     triggered_by: list[JSON]
     spec: JSON
     plan: RunPlan = field(default_factory=RunPlan)
+    started: int = 0  # executions started so far (sim:fail_first counts them)
 
     def to_json(self) -> JSON:
         metadata: JSON = {
@@ -252,11 +253,12 @@ class Store:
             task_spec=task.spec,
             environment_id=task.environment_id,
             creator_id=creator_id,
-            plan=task.plan,
+            plan=task.plan.for_execution(task.started),
             log_base_url=self._log_base_url(),
             now_mono=time.monotonic(),
             now_wall=utcnow(),
         )
+        task.started += 1
         self.executions[execution.id] = execution
         self._execution_order.append(execution)
         self.events.publish(
