@@ -121,6 +121,7 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.reconciler.stop()
+        await self.schedules.stop()
         await self.metrics.stop()
         if self.reconciler.kube is not None:
             await self.reconciler.kube.aclose()

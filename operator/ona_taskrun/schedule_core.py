@@ -229,12 +229,16 @@ def parse_schedule(body: Mapping[str, Any]) -> Schedule:
     )
 
 
-def owner_uid(body: Mapping[str, Any]) -> str:
-    """The uid of the TaskRunSchedule controlling this TaskRun, or ''."""
+def owner(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The name and uid of the TaskRunSchedule controlling this TaskRun, or empty."""
     for ref in (body.get("metadata") or {}).get("ownerReferences") or ():
         if ref.get("kind") == KIND and ref.get("controller") is True:
-            return str(ref.get("uid", ""))
-    return ""
+            return str(ref.get("name", "")), str(ref.get("uid", ""))
+    return "", ""
+
+
+def owner_uid(body: Mapping[str, Any]) -> str:
+    return owner(body)[1]
 
 
 def parse_run(body: Mapping[str, Any]) -> Run:

@@ -59,6 +59,7 @@ class Schedules:
         # a TaskRun's progress writes wake its schedule only when that changes.
         self._runs: dict[str, tuple[str, tuple[str, bool]]] = {}
         self._said: dict[str, list[tuple[str, str]]] = {}
+        self._posting: set[asyncio.Task[None]] = set()  # Events on their way
 
     # ------------------------------------------------------------------ intake
 
@@ -74,8 +75,12 @@ class Schedules:
             return
         self._bodies[key] = dict(body)
         # A status-only change (most often our own write) needs no new look.
-        if old is None or _generation(old) != _generation(body):
+        if old is None or _generation(old) != _generation(body) or _uid(old) != _uid(body):
             self._enqueue(key)
+
+    async def stop(self) -> None:
+        """Let the Events on their way finish."""
+        await asyncio.gather(*self._posting, return_exceptions=True)
 
     def observe_taskrun(self, event_type: str, body: Mapping[str, Any]) -> None:
         """A watch event of a TaskRun: wake its schedule when it appears, ends, is being
@@ -86,19 +91,11 @@ class Schedules:
             if known is not None:
                 self._enqueue(known[0])
             return
-        if not schedule_core.owner_uid(body):
+        name, owner_uid = schedule_core.owner(body)
+        if not owner_uid:
             return
         run = schedule_core.parse_run(body)
-        meta = body.get("metadata") or {}
-        owner = next(
-            (
-                str(ref.get("name", ""))
-                for ref in meta.get("ownerReferences") or ()
-                if ref.get("kind") == schedule_core.KIND and ref.get("controller") is True
-            ),
-            "",
-        )
-        key = f"{KEY_PREFIX}{meta.get('namespace')}/{owner}"
+        key = f"{KEY_PREFIX}{(body.get('metadata') or {}).get('namespace')}/{name}"
         state = (run.outcome.value, run.deleting)
         if self._runs.get(uid) != (key, state):
             self._runs[uid] = (key, state)
@@ -229,11 +226,8 @@ class Schedules:
             task = asyncio.get_running_loop().create_task(
                 self.kube.post_event(body, event.type, event.reason, event.message)
             )
-            _POSTING.add(task)
-            task.add_done_callback(_POSTING.discard)
-
-
-_POSTING: set[asyncio.Task[None]] = set()  # Events on their way (kept from collection)
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
 
 
 def _message(exc: KubeError) -> str:
@@ -243,6 +237,10 @@ def _message(exc: KubeError) -> str:
 def _rv(body: Mapping[str, Any]) -> int:
     raw = (body.get("metadata") or {}).get("resourceVersion", "")
     return int(raw) if str(raw).isdigit() else 0
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid", ""))
 
 
 def _generation(body: Mapping[str, Any]) -> int:
