@@ -2,8 +2,9 @@
 
 kopf watches TaskRuns; this module writes what kopf cannot express safely: status
 updates with a resourceVersion precondition (so a stale view never overwrites a newer
-one, and two operators cannot both claim a start), finalizers, Events and Leases.
-Credentials come from kopf's login (kubeconfig or in-cluster service account).
+one, and two operators cannot both claim a start), finalizers, Events and Leases, and
+the TaskRuns a TaskRunSchedule creates and deletes. Credentials come from kopf's login
+(kubeconfig or in-cluster service account).
 """
 
 from __future__ import annotations
