@@ -14,12 +14,21 @@ from typing import Any
 
 import kopf
 
-from . import connections, core, metrics
+from . import connections, core, metrics, schedule_core
 from .config import Config
 from .connection_core import ConnectionKey
-from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, GROUP, PLURAL, VERSION, KubeClient
+from .kube import (
+    CLUSTER_CONNECTIONS,
+    CONNECTIONS,
+    GROUP,
+    PLURAL,
+    SCHEDULES,
+    VERSION,
+    KubeClient,
+)
 from .leader import LeaderElector
 from .reconciler import Reconciler
+from .schedules import Schedules
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,8 @@ class App:
             crash_point=config.crash_point,
             merge_window=config.merge_window,
         )
+        self.schedules = Schedules(self._enqueue, crash_point=config.crash_point)
+        self.reconciler.handlers[schedule_core.KIND] = self.schedules.reconcile
         self.metrics = metrics.Exporter(
             enabled=config.metrics_enabled,
             host=config.metrics_bind_address,
@@ -85,6 +96,7 @@ class App:
     def connect(self, info: kopf.ConnectionInfo) -> None:
         first = self.reconciler.kube is None
         self.reconciler.kube = KubeClient.from_connection(info)
+        self.schedules.kube = self.reconciler.kube
         if first and self.config.leader_election:
             # A standby acts on nothing, not even during its first sync.
             self.reconciler.active.clear()
@@ -110,6 +122,7 @@ class App:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.reconciler.stop()
+        await self.schedules.stop()
         await self.metrics.stop()
         if self.reconciler.kube is not None:
             await self.reconciler.kube.aclose()
@@ -155,6 +168,7 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def on_event(event: kopf.RawEvent, **_: Any) -> None:
         app.reconciler.observe(str(event.get("type") or "MODIFIED"), event["object"])
+        app.schedules.observe_taskrun(str(event.get("type") or "MODIFIED"), event["object"])
 
     @kopf.on.event(GROUP, VERSION, CONNECTIONS, registry=registry)
     async def on_connection(event: kopf.RawEvent, **_: Any) -> None:
@@ -163,6 +177,10 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, CLUSTER_CONNECTIONS, registry=registry)
     async def on_cluster_connection(event: kopf.RawEvent, **_: Any) -> None:
         app.connections.observe(str(event.get("type") or "MODIFIED"), event["object"])
+
+    @kopf.on.event(GROUP, VERSION, SCHEDULES, registry=registry)
+    async def on_schedule(event: kopf.RawEvent, **_: Any) -> None:
+        app.schedules.observe(str(event.get("type") or "MODIFIED"), event["object"])
 
     @kopf.on.probe(id="trackedExecutions", registry=registry)
     async def tracked(**_: Any) -> int:

@@ -24,7 +24,7 @@ DEFAULT_ALLOWED_BASE_URLS = "https://app.ona.com/api,https://app.gitpod.io/api"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-CRASH_POINTS = ("", "after-claim", "after-start", "before-stop-record")
+CRASH_POINTS = ("", "after-claim", "after-start", "before-stop-record", "after-schedule-create")
 # Not 8080: the manifests' liveness endpoint (kopf's /healthz) listens there.
 DEFAULT_METRICS_PORT = 8081
 

@@ -2,8 +2,9 @@
 
 kopf watches TaskRuns; this module writes what kopf cannot express safely: status
 updates with a resourceVersion precondition (so a stale view never overwrites a newer
-one, and two operators cannot both claim a start), finalizers, Events and Leases.
-Credentials come from kopf's login (kubeconfig or in-cluster service account).
+one, and two operators cannot both claim a start), finalizers, Events and Leases, and
+the TaskRuns a TaskRunSchedule creates and deletes. Credentials come from kopf's login
+(kubeconfig or in-cluster service account).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import kopf
@@ -24,10 +26,12 @@ from . import metrics
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
 CONNECTIONS, CLUSTER_CONNECTIONS = "onaconnections", "clusteronaconnections"
+SCHEDULES = "taskrunschedules"
 _KINDS = {
     PLURAL: "TaskRun",
     CONNECTIONS: "OnaConnection",
     CLUSTER_CONNECTIONS: "ClusterOnaConnection",
+    SCHEDULES: "TaskRunSchedule",
 }
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 log = logging.getLogger(__name__)
@@ -165,14 +169,36 @@ class KubeClient:
     async def list_taskruns(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return await self.list_objects(PLURAL, namespace)
 
-    async def list_objects(self, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    async def list_objects(
+        self, plural: str, namespace: str | None = None, *, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
         """Every object of a kind (in one namespace, or all); list items get their kind."""
-        body = await self._request("GET", self._path(namespace or "", plural=plural))
+        path = self._path(namespace or "", plural=plural)
+        if label_selector:
+            path += "?" + urlencode({"labelSelector": label_selector})
+        body = await self._request("GET", path)
         items = list(body.get("items", []))
         for item in items:  # list items come without kind/apiVersion
             item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
             item.setdefault("kind", _KINDS[plural])
         return items
+
+    async def create_object(
+        self, plural: str, namespace: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create an object; Conflict (409) if one of that name exists."""
+        return await self._request("POST", self._path(namespace, plural=plural), json=dict(body))
+
+    async def delete_object(self, plural: str, namespace: str, name: str, uid: str) -> None:
+        """Delete an object if it is still the one with this uid (a 409 otherwise; Gone if
+        it is already gone). Its dependents go in the background."""
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+            "preconditions": {"uid": uid},
+        }
+        await self._request("DELETE", self._path(namespace, name, plural=plural), json=options)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any]:
         """One Secret by name: the operator never lists or watches Secrets."""
@@ -238,8 +264,8 @@ class KubeClient:
                 "namespace": namespace,
             },
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "TaskRun",
+                "apiVersion": obj.get("apiVersion") or f"{GROUP}/{VERSION}",
+                "kind": obj.get("kind") or "TaskRun",
                 "name": meta.get("name"),
                 "namespace": namespace,
                 "uid": meta.get("uid"),

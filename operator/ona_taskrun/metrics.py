@@ -233,6 +233,8 @@ def retried() -> None:
 
 def _kind(key: str) -> str:
     # Connection keys look like `OnaConnection:ns/name`; TaskRun keys `ns/name`.
+    if key.startswith("TaskRunSchedule:"):
+        return "schedule"
     return "connection" if ":" in key else "taskrun"
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -124,6 +124,8 @@ class Reconciler:
         self._written_at: dict[str, float] = {}  # loop time of the last status write
         self._posting: set[asyncio.Task[None]] = set()  # Events on their way
         self._workers = workers
+        # Reconcilers of other kinds whose keys (`Kind:ns/name`) share this queue.
+        self.handlers: dict[str, Callable[[str], Awaitable[float | None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.active = asyncio.Event()  # set while this replica may act (leader)
         self.active.set()
@@ -301,7 +303,12 @@ class Reconciler:
             started = metrics.queue_taken(key)
             self._active.add(key)
             try:
-                if is_connection_key(key):
+                handler = self.handlers.get(key.partition(":")[0]) if ":" in key else None
+                if handler is not None:  # another kind sharing the queue (schedules)
+                    again = await handler(key)
+                    if again is not None:
+                        self._requeue(key, again)
+                elif is_connection_key(key):
                     again = await self.connections.reconcile(key)
                     if again is not None:
                         self._requeue(key, again)

@@ -182,7 +182,7 @@ def test_the_chart_copies_are_in_step_with_their_sources() -> None:
         (MANIFESTS / "monitoring" / "dashboard.json", CHART / "files" / "dashboard.json"),
     ]
     crds = sorted((REPO_ROOT / "crds").glob("*.automation.ona.com.yaml"))
-    assert len(crds) == 3
+    assert len(crds) == 4
     pairs += [(crd, CHART / "crds" / crd.name) for crd in crds]
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == [c.name for c in crds]
     for source, copy in pairs:

@@ -20,6 +20,7 @@ CRD_NAMES = {
     "taskruns.automation.ona.com",
     "onaconnections.automation.ona.com",
     "clusteronaconnections.automation.ona.com",
+    "taskrunschedules.automation.ona.com",
 }
 IMAGE = "localhost/ona-taskrun/operator:dev"
 
@@ -203,6 +204,25 @@ def test_rbac_reads_connections_and_writes_only_their_status(
 ) -> None:
     assert granted(objects, "automation.ona.com", kind) == {"get", "list", "watch"}
     assert granted(objects, "automation.ona.com", f"{kind}/status") == {"get", "patch", "update"}
+
+
+def test_rbac_lets_schedules_create_and_delete_their_taskruns_and_nothing_more(
+    objects: list[dict[str, Any]],
+) -> None:
+    group = "automation.ona.com"
+    assert granted(objects, group, "taskrunschedules") == {"get", "list", "watch"}
+    assert granted(objects, group, "taskrunschedules/status") == {"get", "patch", "update"}
+    # blockOwnerDeletion on the TaskRuns' owner reference needs this (and only this).
+    assert granted(objects, group, "taskrunschedules/finalizers") == {"update"}
+    assert granted(objects, group, "taskruns") == {
+        "get",
+        "list",
+        "watch",
+        "patch",
+        "update",
+        "create",
+        "delete",
+    }
 
 
 @pytest.mark.e2e

@@ -137,6 +137,12 @@ class OperatorFactory:
 _FACTORY = pytest.StashKey[OperatorFactory]()
 
 
+def report_logs_of(item: pytest.Item, factory: OperatorFactory) -> None:
+    """Attach the logs of `factory`'s operators to `item`'s report if it fails (for
+    operators that a module-scoped fixture started)."""
+    item.stash[_FACTORY] = factory
+
+
 @pytest.fixture
 def e2e_simulator(ona_simulator_process: SimulatorProcess) -> Iterator[SimulatorHandle]:
     """The session's simulator without a reset: operators of other tests may be using it."""

@@ -208,6 +208,22 @@ def test_the_work_queue_measures_time_in_queue_depth_and_the_oldest_wait() -> No
     assert (queue.depth, queue.longest_wait) == (0, 0.0)
 
 
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("team-a/build", "taskrun"),
+        ("OnaConnection:team-a/ona", "connection"),
+        ("TaskRunSchedule:team-a/nightly", "schedule"),
+    ],
+)
+def test_reconciles_are_counted_by_kind(key: str, kind: str) -> None:
+    queue = metrics._WorkQueue(clock=lambda: 0.0)
+    before = sample("ona_taskrun_reconcile_duration_seconds_count", kind=kind)
+    queue.added(key)
+    queue.done(key, queue.taken(key))
+    assert sample("ona_taskrun_reconcile_duration_seconds_count", kind=kind) == before + 1
+
+
 @dataclass
 class FakeTracker:
     tracked: int
