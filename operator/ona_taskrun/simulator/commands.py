@@ -17,6 +17,8 @@ Directives (durations take `ms`, `s` or `m` suffixes, a bare number is seconds, 
 - `sim:output.KEY=VAL` an output of the last step that runs, set when that step ends
 - `sim:hang`           run until stopped (same as `sim:duration=inf`)
 - `sim:stop_delay=DUR` time from StopTaskExecution to phase STOPPED (default 0.1s)
+- `sim:log_lines=N`    lines each step prints to the execution's log while it runs,
+                       spread evenly over its time (0..1000, default 2; see `logs`)
 
 Values may be quoted with double quotes (backslash escapes `"` and `\\`) or single quotes.
 A directive the simulator does not understand is an error at CreateTask, so a typo in a
@@ -35,6 +37,8 @@ from ona_taskrun.simulator.wire import invalid
 DEFAULT_PENDING_S: Final = 0.3
 DEFAULT_DURATION_S: Final = 1.0
 DEFAULT_STOP_DELAY_S: Final = 0.1
+DEFAULT_LOG_LINES: Final = 2
+MAX_LOG_LINES: Final = 1000
 MAX_STEPS: Final = 50
 MAX_OUTPUT_VALUE: Final = 4096
 
@@ -58,6 +62,7 @@ class RunPlan:
     fail_group: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
     stop_delay_s: float = DEFAULT_STOP_DELAY_S
+    log_lines: int = DEFAULT_LOG_LINES
 
     @property
     def fails(self) -> bool:
@@ -108,6 +113,7 @@ def parse_command(command: str) -> RunPlan:
     failure = ""
     fail_step = 0
     outputs: dict[str, str] = {}
+    log_lines = DEFAULT_LOG_LINES
     for match in _DIRECTIVE_RE.finditer(command):
         key = match["key"]
         raw = match["value"]
@@ -131,6 +137,13 @@ def parse_command(command: str) -> RunPlan:
             failure = value or "task failed"
         elif key == "fail_step":
             fail_step = _count(value, where)
+        elif key == "log_lines":
+            if not value.isdigit() or int(value) > MAX_LOG_LINES:
+                raise invalid(
+                    f"spec.command: simulator directive {where}={value!r} must be "
+                    f"0..{MAX_LOG_LINES}"
+                )
+            log_lines = int(value)
         elif key.startswith("output.") and len(key) > len("output."):
             if len(value) > MAX_OUTPUT_VALUE:
                 raise invalid(
@@ -158,4 +171,5 @@ def parse_command(command: str) -> RunPlan:
         fail_group=(fail_step or groups) - 1,
         outputs=outputs,
         stop_delay_s=stop_delay,
+        log_lines=log_lines,
     )
