@@ -298,6 +298,7 @@ _STATUS_KEYS = {
     "statusVersion": "status_version",
     "failureMessage": "failure_message",
     "logUrl": "log_url",
+    "logTail": "log_tail",
     "createdAt": "created_at",
     "startedAt": "started_at",
     "completedAt": "completed_at",
@@ -327,6 +328,8 @@ class Status:
     start_attempts: int = 0
     stop_requested_at: str = ""
     stop_reason: str = ""
+    # The end of the execution's log, written after the run ended (see logtail_core).
+    log_tail: str = ""
     conditions: tuple[Condition, ...] = ()
 
     @classmethod

@@ -178,12 +178,16 @@ async def test_log_faults_502_401_and_dropped_connection(
 
     simulator.control.set_log_faults(drop=1, drop_after_lines=2, count=1)
     got: list[str] = []
-    with pytest.raises(httpx.TransportError):
+
+    async def read_until_dropped() -> None:
         async with api.http.stream(
             "GET", url, headers={"Authorization": f"Bearer {token}"}
         ) as response:
             async for line in response.aiter_lines():
                 got.append(line)
+
+    with pytest.raises(httpx.TransportError):
+        await read_until_dropped()
     assert len(got) <= 2
     assert (await read_all(api.http, url, token)).status_code == 200
 
