@@ -4,12 +4,19 @@ control plane with the operator as a process and the simulator's streamed logs."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.deploy.test_argocd_health import health
+from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import (
     OperatorProcess,
     TaskRuns,
@@ -130,3 +137,172 @@ def test_an_expired_logs_token_is_renewed(
     reads = [(c["httpStatus"], c["code"]) for c in sim.control.calls("ReadLog")]
     assert reads == [(401, "expired"), (200, "")]
     assert sim.control.logs_settings()["tokensIssued"] == issued + 1
+
+
+# ------------------------------------------------------------------ kubectl ona
+
+
+@dataclass
+class Plugin:
+    """`kubectl ona` as a user runs it: kubectl finds `kubectl-ona` on PATH, and the
+    plugin reads the user's kubeconfig (KUBECONFIG) and Ona token (ONA_API_TOKEN)."""
+
+    control_plane: ControlPlane
+    bin_dir: Path
+    namespace: str
+    base_url: str
+
+    def env(self, token: str | None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ONA_", "KUBE"))}
+        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        env["KUBECONFIG"] = str(self.control_plane.admin_kubeconfig)
+        env["ONA_BASE_URL"] = self.base_url
+        if token is not None:
+            env["ONA_API_TOKEN"] = token
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        return [str(self.control_plane.kubectl), "ona", *args, "-n", self.namespace]
+
+    def run(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args),
+            env=self.env(token),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture
+def plugin(
+    control_plane: ControlPlane, namespace: str, sim: SimulatorHandle, tmp_path: Path
+) -> Plugin:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "kubectl-ona"
+    # What the console script does, with this checkout's package (PYTHONPATH is passed on).
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ona_taskrun.cli "$@"\n')
+    script.chmod(0o755)
+    return Plugin(control_plane, bin_dir, namespace, sim.base_url)
+
+
+def _remote_phase(sim: SimulatorHandle, execution_id: str) -> str:
+    return str(sim.control.execution(execution_id)["execution"]["status"]["phase"])
+
+
+def test_kubectl_ona_logs_follow_describe(
+    operator: OperatorProcess, taskruns: TaskRuns, sim: SimulatorHandle, plugin: Plugin
+) -> None:
+    command = (
+        'make # sim:pending=200ms sim:duration=2s sim:steps=2 sim:log_lines=2 sim:fail="disk full"'
+    )
+    taskruns.apply("watched", {"task": inline_task(command)})
+    follower = subprocess.Popen(
+        plugin.argv("logs", "watched", "-f"),
+        env=plugin.env(sim.token),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    arrivals: list[tuple[str, str]] = []  # (line, the execution's phase when it arrived)
+    for line in follower.stdout:
+        execution_id = taskruns.status("watched")["taskExecutionId"]
+        arrivals.append((line.rstrip("\n"), _remote_phase(sim, execution_id)))
+    assert follower.wait(timeout=30) == 1
+    stderr = follower.stderr.read() if follower.stderr else ""
+    execution_id = taskruns.status("watched")["taskExecutionId"]
+    log = sim.control.execution_log(execution_id)
+    assert [line for line, _ in arrivals] == log
+    # Lines were printed as they appeared, not at the end.
+    assert arrivals[0][1] == "TASK_EXECUTION_PHASE_RUNNING"
+    assert f"execution {execution_id} ended: FAILED: disk full" in stderr
+
+    whole = plugin.run("logs", "watched", token=sim.token)
+    assert whole.returncode == 0, whole.stderr
+    assert whole.stdout.splitlines() == log
+    step = sim.control.execution(execution_id)["execution"]["spec"]["plan"][1]["steps"][0]
+    only = plugin.run("logs", "watched", "--step", step["id"], "--timestamps", token=sim.token)
+    assert only.returncode == 0, only.stderr
+    expected = [line for line in log if line.startswith(f"[{step['label']}] ")]
+    assert [line.split(" ", 1)[1] for line in only.stdout.splitlines()] == expected
+    assert all(
+        line[:4].isdigit() and "T" in line.split(" ")[0] for line in only.stdout.splitlines()
+    )
+
+    # Without a token: the tail the operator kept, and how to get the rest.
+    tail = wait_for(lambda: taskruns.status("watched").get("logTail"), what="the log tail")
+    kept = plugin.run("logs", "watched")
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.rstrip("\n") == tail
+    assert "ONA_API_TOKEN" in kept.stderr
+
+    described = plugin.run("describe", "watched")
+    assert described.returncode == 0, described.stderr
+    text = described.stdout
+    assert "FAILED" in text
+    assert any(line.split()[:3] == ["Succeeded", "False", "Failed"] for line in text.splitlines())
+    assert step["label"] in text
+    assert f"  {log[-1]}" in text.split("Log Tail:")[1].splitlines()
+    assert any(line.split()[:2] == ["Warning", "Failed"] for line in text.splitlines())
+    as_json = json.loads(plugin.run("describe", "watched", "-o", "json").stdout)
+    assert as_json["taskRun"]["metadata"]["name"] == "watched"
+    assert "Failed" in {e["reason"] for e in as_json["events"]}
+
+    # Clear errors.
+    wrong = plugin.run("logs", "watched", token="not-a-token")
+    assert wrong.returncode == 1
+    assert "refused ONA_API_TOKEN" in wrong.stderr
+    assert "not-a-token" not in wrong.stderr + wrong.stdout
+    missing = plugin.run("describe", "no-such-run")
+    assert missing.returncode == 1
+    assert '"no-such-run" not found' in missing.stderr
+    for output in (follower.args, whole.stdout, whole.stderr, stderr, text, kept.stderr):
+        _no_secrets(sim, str(output))
+
+
+def test_kubectl_ona_rerun_and_stop(
+    operator: OperatorProcess, taskruns: TaskRuns, sim: SimulatorHandle, plugin: Plugin
+) -> None:
+    taskruns.apply("original", {"task": inline_task(SUCCEEDING)})
+    taskruns.wait_phase("original", "SUCCEEDED")
+    again = plugin.run("rerun", "original", "-f", token=sim.token)
+    assert again.returncode == 0, again.stderr
+    new_name, *lines = again.stdout.splitlines()
+    assert new_name.startswith("original-")
+    assert lines[-1].endswith("] done")
+    copy = taskruns.get(new_name)
+    assert copy["spec"] == taskruns.get("original")["spec"]
+    assert (
+        taskruns.status(new_name)["taskExecutionId"]
+        != taskruns.status("original")["taskExecutionId"]
+    )
+
+    taskruns.apply("long", {"task": inline_task("serve # sim:pending=100ms sim:hang")})
+    taskruns.wait_phase("long", "RUNNING")
+    stopped = plugin.run("stop", "long")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stop requested" in stopped.stdout
+    assert taskruns.get("long")["spec"]["desiredPhase"] == "STOPPED"
+    taskruns.wait_condition("long", "Succeeded", "False", "Stopped")
+    assert "already ended" in plugin.run("stop", "long").stderr
+
+    # A rerun of a stopped run runs: desiredPhase is not copied.
+    rerun = plugin.run("rerun", "long", "-o", "yaml")
+    assert rerun.returncode == 0, rerun.stderr
+    created = yaml.safe_load(rerun.stdout)
+    assert created["metadata"]["generateName"] == "long-"
+    taskruns.wait_phase(created["metadata"]["name"], "RUNNING")
+    assert plugin.run("stop", created["metadata"]["name"]).returncode == 0
+
+    # A run that cannot start has no execution to show.
+    taskruns.apply(
+        "waiting",
+        {"task": inline_task(SUCCEEDING), "connectionRef": {"name": "no-such-connection"}},
+    )
+    taskruns.wait_condition("waiting", "Succeeded", "Unknown", "ConnectionNotFound")
+    nothing = plugin.run("logs", "waiting", token=sim.token)
+    assert nothing.returncode == 1
+    assert "has no execution yet (ConnectionNotFound" in nothing.stderr

@@ -12,7 +12,7 @@ is the usual cause). Failures raise the client's own errors (`Unauthenticated`,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -52,7 +52,7 @@ async def open_log(
     *,
     limits: httpx.Timeout,
     redact: Redact,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Every line of the log from its start, until the server ends the response."""
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/plain"}
     try:
@@ -78,7 +78,7 @@ async def read_log(
     retries: int = RETRIES,
     delay: float = RETRY_DELAY,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Each line of the log once, from the start, until the log ends.
 
     `open_stream(token)` opens the log from its start (e.g. `OnaClient.open_log` bound to
