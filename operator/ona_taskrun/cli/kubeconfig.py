@@ -123,7 +123,7 @@ def _data(entry: Mapping[str, Any], key: str) -> bytes | None:
     raw = entry.get(f"{key}-data")
     if raw:
         try:
-            return base64.b64decode(str(raw))
+            return base64.b64decode(str(raw), validate=True)
         except ValueError as exc:
             raise KubeconfigError(f"{key}-data is not base64") from exc
     path = _path(entry, key)
