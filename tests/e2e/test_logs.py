@@ -309,3 +309,29 @@ def test_kubectl_ona_rerun_and_stop(
     nothing = plugin.run("logs", "waiting", token=sim.token)
     assert nothing.returncode == 1
     assert "has no execution yet (ConnectionNotFound" in nothing.stderr
+
+
+@pytest.mark.parametrize(
+    ("logs", "message"),
+    [
+        pytest.param({"tailLines": 101}, "spec.logs.tailLines", id="too-many-lines"),
+        pytest.param({"tailLines": -1}, "spec.logs.tailLines", id="negative"),
+        pytest.param({"tailOnSuccess": "yes"}, "spec.logs.tailOnSuccess", id="not-a-boolean"),
+    ],
+)
+def test_bad_log_settings_are_rejected_at_apply(
+    logs: dict[str, Any], message: str, taskruns: TaskRuns
+) -> None:
+    result = taskruns.try_apply("bad-logs", {"task": inline_task("echo"), "logs": logs})
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not taskruns.exists("bad-logs")
+
+
+def test_log_settings_are_immutable(taskruns: TaskRuns) -> None:
+    taskruns.apply("fixed-logs", {"task": inline_task("echo # sim:hang"), "logs": {"tailLines": 5}})
+    for edit in ({"logs": {"tailLines": 6}}, {"logs": None}):
+        result = taskruns.patch_spec("fixed-logs", edit)
+        assert result.returncode != 0
+        assert "spec.logs is immutable" in result.stderr
+    assert taskruns.get("fixed-logs")["spec"]["logs"] == {"tailLines": 5}

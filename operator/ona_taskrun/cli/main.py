@@ -19,16 +19,20 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import Any, Final, TextIO
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import yaml
 
-from ..kube import GROUP, PLURAL, VERSION, Gone, KubeClient, KubeError
-from ..ona import DEFAULT_BASE_URL, OnaClient, OnaError, TaskExecution, Unauthenticated
-from ..ona.logs import read_log
+from .kube import GROUP, VERSION, Kube, KubeApiError
 from .kubeconfig import KubeconfigError, load
 from .render import describe
+
+if TYPE_CHECKING:
+    from ..ona import OnaClient, TaskExecution
+
+# The Ona client is imported only when a command needs it (it brings the operator's
+# metrics, and with them kopf): describe, rerun and stop start in half the time.
+DEFAULT_BASE_URL: Final = "https://app.ona.com/api"  # as ona.DEFAULT_BASE_URL
 
 PROG: Final = "kubectl ona"
 POLL_SECONDS: Final = 1.0
@@ -40,35 +44,6 @@ _NOT_COPIED: Final = ("automation.ona.com/", "kubectl.kubernetes.io/last-applied
 
 class CliError(Exception):
     """Ends the command with a message on stderr and exit code 1."""
-
-
-class Kube(KubeClient):
-    """The requests `kubectl ona` makes as the user."""
-
-    def _taskruns(self, namespace: str, name: str = "") -> str:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-        return f"{path}/{name}" if name else path
-
-    async def create_taskrun(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._request("POST", self._taskruns(namespace), json=dict(body))
-
-    async def patch_spec(
-        self, namespace: str, name: str, spec: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        return await self._request(
-            "PATCH",
-            self._taskruns(namespace, name),
-            json={"spec": dict(spec)},
-            content_type="application/merge-patch+json",
-        )
-
-    async def events(self, namespace: str, name: str, uid: str) -> list[dict[str, Any]]:
-        query = urlencode(
-            {"fieldSelector": f"involvedObject.name={name},involvedObject.kind=TaskRun"}
-        )
-        body = await self._request("GET", f"/api/v1/namespaces/{namespace}/events?{query}")
-        items = [e for e in body.get("items") or () if isinstance(e, dict)]
-        return [e for e in items if (e.get("involvedObject") or {}).get("uid") in (uid, None)]
 
 
 # ---------------------------------------------------------------------- arguments
@@ -166,7 +141,9 @@ class Cli:
     async def get(self, name: str) -> dict[str, Any]:
         try:
             return await self.kube.get_taskrun(self.namespace, name)
-        except Gone:
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
             raise CliError(
                 f'taskruns.{GROUP} "{name}" not found in namespace "{self.namespace}"'
             ) from None
@@ -246,6 +223,8 @@ class Cli:
     # -- logs ------------------------------------------------------------------------
 
     def ona(self) -> OnaClient | None:
+        from ..ona import OnaClient
+
         token = os.environ.get("ONA_API_TOKEN", "").strip()
         if not token:
             return None
@@ -260,6 +239,8 @@ class Cli:
         ona = self.ona()
         if ona is None:
             return self.kept_tail(name, obj)
+        from ..ona import OnaError, Unauthenticated
+
         async with ona:
             execution_id = await self.execution_of(name, obj, follow)
             try:
@@ -313,6 +294,8 @@ class Cli:
             obj = await self.get(name)
 
     async def print_log(self, ona: OnaClient, execution_id: str, follow: bool) -> int:
+        from ..ona.logs import read_log
+
         execution = await ona.get_task_execution(execution_id)
         while not execution.status.log_url:
             if execution.is_final or not follow:
@@ -399,7 +382,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except (CliError, KubeconfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KubeError as exc:
+    except KubeApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
