@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ona_taskrun.cli.kubeconfig import KubeconfigError, load
-from ona_taskrun.cli.main import build_parser
+from ona_taskrun.cli.main import build_parser, rerun_manifest
 from ona_taskrun.cli.render import age, describe
 
 NOW = dt.datetime(2026, 11, 30, 9, 0, 0, tzinfo=dt.UTC)
@@ -309,3 +309,37 @@ def test_default_base_url_is_the_clients() -> None:
     from ona_taskrun.ona import DEFAULT_BASE_URL as CLIENT_DEFAULT
 
     assert DEFAULT_BASE_URL == CLIENT_DEFAULT
+
+
+def test_rerun_manifest_copies_the_spec_but_not_the_projects_marks() -> None:
+    original = {
+        "apiVersion": "automation.ona.com/v1alpha1",
+        "kind": "TaskRun",
+        "metadata": {
+            "name": "nightly",
+            "namespace": "team-a",
+            "uid": "u-1",
+            "resourceVersion": "42",
+            "labels": {"team": "a", "automation.ona.com/schedule": "nightly"},
+            "annotations": {
+                "note": "keep",
+                "automation.ona.com/start-requested-at": "2026-11-30T08:00:00Z",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            },
+            "ownerReferences": [{"kind": "TaskRunSchedule", "name": "nightly"}],
+            "finalizers": ["automation.ona.com/taskrun"],
+        },
+        "spec": {"taskRef": {"id": "t"}, "desiredPhase": "STOPPED", "logs": {"tailLines": 5}},
+        "status": {"phase": "STOPPED"},
+    }
+    assert rerun_manifest(original, "team-a") == {
+        "apiVersion": "automation.ona.com/v1alpha1",
+        "kind": "TaskRun",
+        "metadata": {
+            "generateName": "nightly-",
+            "namespace": "team-a",
+            "labels": {"team": "a"},
+            "annotations": {"note": "keep"},
+        },
+        "spec": {"taskRef": {"id": "t"}, "logs": {"tailLines": 5}},
+    }

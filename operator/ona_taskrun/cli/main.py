@@ -38,7 +38,8 @@ PROG: Final = "kubectl ona"
 POLL_SECONDS: Final = 1.0
 # Without -f, a running execution's log is printed until it pauses this long.
 SETTLE_SECONDS: Final = 1.0
-# The operator's own annotations and kubectl's copy of the manifest are not carried over.
+# The project's own labels and annotations (the operator's claims, a schedule's marks)
+# and kubectl's copy of the manifest are not carried over to a rerun.
 _NOT_COPIED: Final = ("automation.ona.com/", "kubectl.kubernetes.io/last-applied-configuration")
 
 
@@ -172,25 +173,7 @@ class Cli:
 
     async def rerun(self, name: str) -> int:
         obj = await self.get(name)
-        meta = obj.get("metadata") or {}
-        spec = dict(obj.get("spec") or {})
-        spec.pop("desiredPhase", None)  # a stopped run's copy must run
-        new_meta: dict[str, Any] = {"generateName": f"{name}-", "namespace": self.namespace}
-        if meta.get("labels"):
-            new_meta["labels"] = dict(meta["labels"])
-        annotations = {
-            k: v
-            for k, v in (meta.get("annotations") or {}).items()
-            if not k.startswith(_NOT_COPIED)
-        }
-        if annotations:
-            new_meta["annotations"] = annotations
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "TaskRun",
-            "metadata": new_meta,
-            "spec": spec,
-        }
+        body = rerun_manifest(obj, self.namespace)
         created = await self.kube.create_taskrun(self.namespace, body)
         new_name = str(created["metadata"]["name"])
         if self.args.output:
@@ -340,6 +323,25 @@ class Cli:
                 return f"[{step.label or step.id}] "
         known = ", ".join(f"{s.id} ({s.label})" for s in steps) or "none"
         raise CliError(f"execution {execution.id} has no step {wanted!r}; its steps: {known}")
+
+
+def rerun_manifest(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """A new TaskRun with the spec of `obj`, named after it by the API server."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", "taskrun"))
+    spec = dict(obj.get("spec") or {})
+    spec.pop("desiredPhase", None)  # a stopped run's copy must run
+    new_meta: dict[str, Any] = {"generateName": f"{name}-", "namespace": namespace}
+    for field in ("labels", "annotations"):
+        kept = {k: v for k, v in (meta.get(field) or {}).items() if not k.startswith(_NOT_COPIED)}
+        if kept:
+            new_meta[field] = kept
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TaskRun",
+        "metadata": new_meta,
+        "spec": spec,
+    }
 
 
 def _succeeded(status: Mapping[str, Any]) -> dict[str, Any]:
