@@ -59,6 +59,7 @@ def _note(taskruns: TaskRuns, name: str) -> str | None:
 def test_failed_run_keeps_the_end_of_its_log(
     operator: OperatorProcess, taskruns: TaskRuns, sim: SimulatorHandle
 ) -> None:
+    issued = sim.control.logs_settings()["tokensIssued"]
     taskruns.apply("fails", {"task": inline_task(FAILING), "logs": {"tailLines": 4}})
     taskruns.apply("passes", {"task": inline_task(SUCCEEDING)})
     taskruns.apply(
@@ -92,6 +93,9 @@ def test_failed_run_keeps_the_end_of_its_log(
     plain = taskruns.wait_phase("passes", "SUCCEEDED")
     assert "logTail" not in taskruns.status("passes")
     assert plain["conditions"]
+
+    # Two tails read through one connection in one environment: one cached logs token.
+    assert sim.control.logs_settings()["tokensIssued"] == issued + 1
 
     everything = json.dumps([taskruns.get(n) for n in ("fails", "passes", "passes-kept")])
     _no_secrets(sim, everything, json.dumps(taskruns.events("fails")), operator.log())
