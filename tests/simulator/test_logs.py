@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -10,6 +12,14 @@ from tests.simulator.test_lifecycle import FAILED, RUNNING, STOPPED, start
 from tests.support.simulator_fixtures import SimulatorHandle
 
 ENVIRONMENT_SERVICE = "gitpod.v1.EnvironmentService"
+
+
+@pytest.fixture(autouse=True)
+def restore_logs(simulator: SimulatorHandle) -> Iterator[None]:
+    """The session's simulator is shared with later tests: leave its logs as found."""
+    yield
+    simulator.control.clear_log_faults()
+    simulator.control.set_logs_token_ttl(3600)
 
 
 async def logs_token(api: Api, environment_id: str, token: str | None = None) -> str:
