@@ -38,6 +38,7 @@ PROG: Final = "kubectl ona"
 POLL_SECONDS: Final = 1.0
 # Without -f, a running execution's log is printed until it pauses this long.
 SETTLE_SECONDS: Final = 1.0
+IDLE_SECONDS: Final = 30.0
 # The project's own labels and annotations (the operator's claims, a schedule's marks)
 # and kubectl's copy of the manifest are not carried over to a rerun.
 _NOT_COPIED: Final = ("automation.ona.com/", "kubectl.kubernetes.io/last-applied-configuration")
@@ -293,12 +294,16 @@ class Cli:
         async def token(renew: bool) -> str:
             return await ona.create_environment_logs_token(environment_id)
 
-        lines = read_log(lambda t: ona.open_log(url, t), token)
+        # Following waits for the next line as long as it takes; otherwise a log that
+        # stops sending is given up after a while.
+        idle = None if follow else IDLE_SECONDS
+        lines = read_log(lambda t: ona.open_log(url, t, idle_timeout=idle), token)
         settle = None if follow or execution.is_final else SETTLE_SECONDS
         async with aclosing(lines):
             async for line in _until_quiet(lines, settle):
                 if prefix is None or line.startswith(prefix):
-                    stamp = f"{datetime.now(UTC).isoformat(timespec='milliseconds')} "
+                    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+                    stamp = f"{now}Z "
                     self.say((stamp if getattr(self.args, "timestamps", False) else "") + line)
         if not follow:
             return 0
