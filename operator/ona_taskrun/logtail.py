@@ -50,6 +50,8 @@ MAX_CONCURRENT: Final = 4
 # Events that wait for the tail, to carry its last lines.
 HELD_EVENTS: Final = frozenset({"Failed", "TimedOut"})
 
+_ENDED: Final = frozenset({"FAILED", "SUCCEEDED", "STOPPED"})
+
 Post = Callable[[Mapping[str, Any], tuple[core.Event, ...]], Awaitable[None]]
 
 
@@ -101,7 +103,12 @@ class LogTails:
     ) -> tuple[core.Event, ...]:
         """Called with each status the reconciler has written (or found unchanged) and
         the Events it is about to post; returns the Events to post now."""
-        status = core.Status.from_dict(body.get("status"))
+        raw = body.get("status") or {}
+        if key not in self._outcomes and (
+            raw.get("phase") not in _ENDED or raw.get("logTail") or not raw.get("logUrl")
+        ):
+            return events  # the common case, decided without parsing the status
+        status = core.Status.from_dict(raw)
         if key in self._outcomes and (status.log_tail or has_note(status)):
             del self._outcomes[key]  # written: nothing more to do for this run
             return events
