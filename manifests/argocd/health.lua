@@ -1,7 +1,7 @@
 -- Argo CD health check for automation.ona.com/TaskRun.
 -- Reads only the conditions the operator writes (Succeeded, Stalled, RemoteReachable),
--- status.phase for the message, and spec.desiredPhase to tell a stop the spec asked
--- for from one it did not. Argo CD runs this on gopher-lua: Lua 5.1 only. Any field
+-- status.phase and the last line of status.logTail for the message, and
+-- spec.desiredPhase to tell a stop the spec asked for from one it did not. Argo CD runs this on gopher-lua: Lua 5.1 only. Any field
 -- may be missing or of the wrong type on a half-written object; none of that errors.
 
 local function text(value)
@@ -35,6 +35,24 @@ local function describe(condition, fallback)
   return fallback
 end
 
+-- The last non-blank line of status.logTail (the end of a failed run's log), at most
+-- 200 characters of its end; "" when there is none.
+local function lastLogLine(tail)
+  if type(tail) ~= "string" then
+    return ""
+  end
+  local last = ""
+  for line in string.gmatch(tail, "[^\n]+") do
+    if string.find(line, "%S") then
+      last = line
+    end
+  end
+  if string.len(last) > 200 then
+    last = "..." .. string.sub(last, -200)
+  end
+  return last
+end
+
 local function health(obj)
   if type(obj) ~= "table" then
     return { status = "Progressing", message = "Waiting for the operator" }
@@ -60,7 +78,12 @@ local function health(obj)
     if succeeded.reason == "Stopped" and spec.desiredPhase == "STOPPED" then
       return { status = "Healthy", message = "Stopped as spec.desiredPhase asked" }
     end
-    return { status = "Degraded", message = describe(succeeded, "TaskRun did not succeed") }
+    local message = describe(succeeded, "TaskRun did not succeed")
+    local logLine = lastLogLine(status.logTail)
+    if logLine ~= "" then
+      message = message .. "; last log line: " .. logLine
+    end
+    return { status = "Degraded", message = message }
   end
 
   local stalled = findCondition(conditions, "Stalled")

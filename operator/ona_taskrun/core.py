@@ -307,6 +307,7 @@ _STATUS_KEYS = {
     "statusVersion": "status_version",
     "failureMessage": "failure_message",
     "logUrl": "log_url",
+    "logTail": "log_tail",
     "createdAt": "created_at",
     "startedAt": "started_at",
     "completedAt": "completed_at",
@@ -338,6 +339,8 @@ class Status:
     start_attempts: int = 0
     stop_requested_at: str = ""
     stop_reason: str = ""
+    # The end of the execution's log, written after the run ended (see logtail_core).
+    log_tail: str = ""
     conditions: tuple[Condition, ...] = ()
     # spec.retries: the current attempt (1-based; 0 before the first start), the attempts
     # that ended before it, and when the next one starts while waiting to retry.

@@ -24,6 +24,7 @@ from . import core, metrics
 from .connection_core import ConnectionKey, is_connection_key, key_for
 from .connections import Connections, Remote
 from .kube import Conflict, Gone, KubeClient, KubeError
+from .logtail import LogTails
 from .ona import errors
 from .remote import to_failure, to_remote
 
@@ -123,6 +124,8 @@ class Reconciler:
         self._unwritten: dict[str, core.Status] = {}
         self._written_at: dict[str, float] = {}  # loop time of the last status write
         self._posting: set[asyncio.Task[None]] = set()  # Events on their way
+        # Log tails of ended runs, read beside the reconcile (see logtail).
+        self.logtails = LogTails(enqueue=self.enqueue_urgent, post=self._post)
         self._workers = workers
         # Reconcilers of other kinds whose keys (`Kind:ns/name`) share this queue.
         self.handlers: dict[str, Callable[[str], Awaitable[float | None]]] = {}
@@ -164,6 +167,7 @@ class Reconciler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for handle in self._timers.values():
             handle.cancel()
+        await self.logtails.stop()
         await asyncio.gather(*self._posting, return_exceptions=True)
         await self.connections.stop()
 
@@ -220,6 +224,7 @@ class Reconciler:
         self._retry_at.pop(key, None)
         self._unwritten.pop(key, None)
         self._written_at.pop(key, None)
+        self.logtails.forget(key)
 
     async def initial_sync(self, namespaces: tuple[str, ...]) -> None:
         """Read every watched TaskRun once, retrying until the API server answers."""
@@ -351,6 +356,7 @@ class Reconciler:
             if remote is not None:
                 obs = await self._observe_remote(key, run, obs, remote)
             decision = core.decide(run, obs, _now(), self.settings)
+            decision = replace(decision, status=self.logtails.fold(key, decision.status))
             if self._backing_off(key, decision.action, remote):
                 # Woken by a watch event (often our own write) before the back-off ends:
                 # no remote call, and no claim written for a start that is not made now.
@@ -368,7 +374,7 @@ class Reconciler:
             except Gone:
                 return
             wrote, body = written is not body, written
-            await self._post(body, decision.events)
+            await self._post(body, self.logtails.after_write(key, body, decision.events, remote))
             self._follow(key, body, decision, remote, run.status.task_execution_id)
             action = decision.action
             if action is None:

@@ -157,6 +157,45 @@ CASES: list[tuple[str, dict[str, Any], str, list[str]]] = [
         ["Failed", "step 'test' exited with 2"],
     ),
     (
+        "failed, with the end of its log",
+        taskrun(
+            {
+                "phase": "FAILED",
+                "logTail": "[build] compiling\n[build] error: disk full\n\n",
+                "conditions": [
+                    condition("Succeeded", "False", "Failed", "disk full"),
+                    condition("Stalled", "True", "Failed", "disk full"),
+                ],
+            }
+        ),
+        "Degraded",
+        ["Failed: disk full", "; last log line: [build] error: disk full"],
+    ),
+    (
+        "failed, a very long last log line keeps its end",
+        taskrun(
+            {
+                "phase": "FAILED",
+                "logTail": "x" * 300 + "THE END",
+                "conditions": [condition("Succeeded", "False", "Failed", "boom")],
+            }
+        ),
+        "Degraded",
+        ["last log line: ..." + "x" * 193 + "THE END"],
+    ),
+    (
+        "failed, logTail of the wrong type",
+        taskrun(
+            {
+                "phase": "FAILED",
+                "logTail": 42,
+                "conditions": [condition("Succeeded", "False", "Failed", "boom")],
+            }
+        ),
+        "Degraded",
+        ["Failed: boom"],
+    ),
+    (
         "timed out",
         taskrun(
             {
@@ -308,3 +347,14 @@ def test_argocd_cm_patch_holds_the_same_lua() -> None:
         "manifests/argocd/argocd-cm-patch.yaml differs from health.lua: copy health.lua "
         "into the data key again (indented by four spaces)"
     )
+
+
+def test_failed_without_a_usable_log_tail_names_no_log_line() -> None:
+    for tail in (None, 42, "", "  \n \n"):
+        status: dict[str, Any] = {
+            "phase": "FAILED",
+            "conditions": [condition("Succeeded", "False", "Failed", "boom")],
+        }
+        if tail is not None:
+            status["logTail"] = tail
+        assert health(taskrun(status)) == ("Degraded", "Failed: boom")

@@ -40,6 +40,7 @@ from .errors import (
     RateLimited,
     Unavailable,
 )
+from .logs import open_log
 from .models import (
     AuthenticatedIdentity,
     EnvironmentVariable,
@@ -67,7 +68,10 @@ AUTOMATION_SERVICE = "gitpod.v1.EnvironmentAutomationService"
 EVENT_SERVICE = "gitpod.v1.EventService"
 IDENTITY_SERVICE = "gitpod.v1.IdentityService"
 # Methods outside the automation service, by the service that serves them.
-_SERVICE_OF = {"GetAuthenticatedIdentity": IDENTITY_SERVICE}
+_SERVICE_OF = {
+    "GetAuthenticatedIdentity": IDENTITY_SERVICE,
+    "CreateEnvironmentLogsToken": "gitpod.v1.EnvironmentService",
+}
 MAX_FILTER_VALUES = 25
 MAX_PAGE_SIZE = 100
 
@@ -480,6 +484,31 @@ class OnaClient:
                 )
             )
         return _newest(found)
+
+    # -- logs -------------------------------------------------------------------------
+
+    async def create_environment_logs_token(self, environment_id: str) -> str:
+        """A read-only token for the logs of one environment's executions (valid about an
+        hour). Creating one changes nothing else, so it is retried like a read."""
+        method = "CreateEnvironmentLogsToken"
+        data = await self._call(method, {"environmentId": environment_id}, _Safety.READ)
+        token = data.get("accessToken")
+        if not isinstance(token, str) or not token:
+            raise OnaError("response holds no accessToken", method=method, code="internal")
+        return token
+
+    def open_log(
+        self, log_url: str, logs_token: str, *, idle_timeout: float | None = None
+    ) -> AsyncIterator[str]:
+        """The lines of an execution's log (`status.logUrl`), read once from the start
+        until the server ends the stream; see `ona.logs.read_log` for retries and
+        renewal. `idle_timeout` bounds the wait for each next chunk (None: no bound)."""
+        timeout = httpx.Timeout(self._timeout, connect=self._connect_timeout, read=idle_timeout)
+
+        def redact(text: str) -> str:
+            return self._redact(text).replace(logs_token, "[redacted]")
+
+        return open_log(self._http, log_url, logs_token, limits=timeout, redact=redact)
 
     # -- tasks ------------------------------------------------------------------------
 

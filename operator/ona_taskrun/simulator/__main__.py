@@ -9,6 +9,7 @@ import signal
 import sys
 
 from ona_taskrun.simulator.faults import DEFAULT_SEED
+from ona_taskrun.simulator.logs import DEFAULT_TOKEN_TTL_S
 from ona_taskrun.simulator.server import run_simulator
 
 
@@ -31,7 +32,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help="seed of the fault generator"
     )
+    parser.add_argument(
+        "--logs-token-ttl",
+        type=float,
+        default=DEFAULT_TOKEN_TTL_S,
+        help="seconds a logs token from CreateEnvironmentLogsToken stays valid (default 3600)",
+    )
     args = parser.parse_args(argv)
+    if not args.logs_token_ttl > 0:
+        parser.error("--logs-token-ttl must be positive")
     if not args.token and not args.readonly_token:
         parser.error("give at least one --token or --readonly-token")
     return args
@@ -49,6 +58,7 @@ async def serve(args: argparse.Namespace) -> None:
         tokens=args.token,
         readonly_tokens=args.readonly_token,
         seed=args.seed,
+        logs_token_ttl=args.logs_token_ttl,
     ) as running:
         print(f"ona-simulator listening on {running.base_url}", flush=True)
         await stop.wait()

@@ -19,6 +19,8 @@ Directives (durations take `ms`, `s` or `m` suffixes, a bare number is seconds, 
 - `sim:output.KEY=VAL` an output of the last step that runs, set when that step ends
 - `sim:hang`           run until stopped (same as `sim:duration=inf`)
 - `sim:stop_delay=DUR` time from StopTaskExecution to phase STOPPED (default 0.1s)
+- `sim:log_lines=N`    lines each step prints to the execution's log while it runs,
+                       spread evenly over its time (0..1000, default 2; see `logs`)
 
 Values may be quoted with double quotes (backslash escapes `"` and `\\`) or single quotes.
 A directive the simulator does not understand is an error at CreateTask, so a typo in a
@@ -37,6 +39,8 @@ from ona_taskrun.simulator.wire import invalid
 DEFAULT_PENDING_S: Final = 0.3
 DEFAULT_DURATION_S: Final = 1.0
 DEFAULT_STOP_DELAY_S: Final = 0.1
+DEFAULT_LOG_LINES: Final = 2
+MAX_LOG_LINES: Final = 1000
 MAX_STEPS: Final = 50
 MAX_OUTPUT_VALUE: Final = 4096
 
@@ -62,6 +66,7 @@ class RunPlan:
     stop_delay_s: float = DEFAULT_STOP_DELAY_S
     # Only the task's first N executions fail; 0: every execution follows the plan.
     fail_first: int = 0
+    log_lines: int = DEFAULT_LOG_LINES
 
     def for_execution(self, index: int) -> RunPlan:
         """The plan of the task's execution number `index` (0-based, in start order)."""
@@ -125,6 +130,7 @@ def parse_command(command: str) -> RunPlan:
     fail_step = 0
     fail_first = 0
     outputs: dict[str, str] = {}
+    log_lines = DEFAULT_LOG_LINES
     for match in _DIRECTIVE_RE.finditer(command):
         key = match["key"]
         raw = match["value"]
@@ -150,6 +156,13 @@ def parse_command(command: str) -> RunPlan:
             fail_step = _count(value, where)
         elif key == "fail_first":
             fail_first = _count(value, where)
+        elif key == "log_lines":
+            if not value.isdigit() or int(value) > MAX_LOG_LINES:
+                raise invalid(
+                    f"spec.command: simulator directive {where}={value!r} must be "
+                    f"0..{MAX_LOG_LINES}"
+                )
+            log_lines = int(value)
         elif key.startswith("output.") and len(key) > len("output."):
             if len(value) > MAX_OUTPUT_VALUE:
                 raise invalid(
@@ -178,4 +191,5 @@ def parse_command(command: str) -> RunPlan:
         outputs=outputs,
         stop_delay_s=stop_delay,
         fail_first=fail_first,
+        log_lines=log_lines,
     )

@@ -7,6 +7,7 @@ or looked up, never listed). Requests and answers are JSON; errors use the same
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -105,7 +106,7 @@ def get_execution(sim: Simulator, request: web.Request, body: JSON) -> JSON:
 
 def execution_logs(sim: Simulator, request: web.Request, body: JSON) -> JSON:
     execution = sim.store.get_execution(request.match_info["id"])
-    return {"lines": list(execution.log_lines)}
+    return {"lines": execution.log.view(time.monotonic()), "ended": execution.log.ended}
 
 
 def set_phase(sim: Simulator, request: web.Request, body: JSON) -> JSON:

@@ -175,6 +175,23 @@ class SimulatorControl:
         """WatchEvents streams, open and recently ended: environmentId, openedAt, closedAt."""
         return list(self._call("GET", "/watchers")["streams"])
 
+    def execution_log(self, execution_id: str) -> list[str]:
+        """The lines the execution has printed so far."""
+        return list(self._call("GET", f"/logs/{execution_id}")["lines"])
+
+    def set_logs_token_ttl(self, seconds: float) -> JSON:
+        return self._call("PUT", "/log-settings", {"tokenTtlSeconds": seconds})
+
+    def logs_settings(self) -> JSON:
+        return self._call("GET", "/log-settings")
+
+    def set_log_faults(self, **knobs: Any) -> JSON:
+        """Faults of the log endpoint: error_502, error_401, drop, drop_after_lines, count."""
+        return self._call("PUT", "/log-faults", knobs)
+
+    def clear_log_faults(self) -> None:
+        self._call("DELETE", "/log-faults")
+
 
 class AsyncSimulatorControl:
     """Asynchronous twin of `SimulatorControl`, for tests that run in an event loop."""
@@ -285,3 +302,18 @@ class AsyncSimulatorControl:
 
     async def disconnect_watchers(self) -> int:
         return int((await self._call("POST", "/watchers/disconnect"))["closed"])
+
+    async def execution_log(self, execution_id: str) -> list[str]:
+        return list((await self._call("GET", f"/logs/{execution_id}"))["lines"])
+
+    async def set_logs_token_ttl(self, seconds: float) -> JSON:
+        return await self._call("PUT", "/log-settings", {"tokenTtlSeconds": seconds})
+
+    async def logs_settings(self) -> JSON:
+        return await self._call("GET", "/log-settings")
+
+    async def set_log_faults(self, **knobs: Any) -> JSON:
+        return await self._call("PUT", "/log-faults", knobs)
+
+    async def clear_log_faults(self) -> None:
+        await self._call("DELETE", "/log-faults")

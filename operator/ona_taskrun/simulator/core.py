@@ -12,6 +12,7 @@ from typing import Final
 
 from ona_taskrun.simulator.auth import TokenRegistry
 from ona_taskrun.simulator.faults import DEFAULT_SEED, FaultInjector
+from ona_taskrun.simulator.logs import DEFAULT_TOKEN_TTL_S, LogService
 from ona_taskrun.simulator.store import Store
 from ona_taskrun.simulator.wire import JSON, rfc3339, utcnow
 
@@ -61,10 +62,12 @@ class Simulator:
         tokens: Iterable[str],
         readonly_tokens: Iterable[str] = (),
         seed: int = DEFAULT_SEED,
+        logs_token_ttl: float = DEFAULT_TOKEN_TTL_S,
     ) -> None:
         self.tokens = TokenRegistry(tokens, readonly_tokens)
         self.faults = FaultInjector(seed)
-        self.store = Store(log_base_url=lambda: f"{self.base_url}/_simulator/logs")
+        self.logs = LogService(logs_token_ttl)
+        self.store = Store(log_base_url=lambda: f"{self.base_url}/logs/task-executions")
         self.calls: deque[CallRecord] = deque(maxlen=MAX_CALL_RECORDS)
         self.base_url = ""
         self._call_seq = 0
@@ -80,6 +83,7 @@ class Simulator:
         self.store.reset()
         self.tokens.reset()
         self.faults.reset()
+        self.logs.reset()
         self.calls.clear()
 
     async def pause(self, seconds: float) -> None:

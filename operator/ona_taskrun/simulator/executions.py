@@ -9,11 +9,13 @@ wire shows it, is kept so an older status can be replayed later.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
 from ona_taskrun.simulator.commands import RunPlan
+from ona_taskrun.simulator.logs import ExecutionLog
 from ona_taskrun.simulator.wire import (
     FAILED,
     FINAL_PHASES,
@@ -91,7 +93,7 @@ class Execution:
         self.next_group = 0
         self.automatic = True
         self.stop_at: float | None = None
-        self.log_lines: list[str] = []
+        self.log = ExecutionLog()
         self._plan_json = self._build_plan_json(task_id, task_spec)
         self._commit(now_wall, "created, pending")
 
@@ -282,7 +284,7 @@ class Execution:
         self.version += 1
         self.replayed_version = None
         self.history[self.version] = self.to_json()
-        self.log_lines.append(f"{rfc3339(now_wall)} [{self.version}] {self.phase}: {note}")
+        self.log.commit(self, time.monotonic())
 
     # --- requests from clients and the control API ----------------------------------------
 

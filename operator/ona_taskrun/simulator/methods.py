@@ -12,6 +12,7 @@ from typing import Final
 
 from ona_taskrun.simulator.auth import Subject
 from ona_taskrun.simulator.core import CallRecord, Simulator
+from ona_taskrun.simulator.logs import create_environment_logs_token
 from ona_taskrun.simulator.wire import (
     JSON,
     MAX_FILTER_VALUES,
@@ -190,4 +191,5 @@ METHODS: Final[Mapping[str, Method]] = {
     "GetTaskExecution": get_task_execution,
     "ListTaskExecutions": list_task_executions,
     "StopTaskExecution": stop_task_execution,
+    "CreateEnvironmentLogsToken": create_environment_logs_token,
 }

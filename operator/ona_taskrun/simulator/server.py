@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ona_taskrun.simulator import api, control
+from ona_taskrun.simulator import api, control, log_api
 from ona_taskrun.simulator.core import Simulator
 from ona_taskrun.simulator.faults import DEFAULT_SEED
+from ona_taskrun.simulator.logs import DEFAULT_TOKEN_TTL_S
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ def build_app(sim: Simulator) -> web.Application:
     app[api.SIMULATOR_KEY] = sim
     api.add_routes(app)
     control.add_routes(app)
+    log_api.add_routes(app)
     return app
 
 
@@ -52,10 +54,13 @@ async def run_simulator(
     tokens: Iterable[str] = (),
     readonly_tokens: Iterable[str] = (),
     seed: int = DEFAULT_SEED,
+    logs_token_ttl: float = DEFAULT_TOKEN_TTL_S,
 ) -> AsyncIterator[RunningSimulator]:
     """Serve the simulator until the block exits; `port=0` picks a free port."""
     all_tokens = [*([token] if token else []), *tokens]
-    sim = Simulator(tokens=all_tokens, readonly_tokens=readonly_tokens, seed=seed)
+    sim = Simulator(
+        tokens=all_tokens, readonly_tokens=readonly_tokens, seed=seed, logs_token_ttl=logs_token_ttl
+    )
     runner = web.AppRunner(build_app(sim), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -1,0 +1,1 @@
+"""`kubectl ona`, the kubectl plugin for TaskRuns (console script `kubectl-ona`)."""

@@ -1,0 +1,183 @@
+"""What `kubectl ona describe` prints, laid out like `kubectl describe`: pure text from
+the TaskRun object and its Events, so it is tested without a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..core import parse_time
+
+EVENTS_SHOWN = 10
+
+
+def age(then: str, now: datetime) -> str:
+    """`kubectl`'s short ages: 45s, 3m, 2h, 5d."""
+    moment = parse_time(then)
+    if moment is None:
+        return "<unknown>"
+    seconds = max(int((now - moment).total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append((indent + "  ".join([*cells, row[-1]])).rstrip())
+    return lines
+
+
+def _fields(pairs: Sequence[tuple[str, str]], indent: str = "") -> list[str]:
+    width = max(len(label) for label, _ in pairs) + 2
+    return [f"{indent}{(label + ':').ljust(width)}{value}".rstrip() for label, value in pairs]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _connection(spec: Mapping[str, Any]) -> str:
+    ref = spec.get("connectionRef")
+    if not isinstance(ref, Mapping):
+        return "<default>"
+    return f"{ref.get('kind') or 'OnaConnection'}/{ref.get('name', '')}"
+
+
+def _task(spec: Mapping[str, Any]) -> str:
+    task = spec.get("task")
+    if isinstance(task, Mapping):
+        return f"inline {task.get('name', '')!r} in environment {task.get('environmentId', '')}"
+    ref = spec.get("taskRef")
+    if isinstance(ref, Mapping):
+        if ref.get("id"):
+            return f"taskRef {ref['id']}"
+        return f"taskRef {ref.get('reference', '')!r} in environment {ref.get('environmentId', '')}"
+    return "<none>"
+
+
+def _duration(status: Mapping[str, Any], now: datetime) -> str:
+    start = parse_time(str(status.get("startedAt") or ""))
+    if start is None:
+        return ""
+    end = parse_time(str(status.get("completedAt") or "")) or now
+    seconds = int((end - start).total_seconds())
+    return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"
+
+
+def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: datetime) -> str:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    conditions = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
+    succeeded = next((c for c in conditions if c.get("type") == "Succeeded"), None)
+    outcome = f"{succeeded.get('status', '')} ({succeeded.get('reason', '')})" if succeeded else ""
+    pairs = [
+        ("Name", str(meta.get("name", ""))),
+        ("Namespace", str(meta.get("namespace", ""))),
+        ("Phase", str(status.get("phase") or "<none yet>")),
+        ("Succeeded", outcome),
+        ("Desired Phase", str(spec.get("desiredPhase") or "RUNNING")),
+        ("Task", _task(spec)),
+        ("Connection", _connection(spec)),
+        ("Task ID", str(status.get("taskId", ""))),
+        ("Execution", str(status.get("taskExecutionId") or "<none yet>")),
+        ("Created", str(meta.get("creationTimestamp", ""))),
+        ("Started", str(status.get("startedAt", ""))),
+        ("Completed", str(status.get("completedAt", ""))),
+        ("Duration", _duration(status, now)),
+    ]
+    if spec.get("timeout"):
+        pairs.append(("Timeout", str(spec["timeout"])))
+    if status.get("failureMessage"):
+        pairs.append(("Failure Message", _one_line(status["failureMessage"])))
+    if status.get("logUrl"):
+        pairs.append(("Log URL", str(status["logUrl"])))
+    lines = _fields(pairs)
+
+    lines.append("Conditions:")
+    if conditions:
+        rows = [["Type", "Status", "Reason", "Message"], ["----", "------", "------", "-------"]]
+        rows += [
+            [
+                str(c.get("type", "")),
+                str(c.get("status", "")),
+                str(c.get("reason", "")),
+                _one_line(str(c.get("message", ""))),
+            ]
+            for c in conditions
+        ]
+        lines += _table(rows)
+    else:
+        lines.append("  <none>")
+
+    lines.append("Steps:")
+    steps = [s for s in status.get("steps") or () if isinstance(s, Mapping)]
+    if steps:
+        rows = [["ID", "Label", "Phase", "Failure"], ["--", "-----", "-----", "-------"]]
+        rows += [
+            [
+                str(s.get("id", "")),
+                str(s.get("label", "")),
+                str(s.get("phase", "")),
+                _one_line(str(s.get("failureMessage", ""))),
+            ]
+            for s in steps
+        ]
+        lines += _table(rows)
+        for step in steps:
+            output = step.get("output")
+            if isinstance(output, Mapping) and output:
+                lines.append(f"  Outputs of {step.get('label') or step.get('id')}:")
+                lines += [f"    {key}: {_one_line(str(value))}" for key, value in output.items()]
+    else:
+        lines.append("  <none>")
+
+    attempts = [a for a in status.get("attempts") or () if isinstance(a, Mapping)]
+    if attempts:
+        lines.append("Attempts:")
+        keys = sorted({key for attempt in attempts for key in attempt})
+        rows = [[key[:1].upper() + key[1:] for key in keys], ["-" * len(key) for key in keys]]
+        rows += [[_one_line(str(a.get(key, ""))) for key in keys] for a in attempts]
+        lines += _table(rows)
+
+    lines.append("Log Tail:")
+    tail = str(status.get("logTail") or "")
+    if tail:
+        lines += [f"  {line}" for line in tail.split("\n")]
+    else:
+        lines.append("  <none>")
+
+    lines.append("Events:")
+    if events:
+        shown = sorted(events, key=_event_time)[-EVENTS_SHOWN:]
+        rows = [["Type", "Reason", "Age", "Message"], ["----", "------", "---", "-------"]]
+        rows += [
+            [
+                str(e.get("type", "")),
+                str(e.get("reason", "")),
+                age(_event_time(e), now),
+                _one_line(str(e.get("message", ""))),
+            ]
+            for e in shown
+        ]
+        lines += _table(rows)
+    else:
+        lines.append("  <none>")
+    return "\n".join(lines) + "\n"
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
+        value = event.get(key)
+        if value:
+            return str(value)
+    return str((event.get("metadata") or {}).get("creationTimestamp", ""))

@@ -1,0 +1,223 @@
+"""Log tails, the edge: read the end of a finished run's log in the background.
+
+The reconciler writes a run's final status first, exactly as before. Then, if the run
+wants a tail (`logtail_core.wants_tail`), `after_write` starts a background read through
+the run's connection: a logs token for the execution's environment (one per connection
+and environment, cached until shortly before it expires), then the log, with the
+retries of `ona.logs.read_log`. The reconciler never waits for it: when the read is done
+its outcome is kept here and the TaskRun is queued again, and the next reconcile folds
+it into the status (`fold`) and writes it like any other change, with the same
+resourceVersion precondition. A log that cannot be read becomes a short note in the
+Succeeded condition's message. The run's `Failed` (or `TimedOut`) Event waits for the
+read, bounded by `READ_TIMEOUT`, so it can carry the last lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from . import core
+from .connection_core import ConnectionKey
+from .connections import Remote
+from .logtail_core import (
+    CachedToken,
+    LogSettings,
+    TailOutcome,
+    apply_outcome,
+    event_message,
+    has_note,
+    outcome_of,
+    parse_log_settings,
+    usable,
+    wants_tail,
+)
+from .ona import errors
+from .ona.logs import read_log
+
+log = logging.getLogger(__name__)
+
+# Whole read of one log, token included; a finished execution's log ends by itself.
+READ_TIMEOUT: Final = 30.0
+IDLE_TIMEOUT: Final = 10.0  # between two chunks of the log
+MAX_CONCURRENT: Final = 4
+# Events that wait for the tail, to carry its last lines.
+HELD_EVENTS: Final = frozenset({"Failed", "TimedOut"})
+
+_ENDED: Final = frozenset({"FAILED", "SUCCEEDED", "STOPPED"})
+
+Post = Callable[[Mapping[str, Any], tuple[core.Event, ...]], Awaitable[None]]
+
+
+def _problem(exc: errors.OnaError) -> str:
+    """A short note for the condition message: what failed, not the whole error."""
+    status = f"HTTP {exc.http_status}" if exc.http_status is not None else "no response"
+    if isinstance(exc, errors.Unauthenticated):
+        return f"the logs token was refused ({status})"
+    if exc.method == "CreateEnvironmentLogsToken":
+        return f"no logs token ({exc.code}, {status})"
+    if isinstance(exc, errors.Unavailable):
+        return f"the log could not be read ({status})"
+    return f"the log could not be read ({exc.code}, {status})"
+
+
+class LogTails:
+    def __init__(
+        self,
+        *,
+        enqueue: Callable[[str], None],
+        post: Post,
+        read_timeout: float = READ_TIMEOUT,
+        retry_delay: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._enqueue = enqueue
+        self._post = post
+        self._read_timeout = read_timeout
+        self._retry_delay = retry_delay
+        self._clock = clock
+        self._outcomes: dict[str, TailOutcome] = {}
+        self._reading: dict[str, asyncio.Task[None]] = {}
+        self._tokens: dict[tuple[ConnectionKey, str], CachedToken] = {}
+        self._limit: asyncio.Semaphore | None = None
+
+    # ------------------------------------------------------------------ reconciler hooks
+
+    def fold(self, key: str, status: core.Status) -> core.Status:
+        """The status with a finished read's tail (or note) in it, if one is waiting."""
+        outcome = self._outcomes.get(key)
+        return status if outcome is None else apply_outcome(status, outcome)
+
+    def after_write(
+        self,
+        key: str,
+        body: Mapping[str, Any],
+        events: tuple[core.Event, ...],
+        remote: Remote | None,
+    ) -> tuple[core.Event, ...]:
+        """Called with each status the reconciler has written (or found unchanged) and
+        the Events it is about to post; returns the Events to post now."""
+        raw = body.get("status") or {}
+        if key not in self._outcomes and (
+            raw.get("phase") not in _ENDED or raw.get("logTail") or not raw.get("logUrl")
+        ):
+            return events  # the common case, decided without parsing the status
+        status = core.Status.from_dict(raw)
+        if key in self._outcomes and (status.log_tail or has_note(status)):
+            del self._outcomes[key]  # written: nothing more to do for this run
+            return events
+        if remote is None or key in self._reading or key in self._outcomes:
+            return events
+        spec = body.get("spec") or {}
+        settings = parse_log_settings(spec.get("logs"))
+        if not wants_tail(status, settings, datetime.now(UTC)):
+            return events
+        held = tuple(e for e in events if e.reason in HELD_EVENTS)
+        self._reading[key] = asyncio.create_task(
+            self._read(key, body, status, settings, remote, held), name=f"log-tail {key}"
+        )
+        return tuple(e for e in events if e.reason not in HELD_EVENTS)
+
+    def forget(self, key: str) -> None:
+        """The TaskRun is gone: drop what is kept for it and stop reading its log."""
+        self._outcomes.pop(key, None)
+        task = self._reading.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    async def stop(self) -> None:
+        tasks = list(self._reading.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def reading(self) -> int:
+        return len(self._reading)
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read(
+        self,
+        key: str,
+        body: Mapping[str, Any],
+        status: core.Status,
+        settings: LogSettings,
+        remote: Remote,
+        held: tuple[core.Event, ...],
+    ) -> None:
+        try:
+            if self._limit is None:
+                self._limit = asyncio.Semaphore(MAX_CONCURRENT)
+            async with self._limit:
+                outcome = await asyncio.wait_for(
+                    self._tail(body, status, settings, remote), self._read_timeout
+                )
+        except TimeoutError:
+            outcome = TailOutcome(problem=f"reading the log took over {self._read_timeout:.0f}s")
+        except errors.OnaError as exc:
+            outcome = TailOutcome(problem=_problem(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Never let a log take the operator down: note it, keep the run as it is.
+            log.exception("%s: reading the log tail failed unexpectedly", key)
+            outcome = TailOutcome(problem="the log could not be read (unexpected error)")
+        finally:
+            self._reading.pop(key, None)
+        if outcome.problem:
+            log.info("%s: no log tail: %s", key, outcome.problem)
+        self._outcomes[key] = outcome
+        if held:
+            events = tuple(replace(e, message=event_message(e.message, outcome.tail)) for e in held)
+            await self._post(body, events)
+        self._enqueue(key)
+
+    async def _tail(
+        self, body: Mapping[str, Any], status: core.Status, settings: LogSettings, remote: Remote
+    ) -> TailOutcome:
+        environment_id = await self._environment(body, status, remote)
+        client = remote.client
+
+        async def token(renew: bool) -> str:
+            return await self._token(remote, environment_id, renew)
+
+        lines: deque[str] = deque(maxlen=settings.tail_lines)
+        async for line in read_log(
+            lambda current: client.open_log(status.log_url, current, idle_timeout=IDLE_TIMEOUT),
+            token,
+            delay=self._retry_delay,
+        ):
+            lines.append(line)
+        return outcome_of(list(lines), settings)
+
+    async def _environment(
+        self, body: Mapping[str, Any], status: core.Status, remote: Remote
+    ) -> str:
+        spec = body.get("spec") or {}
+        source = spec.get("task") or spec.get("taskRef") or {}
+        environment = source.get("environmentId") or remote.task_environments.get(status.task_id)
+        if environment:
+            return str(environment)
+        execution = await remote.client.get_task_execution(status.task_execution_id)
+        return execution.metadata.environment_id
+
+    async def _token(self, remote: Remote, environment_id: str, renew: bool) -> str:
+        """The connection's logs token for the environment: the cached one while it is
+        good, a new one when it is about to expire or was refused."""
+        key = (remote.key, environment_id)
+        cached = self._tokens.get(key)
+        if not renew and cached is not None and usable(cached, self._clock()):
+            return cached.token
+        token = await remote.client.create_environment_logs_token(environment_id)
+        now = self._clock()
+        for stale in [k for k, c in self._tokens.items() if not usable(c, now)]:
+            del self._tokens[stale]
+        self._tokens[key] = CachedToken(token, now)
+        return token
