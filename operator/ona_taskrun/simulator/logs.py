@@ -250,6 +250,7 @@ class LogService:
     def reset(self) -> None:
         self.token_ttl_s = self._initial_ttl
         self._tokens.clear()
+        self.issued = 0
         self.faults = None
         self._rng = random.Random(0)
 
