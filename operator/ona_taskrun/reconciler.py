@@ -23,6 +23,7 @@ from typing import Any
 from . import core, metrics
 from .connection_core import ConnectionKey, is_connection_key, key_for
 from .connections import Connections, Remote
+from .eventpost import EventPoster
 from .kube import Conflict, Gone, KubeClient, KubeError
 from .logtail import LogTails
 from .ona import errors
@@ -123,7 +124,9 @@ class Reconciler:
         # write per merge window (see _may_wait), newest first.
         self._unwritten: dict[str, core.Status] = {}
         self._written_at: dict[str, float] = {}  # loop time of the last status write
-        self._posting: set[asyncio.Task[None]] = set()  # Events on their way
+        # Events wait while TaskRuns wait to be reconciled (see eventpost).
+        self.events = EventPoster(self._post_one, busy=lambda: not self._queue.empty())
+        self._poster: asyncio.Task[None] | None = None
         # Log tails of ended runs, read beside the reconcile (see logtail).
         self.logtails = LogTails(enqueue=self.enqueue_urgent, post=self._post)
         self._workers = workers
@@ -159,6 +162,7 @@ class Reconciler:
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"reconcile-{i}") for i in range(self._workers)
         ]
+        self._poster = asyncio.create_task(self.events.run(), name="events")
         self.connections.start()
 
     async def stop(self) -> None:
@@ -168,7 +172,10 @@ class Reconciler:
         for handle in self._timers.values():
             handle.cancel()
         await self.logtails.stop()
-        await asyncio.gather(*self._posting, return_exceptions=True)
+        if self._poster is not None:
+            self._poster.cancel()
+            await asyncio.gather(self._poster, return_exceptions=True)
+        await self.events.flush(within=5.0)
         await self.connections.stop()
 
     # ------------------------------------------------------------------ intake
@@ -665,18 +672,17 @@ class Reconciler:
         return updated
 
     async def _post(self, body: Mapping[str, Any], events: tuple[core.Event, ...]) -> None:
-        """Post Events beside the reconcile, not in it: they are best effort, and a worker
-        waiting on one is a TaskRun not being started."""
+        """Queue Events to be posted beside the reconcile, not in it: they are best effort,
+        and a worker waiting on one is a TaskRun not being started."""
         if self.kube is None:
             return
-        kube = self.kube
         for event in events:
             log.info("%s: %s: %s", key_of(body), event.reason, event.message)
-            posting = asyncio.create_task(
-                kube.post_event(body, event.type, event.reason, event.message)
-            )
-            self._posting.add(posting)
-            posting.add_done_callback(self._posting.discard)
+            self.events.submit(body, event)
+
+    async def _post_one(self, body: Mapping[str, Any], event: core.Event) -> None:
+        if self.kube is not None:
+            await self.kube.post_event(body, event.type, event.reason, event.message)
 
     # ------------------------------------------------------------------ actions
 

@@ -266,7 +266,12 @@ def summary(figures: Mapping[str, Any]) -> str:
         + ", ".join(f"{key} {n / figures['taskruns']:.2f}" for key, n in kube.items()),
         f"kube writes per TaskRun:     {writes['per_taskrun']:.2f} ("
         + ", ".join(f"{kind} {n:.2f}" for kind, n in writes["per_taskrun_by_kind"].items())
-        + ")",
+        + ")"
+        + (
+            f"; {figures['kube_writes_after_all_final']} of them after all were final"
+            if figures.get("kube_writes_after_all_final")
+            else ""
+        ),
         f"idle ({idle['seconds']:.0f} s after all final): {idle['calls_per_minute']:.1f} calls/min "
         f"({idle['calls']} calls {idle['by_method']}), "
         f"operator CPU {idle['operator_cpu_seconds']:.2f} s",
