@@ -547,7 +547,12 @@ class Reconciler:
             return body
         loop = asyncio.get_running_loop()
         if self._may_wait(run, status, action, old):
-            due = self._written_at.get(key, loop.time()) + self.merge_window
+            window = merge_window(
+                self.merge_window,
+                first=not old.get("taskExecutionId"),
+                busy=not self._queue.empty(),
+            )
+            due = self._written_at.get(key, loop.time()) + window
             if loop.time() < due:
                 self._unwritten[key] = status
                 self._requeue(key, due - loop.time())
@@ -777,6 +782,19 @@ _NEED_FINALIZER = frozenset(
 # Actions that need no status written before them: look-ups, a task creation that a
 # look-up by reference finds again after a crash, and a start, whose claim is written in
 # the metadata (with the finalizer) before it.
+# How many merge windows progress may wait while the reconcile queue is not empty.
+BUSY_MERGE_FACTOR = 5
+
+
+def merge_window(base: float, *, first: bool, busy: bool) -> float:
+    """How long a status change that may wait is held after the TaskRun's last status
+    write. The first write (the execution id) waits `base`, so the first news goes with
+    it. Later progress waits `base` too, or BUSY_MERGE_FACTOR times that while TaskRuns
+    wait in the reconcile queue: the API server is what they wait for, an end is never
+    held, and a short run's progress then goes out with its end."""
+    return base if first or not busy else base * BUSY_MERGE_FACTOR
+
+
 _MAY_ACT_UNWRITTEN = frozenset(
     {
         core.ActionKind.FIND_OWNED_TASK,
