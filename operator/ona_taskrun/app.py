@@ -55,6 +55,9 @@ class App:
             settings=core.Settings(
                 start_settle=_seconds(config.start_settle),
                 resync_seconds=config.resync_seconds,
+                environment_poll=config.environment_poll,
+                environment_timeout=_seconds(config.environment_timeout),
+                keepalive=_seconds(config.environment_keepalive),
             ),
             crash_point=config.crash_point,
             merge_window=config.merge_window,

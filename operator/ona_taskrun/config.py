@@ -24,7 +24,14 @@ DEFAULT_ALLOWED_BASE_URLS = "https://app.ona.com/api,https://app.gitpod.io/api"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-CRASH_POINTS = ("", "after-claim", "after-start", "before-stop-record")
+CRASH_POINTS = (
+    "",
+    "after-claim",
+    "after-start",
+    "before-stop-record",
+    "after-environment-claim",
+    "after-environment-create",
+)
 # Not 8080: the manifests' liveness endpoint (kopf's /healthz) listens there.
 DEFAULT_METRICS_PORT = 8081
 
@@ -81,6 +88,9 @@ class Config:
     metrics_enabled: bool = True
     metrics_bind_address: str = "0.0.0.0"
     metrics_port: int = DEFAULT_METRICS_PORT
+    environment_poll: float = 5.0
+    environment_timeout: float = 600.0
+    environment_keepalive: float = 300.0
 
     @property
     def all_namespaces(self) -> bool:
@@ -123,6 +133,11 @@ environment variables (flags win over them):
   METRICS_ENABLED         false to serve no Prometheus /metrics endpoint (default true)
   METRICS_BIND_ADDRESS    IP address the /metrics endpoint listens on (default 0.0.0.0)
   METRICS_PORT            its port (default 8081; 0: any free port, logged at start)
+  ENVIRONMENT_POLL_SECONDS     seconds between looks at an environment a run waits for (default 5)
+  ENVIRONMENT_START_TIMEOUT    seconds a run waits for its environment to run (default 600)
+  ENVIRONMENT_KEEPALIVE_SECONDS  seconds between activity signals (spec.environment.keepAlive)
+                          and looks at a running execution's environment; keep it well below
+                          the idle timeout, at least 30 minutes in Ona (default 300)
 """
 
 
@@ -314,4 +329,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metrics_enabled=_bool(env, "METRICS_ENABLED", default=True),
         metrics_bind_address=_bind_address(env),
         metrics_port=_port(env, "METRICS_PORT", DEFAULT_METRICS_PORT),
+        environment_poll=_number(env, "ENVIRONMENT_POLL_SECONDS", 5.0, minimum=0.1),
+        environment_timeout=_number(env, "ENVIRONMENT_START_TIMEOUT", 600.0, minimum=1),
+        environment_keepalive=_number(env, "ENVIRONMENT_KEEPALIVE_SECONDS", 300.0, minimum=0.5),
     )

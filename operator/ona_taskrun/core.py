@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import environment_core
+
 FINALIZER = "automation.ona.com/taskrun"
 # A person resolves an ambiguous start with one of these annotations (see README).
 ADOPT_ANNOTATION = "automation.ona.com/adopt-execution"
@@ -100,6 +102,8 @@ class Spec:
     timeout: timedelta | None = None
     # None: the operator-level (default) connection.
     connection_ref: ConnectionRef | None = None
+    # spec.environment; None: the environment is not looked at (as before it existed).
+    environment: environment_core.EnvironmentSpec | None = None
 
     @property
     def environment_id(self) -> str | None:
@@ -132,10 +136,17 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
     task_raw, ref_raw = spec.get("task"), spec.get("taskRef")
     if (task_raw is None) == (ref_raw is None):
         raise InvalidSpec("exactly one of spec.task and spec.taskRef must be set")
+    environment = environment_core.parse_environment(spec.get("environment"))
+    from_project = environment is not None and environment.from_project is not None
+    if from_project and not (isinstance(task_raw, Mapping) and not task_raw.get("environmentId")):
+        raise InvalidSpec(
+            "spec.environment.fromProject needs an inline spec.task without environmentId"
+        )
     task: InlineTask | None = None
     ref: TaskRef | None = None
     if isinstance(task_raw, Mapping):
-        missing = [k for k in ("environmentId", "name", "command") if not task_raw.get(k)]
+        needed = ("name", "command") if from_project else ("environmentId", "name", "command")
+        missing = [k for k in needed if not task_raw.get(k)]
         if missing:
             raise InvalidSpec(f"spec.task needs {', '.join(missing)}")
         env = tuple(
@@ -143,7 +154,7 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
             for item in task_raw.get("env") or ()
         )
         task = InlineTask(
-            environment_id=str(task_raw["environmentId"]),
+            environment_id=str(task_raw.get("environmentId") or ""),
             name=str(task_raw["name"]),
             command=str(task_raw["command"]),
             description=str(task_raw.get("description", "")),
@@ -169,6 +180,7 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
         orphan_on_delete=spec.get("deletionPolicy", "Stop") == "Orphan",
         timeout=parse_duration(str(timeout_raw)) if timeout_raw else None,
         connection_ref=parse_connection_ref(spec.get("connectionRef")),
+        environment=environment,
     )
 
 
@@ -305,6 +317,10 @@ _STATUS_KEYS = {
     "startAttempts": "start_attempts",
     "stopRequestedAt": "stop_requested_at",
     "stopReason": "stop_reason",
+    "environmentId": "environment_id",
+    "environmentPhase": "environment_phase",
+    "environmentRequestedAt": "environment_requested_at",
+    "environmentCheckedAt": "environment_checked_at",
 }
 
 
@@ -327,6 +343,12 @@ class Status:
     start_attempts: int = 0
     stop_requested_at: str = ""
     stop_reason: str = ""
+    environment_id: str = ""
+    environment_phase: str = ""
+    # The environment claim (fromProject) or when waiting for it to run began.
+    environment_requested_at: str = ""
+    # When the environment was last looked at (and signalled active) during the run.
+    environment_checked_at: str = ""
     conditions: tuple[Condition, ...] = ()
 
     @classmethod
@@ -389,6 +411,12 @@ class ActionKind(enum.StrEnum):
     STOP = "StopExecution"
     STOP_OWNED_EXECUTIONS = "StopOwnedExecutions"
     DELETE_TASK = "DeleteTask"
+    GET_ENVIRONMENT = "GetEnvironment"
+    START_ENVIRONMENT = "StartEnvironment"
+    CREATE_ENVIRONMENT = "CreateEnvironment"
+    FIND_ENVIRONMENTS = "FindEnvironments"
+    MARK_ENVIRONMENT_ACTIVE = "MarkEnvironmentActive"
+    CLEAN_UP_ENVIRONMENT = "CleanUpEnvironment"
 
 
 @dataclass(frozen=True)
@@ -397,6 +425,7 @@ class Action:
     task_id: str = ""
     execution_id: str = ""
     reason: str = ""
+    environment_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -463,6 +492,11 @@ class Observation:
     task_deleted: bool = False
     # Whether the owned task was looked up and found missing.
     owned_task_missing: bool = False
+    # The run's environment as read in this pass (spec.environment only).
+    environment: environment_core.RemoteEnvironment | None = None
+    # Environments found by name after a creation whose outcome is unknown.
+    environment_candidates: tuple[environment_core.RemoteEnvironment, ...] | None = None
+    environment_cleaned: bool = False
 
 
 @dataclass(frozen=True)
@@ -480,6 +514,13 @@ class Settings:
     # How often a TaskRun waiting for its connection looks again (a connection that
     # becomes ready wakes its TaskRuns at once; this is the safety net).
     connection_wait: float = 30.0
+    # How often a run waiting for its environment looks at it again.
+    environment_poll: float = 5.0
+    # How long a run waits for its environment to be running before it fails.
+    environment_timeout: timedelta = timedelta(minutes=10)
+    # How often a running execution's environment is signalled active (keepAlive) and
+    # looked at: safely below the shortest idle timeout (30 minutes).
+    keepalive: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -642,6 +683,10 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         return Decision(new, events=(Event("Warning", "InvalidSpec", str(run.spec)),))
     spec = run.spec
 
+    if status.finished and spec.environment is not None:
+        cleanup = environment_core.after_finish(run, spec, obs)
+        if cleanup is not None:
+            return cleanup
     if status.finished:
         # A final TaskRun costs no API calls, whatever is edited later.
         return Decision(status=replace(status, observed_generation=run.generation))
@@ -671,6 +716,21 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         # Started, but its connection is gone: keep the last status and say why.
         return Decision(_unfollowable(run, status, now, view), requeue_after=cfg.connection_wait)
 
+    if spec.environment is not None:
+
+        def rest(checked: TaskRun) -> Decision:
+            return _decide_run(checked, spec, obs, now, cfg)
+
+        return environment_core.decide(run, spec, spec.environment, obs, now, cfg, rest)
+    return _decide_run(run, spec, obs, now, cfg)
+
+
+def _decide_run(
+    run: TaskRun, spec: Spec, obs: Observation, now: datetime, cfg: Settings
+) -> Decision:
+    """Task, start and tracking: what follows once the connection (and the environment,
+    when spec.environment asks) lets the run go on."""
+    status = run.status
     if not status.task_id and spec.task_ref is not None and spec.task_ref.id:
         # Nothing to look up: the task id goes out with the start claim, in one write.
         status = replace(status, task_id=spec.task_ref.id)
@@ -973,7 +1033,7 @@ def _decide_deletion(run: TaskRun, obs: Observation) -> Decision:
     spec = run.spec
     if not isinstance(spec, Spec) or spec.orphan_on_delete:
         return remove
-    cleanup = _deletion_cleanup(run, spec, obs)
+    cleanup = _deletion_cleanup(run, spec, obs) or environment_core.on_delete(run, spec, obs)
     if cleanup is None:
         return remove
     if obs.connection.access is Access.WAITING:
@@ -1025,6 +1085,8 @@ class Result:
     candidates: tuple[RemoteExecution, ...] | None = None
     failure: RemoteFailure | None = None
     missing: bool = False
+    environment: environment_core.RemoteEnvironment | None = None
+    environments: tuple[environment_core.RemoteEnvironment, ...] | None = None
 
 
 _TERMINAL_START_FAILURES = {
@@ -1039,8 +1101,18 @@ def apply_result(
     run: TaskRun, action: Action, result: Result, obs: Observation, now: datetime
 ) -> tuple[TaskRun, Observation, tuple[Event, ...]]:
     """Fold an action's outcome into the TaskRun and the observation."""
+    if action.kind in environment_core.ACTIONS:
+        return environment_core.apply_result(run, action, result, obs, now)
     status = run.status
     failure = result.failure
+    if (
+        action.kind is ActionKind.START
+        and failure is not None
+        and failure.reason == "FailedPrecondition"
+        and isinstance(run.spec, Spec)
+        and run.spec.environment is not None
+    ):
+        return environment_core.start_refused(run, failure, obs, now)
     events: list[Event] = []
     obs = replace(obs, remote_failure=failure if failure and failure.transient else None)
     kind = action.kind
