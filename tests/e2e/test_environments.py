@@ -1,0 +1,246 @@
+"""End to end: runs that survive Ona's environment lifecycle (`spec.environment`).
+
+A stopped environment is started and the run succeeds; `whenStopped: Fail` ends at once;
+keep-alive holds an environment up past its idle timeout (and without it the environment
+stops under the run); an environment is created per run from a project, used and
+deleted; a crash between its creation and its record leaves one environment, adopted;
+deleting a TaskRun mid-run cleans up per `deletionPolicy`. Idle timeouts and delays are a
+few seconds, so the file stays well under a minute of waiting."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from tests.support.cluster_fixtures import ControlPlane
+from tests.support.operator_fixtures import (
+    OperatorFactory,
+    OperatorProcess,
+    TaskRuns,
+    wait_for,
+)
+from tests.support.simulator_fixtures import SimulatorHandle
+
+pytestmark = pytest.mark.e2e
+
+# Environment timings of the operator under test: look often, signal every second.
+FAST_ENVIRONMENTS = {"ENVIRONMENT_POLL_SECONDS": "0.3", "ENVIRONMENT_KEEPALIVE_SECONDS": "1"}
+DELAYS = {"createDelay": "1s", "startDelay": "1.5s", "stopDelay": "200ms", "deleteDelay": "200ms"}
+
+
+@pytest.fixture
+def env_operator(operator_factory: OperatorFactory, namespace: str) -> OperatorProcess:
+    return operator_factory(namespace, extra_env=FAST_ENVIRONMENTS)
+
+
+def _task(environment_id: str | None, command: str) -> dict[str, Any]:
+    task: dict[str, Any] = {"name": "env-task", "command": command}
+    if environment_id:
+        task["environmentId"] = environment_id
+    return task
+
+
+def _sim_env(sim: SimulatorHandle, env_id: str) -> dict[str, Any]:
+    return sim.control.environment(env_id)
+
+
+def _phase(sim: SimulatorHandle, env_id: str) -> str:
+    return str(_sim_env(sim, env_id)["environment"]["status"]["phase"])
+
+
+def _executions_in(sim: SimulatorHandle, env_id: str) -> list[dict[str, Any]]:
+    return [
+        item["execution"]
+        for item in sim.control.executions()
+        if item["execution"]["metadata"]["environmentId"] == env_id
+    ]
+
+
+def _project_environments(sim: SimulatorHandle, project_id: str) -> list[dict[str, Any]]:
+    return [
+        item
+        for item in sim.control.environments()
+        if item["environment"]["metadata"].get("projectId") == project_id
+    ]
+
+
+def test_a_stopped_environment_is_started_and_the_run_succeeds(
+    env_operator: OperatorProcess,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+    control_plane: ControlPlane,
+) -> None:
+    env = e2e_simulator.control.seed_environment(phase="STOPPED", **DELAYS)
+    taskruns.apply(
+        "wake",
+        {"task": _task(env["id"], "x # sim:duration=1s"), "environment": {}},
+    )
+
+    def waiting_row() -> str | None:
+        out = control_plane.kubectl_run("-n", taskruns.namespace, "get", "otr", "wake").stdout
+        return out if "STARTING" in out else None
+
+    # `kubectl get otr` shows the environment while the run waits for it.
+    table = wait_for(waiting_row, timeout=20, what="ENVIRONMENT STARTING in kubectl get otr")
+    header, row = table.splitlines()[:2]
+    assert "ENVIRONMENT" in header.split()
+    assert "PENDING" in row.split()
+    final = taskruns.wait_phase("wake", "SUCCEEDED", timeout=30)
+    assert final["environmentId"] == env["id"]
+    assert final["environmentPhase"] == "RUNNING"
+    ready = taskruns.condition("wake", "EnvironmentReady")
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("True", "Running")
+    # Started once, in the same environment (content kept), and the task ran once in it.
+    starts = [
+        c for c in e2e_simulator.control.calls("StartEnvironment") if c["requestId"] == env["id"]
+    ]
+    assert len(starts) == 1
+    assert [e["id"] for e in _executions_in(e2e_simulator, env["id"])] == [final["taskExecutionId"]]
+    taskruns.wait_events("wake", "EnvironmentStarting", "Succeeded")
+
+
+def test_when_stopped_fail_ends_the_run_at_once(
+    env_operator: OperatorProcess, taskruns: TaskRuns, e2e_simulator: SimulatorHandle
+) -> None:
+    env = e2e_simulator.control.seed_environment(phase="STOPPED", **DELAYS)
+    taskruns.apply(
+        "strict",
+        {"task": _task(env["id"], "x # sim:duration=1s"), "environment": {"whenStopped": "Fail"}},
+    )
+    cond = taskruns.wait_condition("strict", "Succeeded", "False", "EnvironmentNotRunning")
+    assert env["id"] in cond["message"]
+    assert _phase(e2e_simulator, env["id"]) == "ENVIRONMENT_PHASE_STOPPED"
+    assert not _executions_in(e2e_simulator, env["id"])
+    calls = e2e_simulator.control.calls("StartEnvironment")
+    assert env["id"] not in {c["requestId"] for c in calls}
+    # Nothing was created in it either.
+    assert not taskruns.status("strict").get("taskId")
+
+
+def test_keep_alive_holds_the_environment_past_its_idle_timeout(
+    env_operator: OperatorProcess, taskruns: TaskRuns, e2e_simulator: SimulatorHandle
+) -> None:
+    idle = {"idleTimeout": "3s", "stopDelay": "200ms"}
+    kept = e2e_simulator.control.seed_environment(**idle)
+    left = e2e_simulator.control.seed_environment(**idle)
+    command = "x # sim:pending=100ms sim:duration=7s"
+    taskruns.apply("kept", {"task": _task(kept["id"], command), "environment": {}})
+    taskruns.apply(
+        "left", {"task": _task(left["id"], command), "environment": {"keepAlive": False}}
+    )
+    # Without signals the environment idles out under the run, which ends saying so.
+    cond = taskruns.wait_condition("left", "Succeeded", "False", "EnvironmentStopped", timeout=20)
+    assert left["id"] in cond["message"]
+    assert _sim_env(e2e_simulator, left["id"])["stoppedForIdleness"] == 1
+    ready = taskruns.condition("left", "EnvironmentReady")
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("False", "Stopped")
+    # With them, the same run outlives the idle timeout and succeeds.
+    taskruns.wait_phase("kept", "SUCCEEDED", timeout=30)
+    debug = _sim_env(e2e_simulator, kept["id"])
+    assert debug["stoppedForIdleness"] == 0
+    assert debug["activitySignals"] >= 3
+    assert _phase(e2e_simulator, kept["id"]) == "ENVIRONMENT_PHASE_RUNNING"
+
+
+def test_an_environment_is_created_for_the_run_used_and_deleted(
+    env_operator: OperatorProcess, taskruns: TaskRuns, e2e_simulator: SimulatorHandle
+) -> None:
+    project = e2e_simulator.control.seed_project(name="web", **DELAYS)
+    spec = {
+        "task": _task(None, "x # sim:duration=1s"),
+        "environment": {"fromProject": {"projectId": project["id"], "branch": "main"}},
+    }
+    taskruns.apply("fresh", spec)
+    final = taskruns.wait_phase("fresh", "SUCCEEDED", timeout=30)
+    created = _project_environments(e2e_simulator, project["id"])
+    assert len(created) == 1
+    env = created[0]["environment"]
+    assert env["id"] == final["environmentId"]
+    uid = taskruns.get("fresh")["metadata"]["uid"]
+    assert env["metadata"]["name"] == f"fresh-{uid}"
+    git = env["spec"]["content"]["initializer"]["specs"][0]["git"]
+    assert git["cloneTarget"] == "main"
+    # The task ran in it, and it is deleted once the run is over.
+    assert [e["id"] for e in _executions_in(e2e_simulator, env["id"])] == [final["taskExecutionId"]]
+    wait_for(
+        lambda: _phase(e2e_simulator, env["id"]) == "ENVIRONMENT_PHASE_DELETED",
+        timeout=15,
+        what="the run's environment deleted",
+    )
+    taskruns.wait_events("fresh", "EnvironmentCreated", "Succeeded", "EnvironmentDeleted")
+
+
+def test_killed_between_create_and_record_leaves_one_environment_adopted(
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+) -> None:
+    project = e2e_simulator.control.seed_project(**DELAYS)
+    crashing = operator_factory(
+        namespace,
+        extra_env={**FAST_ENVIRONMENTS, "ONA_TASKRUN_CRASH_POINT": "after-environment-create"},
+    )
+    spec = {
+        "task": _task(None, "x # sim:duration=500ms"),
+        "environment": {"fromProject": {"projectId": project["id"]}},
+    }
+    taskruns.apply("crashy", spec)
+    assert crashing.wait_exit(timeout=30) == -signal.SIGKILL
+    status = taskruns.status("crashy")
+    assert status.get("environmentRequestedAt")  # the claim went out first
+    assert not status.get("environmentId")  # the crash came before the record
+    assert len(_project_environments(e2e_simulator, project["id"])) == 1
+
+    operator_factory(namespace, extra_env=FAST_ENVIRONMENTS)
+    final = taskruns.wait_phase("crashy", "SUCCEEDED", timeout=40)
+    created = _project_environments(e2e_simulator, project["id"])
+    assert [item["environment"]["id"] for item in created] == [final["environmentId"]]
+    creates = [
+        c
+        for c in e2e_simulator.control.calls("CreateEnvironmentFromProject")
+        if c["resultId"] == final["environmentId"]
+    ]
+    assert len(creates) == 1
+    taskruns.wait_events("crashy", "EnvironmentAdopted", "Succeeded")
+
+
+def test_deleting_a_taskrun_mid_run_cleans_up_per_policy(
+    env_operator: OperatorProcess,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+    control_plane: ControlPlane,
+) -> None:
+    project = e2e_simulator.control.seed_project(**DELAYS)
+    hang = _task(None, "x # sim:hang")
+    environment = {"fromProject": {"projectId": project["id"]}}
+    taskruns.apply("tidy", {"task": hang, "environment": environment})
+    taskruns.apply("orphan", {"task": hang, "environment": environment, "deletionPolicy": "Orphan"})
+    tidy = taskruns.wait_phase("tidy", "RUNNING", timeout=30)
+    orphan = taskruns.wait_phase("orphan", "RUNNING", timeout=30)
+    for name in ("tidy", "orphan"):
+        control_plane.kubectl_run("-n", taskruns.namespace, "delete", "otr", name, "--wait=false")
+    wait_for(
+        lambda: not taskruns.exists("tidy") and not taskruns.exists("orphan"),
+        timeout=20,
+        what="both TaskRuns gone",
+    )
+    # Stop (the default): the execution stopped and the environment made for it deleted.
+    wait_for(
+        lambda: _phase(e2e_simulator, tidy["environmentId"]) == "ENVIRONMENT_PHASE_DELETED",
+        timeout=15,
+        what="the deleted run's environment deleted",
+    )
+    # Orphan: everything remote left as it was.
+    assert _phase(e2e_simulator, orphan["environmentId"]) == "ENVIRONMENT_PHASE_RUNNING"
+    running = _executions_in(e2e_simulator, orphan["environmentId"])
+    assert [e["status"]["phase"] for e in running] == ["TASK_EXECUTION_PHASE_RUNNING"]
+    stops = {c["requestId"] for c in e2e_simulator.control.calls("StopTaskExecution")}
+    assert tidy["taskExecutionId"] in stops
+    assert orphan["taskExecutionId"] not in stops
+    # Tidy up what the test orphaned on purpose.
+    e2e_simulator.control.set_environment_phase(orphan["environmentId"], "STOPPED")
