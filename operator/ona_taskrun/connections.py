@@ -484,7 +484,8 @@ class Connections:
         task_id = status.task_id or (spec.task_ref.id if spec.task_ref else "") or ""
         if not environment_id and remote is not None:
             environment_id = remote.task_environments.get(task_id, "")
-        lookup = bool(policy.environment_ids) and not environment_id
+        project = spec.environment.from_project if spec.environment else None
+        lookup = bool(policy.environment_ids) and not environment_id and project is None
         # The environment rule waits for the one read that tells the task's environment.
         local = replace(policy, environment_ids=frozenset()) if lookup else policy
         refused = await self._refusal(key, local, namespace, spec, environment_id)
@@ -553,6 +554,7 @@ class Connections:
                 labels = await self._labels(namespace)
             except KubeError as exc:
                 return _waiting("Waiting", f"cannot read namespace {namespace}: {exc}")
+        project = spec.environment.from_project if spec.environment else None
         refusal = check_policy(
             policy,
             key,
@@ -560,6 +562,7 @@ class Connections:
             labels,
             environment_id=environment_id,
             inline=spec.task is not None,
+            project_id=project.project_id if project else "",
         )
         if refusal is None:
             return None

@@ -197,10 +197,20 @@ def _waiting(
     message: str,
     failure: core.RemoteFailure | None = None,
 ) -> core.Status:
-    """A run that waits for its environment: PENDING, Succeeded=Unknown."""
+    """A run that waits for its environment: PENDING, Succeeded=Unknown with a reason that
+    says the environment's state (it is the REASON column of `kubectl get otr`)."""
     status = replace(status, phase=status.phase or core.Phase.PENDING.value)
     status = _ready(run, status, now, "False", ready_reason, message)
-    return core._pending(run, status, now, "WaitingForEnvironment", message, failure)
+    reason = _WAITING_REASONS.get(ready_reason, "WaitingForEnvironment")
+    return core._pending(run, status, now, reason, message, failure)
+
+
+_WAITING_REASONS = {
+    "Checking": "CheckingEnvironment",
+    "Creating": "EnvironmentCreating",
+    "Starting": "EnvironmentStarting",
+    "Stopped": "EnvironmentStopping",
+}
 
 
 def _fail(

@@ -72,21 +72,26 @@ def test_a_stopped_environment_is_started_and_the_run_succeeds(
     e2e_simulator: SimulatorHandle,
     control_plane: ControlPlane,
 ) -> None:
-    env = e2e_simulator.control.seed_environment(phase="STOPPED", **DELAYS)
+    # Slow enough to start that a user (and this test) sees it wait.
+    env = e2e_simulator.control.seed_environment(phase="STOPPED", **{**DELAYS, "startDelay": "3s"})
     taskruns.apply(
         "wake",
         {"task": _task(env["id"], "x # sim:duration=1s"), "environment": {}},
     )
 
-    def waiting_row() -> str | None:
-        out = control_plane.kubectl_run("-n", taskruns.namespace, "get", "otr", "wake").stdout
-        return out if "STARTING" in out else None
+    def waiting_row(*wide: str) -> list[str] | None:
+        out = control_plane.kubectl_run("-n", taskruns.namespace, "get", "otr", "wake", *wide)
+        lines = out.stdout.splitlines()
+        return lines if "STARTING" in out.stdout or "EnvironmentStarting" in out.stdout else None
 
-    # `kubectl get otr` shows the environment while the run waits for it.
-    table = wait_for(waiting_row, timeout=20, what="ENVIRONMENT STARTING in kubectl get otr")
-    header, row = table.splitlines()[:2]
-    assert "ENVIRONMENT" in header.split()
-    assert "PENDING" in row.split()
+    # `kubectl get otr` shows the environment's state while the run waits for it: in the
+    # REASON column, and with -o wide in a column of its own.
+    header, row = wait_for(waiting_row, timeout=20, what="EnvironmentStarting in get otr")[:2]
+    assert header.split()[:4] == ["NAME", "PHASE", "SUCCEEDED", "REASON"]
+    assert row.split()[:4] == ["wake", "PENDING", "Unknown", "EnvironmentStarting"]
+    wide = wait_for(lambda: waiting_row("-o", "wide"), timeout=5, what="get otr -o wide")
+    column = wide[0].split().index("ENVIRONMENT")
+    assert wide[1].split()[column] in ("STOPPED", "STARTING")
     final = taskruns.wait_phase("wake", "SUCCEEDED", timeout=30)
     assert final["environmentId"] == env["id"]
     assert final["environmentPhase"] == "RUNNING"

@@ -70,7 +70,7 @@ ROWS = [
         taskrun(with_env()),
         action=Action(ActionKind.GET_ENVIRONMENT, environment_id="env-1"),
         status={"phase": "PENDING"},
-        succeeded=("Unknown", "WaitingForEnvironment"),
+        succeeded=("Unknown", "CheckingEnvironment"),
         ready=("False", "Checking"),
     ),
     Row(
@@ -99,7 +99,7 @@ ROWS = [
         Observation(environment=env("STOPPED")),
         action=Action(ActionKind.START_ENVIRONMENT, environment_id=ENV),
         status={"environmentPhase": "STOPPED", "environmentRequestedAt": at(0), "phase": "PENDING"},
-        succeeded=("Unknown", "WaitingForEnvironment"),
+        succeeded=("Unknown", "EnvironmentStarting"),
         ready=("False", "Starting"),
         events=("EnvironmentStarting",),
     ),
@@ -131,6 +131,7 @@ ROWS = [
         "stopping: wait until it is stopped before starting it",
         taskrun(with_env()),
         Observation(environment=env("STOPPING")),
+        succeeded=("Unknown", "EnvironmentStopping"),
         ready=("False", "Stopped"),
         requeue=2.0,
     ),
@@ -169,6 +170,7 @@ ROWS = [
         taskrun(project_spec()),
         action=Action(ActionKind.CREATE_ENVIRONMENT),
         status={"environmentRequestedAt": at(0), "phase": "PENDING"},
+        succeeded=("Unknown", "EnvironmentCreating"),
         ready=("False", "Creating"),
     ),
     Row(
