@@ -13,7 +13,9 @@ import signal
 from typing import Any
 
 import pytest
+from kubernetes import client
 
+from tests.e2e.test_connections import Kube, _team
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import (
     OperatorFactory,
@@ -28,6 +30,11 @@ pytestmark = pytest.mark.e2e
 # Environment timings of the operator under test: look often, signal every second.
 FAST_ENVIRONMENTS = {"ENVIRONMENT_POLL_SECONDS": "0.3", "ENVIRONMENT_KEEPALIVE_SECONDS": "1"}
 DELAYS = {"createDelay": "1s", "startDelay": "1.5s", "stopDelay": "200ms", "deleteDelay": "200ms"}
+
+
+@pytest.fixture
+def kube(control_plane: ControlPlane, k8s_admin: client.ApiClient) -> Kube:
+    return Kube(control_plane, k8s_admin)
 
 
 @pytest.fixture
@@ -249,3 +256,42 @@ def test_deleting_a_taskrun_mid_run_cleans_up_per_policy(
     assert orphan["taskExecutionId"] not in stops
     # Tidy up what the test orphaned on purpose.
     e2e_simulator.control.set_environment_phase(orphan["environmentId"], "STOPPED")
+
+
+def test_connection_policy_limits_projects_and_environments_use_its_token(
+    kube: Kube, e2e_simulator: SimulatorHandle, operator_factory: OperatorFactory
+) -> None:
+    allowed = e2e_simulator.control.seed_project(**DELAYS)
+    other = e2e_simulator.control.seed_project(**DELAYS)
+    team = _team(kube, e2e_simulator)
+    kube.connection(
+        team.namespace, "team", e2e_simulator.base_url, policy={"projectIds": [allowed["id"]]}
+    )
+    operator_factory(team.namespace, extra_env=FAST_ENVIRONMENTS)
+    kube.wait_ready(team.namespace, "team")
+    for name, project in (("mine", allowed), ("theirs", other)):
+        team.taskruns.apply(
+            name,
+            {
+                "task": _task(None, "x # sim:duration=300ms"),
+                "environment": {"fromProject": {"projectId": project["id"]}},
+                "connectionRef": {"name": "team"},
+            },
+        )
+    refused = team.taskruns.wait_condition("theirs", "Succeeded", "False", "NotPermitted")
+    assert "spec.policy.projectIds" in refused["message"]
+    assert other["id"] in refused["message"]
+    final = team.taskruns.wait_phase("mine", "SUCCEEDED", timeout=30)
+    assert not _project_environments(e2e_simulator, other["id"])
+    created = _project_environments(e2e_simulator, allowed["id"])
+    assert [item["environment"]["id"] for item in created] == [final["environmentId"]]
+    # Created, read and signalled with the connection's token, not the operator's.
+    assert created[0]["environment"]["metadata"]["creator"]["id"] == team.subject
+    calls = [
+        c
+        for method in ("GetEnvironment", "MarkEnvironmentActive", "DeleteEnvironment")
+        for c in e2e_simulator.control.calls(method)
+        if c["requestId"] == final["environmentId"]
+    ]
+    assert calls
+    assert {c["subjectId"] for c in calls} == {team.subject}
