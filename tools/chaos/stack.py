@@ -31,7 +31,13 @@ from tools.localcluster.processes import LOOPBACK, port_is_free
 GROUP, VERSION, CONNECTION_PLURAL = "automation.ona.com", "v1alpha1", "onaconnections"
 CONNECTION_SECRET_KEY = "token"
 LISTENING_PREFIX = "ona-simulator listening on "
-FAST_TIMINGS = {"ONA_POLL_INTERVAL": "1", "ONA_REQUEST_TIMEOUT": "2", "ONA_START_SETTLE": "4"}
+FAST_TIMINGS = {
+    "ONA_POLL_INTERVAL": "1",
+    "ONA_REQUEST_TIMEOUT": "2",
+    "ONA_START_SETTLE": "4",
+    "ENVIRONMENT_POLL_SECONDS": "1",
+    "ENVIRONMENT_KEEPALIVE_SECONDS": "5",
+}
 
 Log = Callable[[str], None]
 
@@ -253,7 +259,14 @@ class Stack:
         assert self.api is not None
         return client.CustomObjectsApi(self.api)
 
-    def add_connection(self, name: str, token: str, *, environment_ids: Sequence[str] = ()) -> None:
+    def add_connection(
+        self,
+        name: str,
+        token: str,
+        *,
+        environment_ids: Sequence[str] = (),
+        project_ids: Sequence[str] = (),
+    ) -> None:
         """An OnaConnection `name` in the stack's namespace, pointing at the simulator, with
         `token` in a Secret of the same name (key `token`)."""
         assert self.api is not None
@@ -270,6 +283,8 @@ class Stack:
         }
         if environment_ids:
             spec["policy"] = {"environmentIds": list(environment_ids)}
+        if project_ids:
+            spec.setdefault("policy", {})["projectIds"] = list(project_ids)
         self.custom().create_namespaced_custom_object(
             GROUP,
             VERSION,

@@ -5,6 +5,11 @@ the end, and the simulator's executions (`GET /_simulator/executions`), it count
 starts, lost runs, status mismatches and runs that never converged. Nothing here trusts the
 operator's account of itself except the TaskRun status being judged.
 
+Given the simulator's environments (`GET /_simulator/environments`), it counts the
+environments of each fromProject TaskRun (named `<name>-<uid>`): more than one is a
+duplicate, one still there (not DELETING or DELETED) after its run ended is a leak, and one
+of the project that belongs to no TaskRun is a duplicate too.
+
 Given also the subject each connection's token acts as, the simulator's call log
 (`GET /_simulator/calls`) and tasks (`GET /_simulator/tasks`), it counts wrong-connection
 calls: an execution, an inline task, or a call about one TaskRun's task or execution
@@ -22,6 +27,8 @@ INLINE, REF_ID, REF_REFERENCE, SHARED = "inline", "ref-id", "ref-reference", "sh
 FORMS = (INLINE, REF_ID, REF_REFERENCE, SHARED)
 FINAL_REMOTE = ("SUCCEEDED", "FAILED", "STOPPED")
 STALL_REASON = "StartOutcomeUnknown"
+# Stalls that wait for a person: an ambiguous start, or an ambiguous environment creation.
+STALL_REASONS = (STALL_REASON, "EnvironmentOutcomeUnknown")
 REFERENCE_PREFIX = "k8s-taskrun-"
 DEFAULT_CONNECTION = ""  # Planned.connection of a TaskRun without spec.connectionRef
 # Calls whose request names one task or execution (`id`), or whose result is one; a
@@ -46,6 +53,7 @@ class Planned:
     created_stopped: bool = False
     stop_edit: bool = False  # desiredPhase is patched to STOPPED while it may still start
     connection: str = DEFAULT_CONNECTION  # spec.connectionRef.name; "" for the default
+    from_project: bool = False  # spec.environment.fromProject: one environment of its own
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,10 @@ class Verdict:
     # one the TaskRun names, and how many of each were judged (0 when not asked to).
     wrong_connection: list[Finding] = field(default_factory=list)
     connection_checked: dict[str, int] = field(default_factory=dict)
+    # Environments of fromProject TaskRuns: more than one per run, or left after the run.
+    environments_checked: int = 0
+    environment_duplicates: list[Finding] = field(default_factory=list)
+    environment_leaks: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -84,6 +96,8 @@ class Verdict:
             or self.mismatches
             or self.not_converged
             or self.wrong_connection
+            or self.environment_duplicates
+            or self.environment_leaks
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -98,6 +112,9 @@ class Verdict:
             "status_mismatches": len(self.mismatches),
             "not_converged": len(self.not_converged),
             "wrong_connection_calls": len(self.wrong_connection),
+            "environments_checked": self.environments_checked,
+            "duplicate_environments": len(self.environment_duplicates),
+            "leaked_environments": len(self.environment_leaks),
             "connection_checked": dict(self.connection_checked),
             "stalled": len(self.stalled),
             "shared_task_unrecorded_executions": self.shared_unrecorded,
@@ -109,6 +126,8 @@ class Verdict:
             "stalled_detail": listed(self.stalled),
             "not_converged_detail": listed(self.not_converged),
             "wrong_connection_detail": listed(self.wrong_connection),
+            "duplicate_environments_detail": listed(self.environment_duplicates),
+            "leaked_environments_detail": listed(self.environment_leaks),
         }
 
 
@@ -130,7 +149,7 @@ def is_final(status: Mapping[str, Any]) -> bool:
 
 def is_stalled(status: Mapping[str, Any]) -> bool:
     cond = condition(status, "Stalled")
-    return cond is not None and cond.get("status") == "True" and cond.get("reason") == STALL_REASON
+    return cond is not None and cond.get("status") == "True" and cond.get("reason") in STALL_REASONS
 
 
 def settled(status: Mapping[str, Any]) -> bool:
@@ -171,6 +190,7 @@ def verify(
     subjects: Mapping[str, str] | None = None,
     calls: Iterable[Mapping[str, Any]] = (),
     tasks: Iterable[Mapping[str, Any]] = (),
+    environments: Iterable[Mapping[str, Any]] | None = None,
 ) -> Verdict:
     """Judge every planned TaskRun against the executions the simulator holds.
 
@@ -280,6 +300,8 @@ def verify(
                     " belongs to no TaskRun",
                 )
             )
+    if environments is not None:
+        _judge_environments(verdict, planned, bodies, environments)
     if subjects is not None:
         _judge_connections(
             verdict,
@@ -292,6 +314,54 @@ def verify(
             calls=calls,
         )
     return verdict
+
+
+_GONE = ("ENVIRONMENT_PHASE_DELETING", "ENVIRONMENT_PHASE_DELETED")
+
+
+def _judge_environments(
+    verdict: Verdict,
+    planned: Sequence[Planned],
+    bodies: Mapping[str, Mapping[str, Any]],
+    environments: Iterable[Mapping[str, Any]],
+) -> None:
+    """One environment per fromProject TaskRun, and none left once its run is over."""
+    envs = [item.get("environment", item) for item in environments]
+    by_name: dict[str, list[Mapping[str, Any]]] = {}
+    for env in envs:
+        name = str((env.get("metadata") or {}).get("name") or "")
+        if name:
+            by_name.setdefault(name, []).append(env)
+    owned: set[str] = set()
+    projects: set[str] = set()
+    for plan in planned:
+        if not plan.from_project:
+            continue
+        body = bodies.get(plan.name)
+        if body is None:
+            continue
+        verdict.environments_checked += 1
+        uid = str((body.get("metadata") or {}).get("uid", ""))
+        mine = by_name.get(f"{plan.name}-{uid}", [])
+        owned.update(str(e.get("id")) for e in mine)
+        projects.update(str((e.get("metadata") or {}).get("projectId")) for e in mine)
+        if len(mine) > 1:
+            ids = ", ".join(sorted(str(e.get("id")) for e in mine))
+            verdict.environment_duplicates.append(Finding(plan.name, f"environments {ids}"))
+        status: Mapping[str, Any] = body.get("status") or {}
+        if is_final(status):
+            for env in mine:
+                phase = str((env.get("status") or {}).get("phase", ""))
+                if phase not in _GONE:
+                    verdict.environment_leaks.append(
+                        Finding(plan.name, f"environment {env.get('id')} is {phase}")
+                    )
+    for env in envs:
+        project = str((env.get("metadata") or {}).get("projectId") or "")
+        if project in projects and str(env.get("id")) not in owned:
+            verdict.environment_duplicates.append(
+                Finding("(none)", f"environment {env.get('id')} belongs to no TaskRun")
+            )
 
 
 @dataclass
