@@ -497,6 +497,8 @@ class Observation:
     # Environments found by name after a creation whose outcome is unknown.
     environment_candidates: tuple[environment_core.RemoteEnvironment, ...] | None = None
     environment_cleaned: bool = False
+    # Whether GetEnvironment was tried in this pass (a refused read is not repeated in it).
+    environment_looked: bool = False
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import core
@@ -417,7 +417,8 @@ def _while_started(
     due_at = checked + cfg.keepalive if checked is not None else now
     due = now >= due_at
     env = obs.environment
-    if env is None and (due or final or status.stop_reason == "EnvironmentStopped"):
+    wanted = due or final or status.stop_reason == "EnvironmentStopped"
+    if env is None and wanted and not obs.environment_looked:
         return core.Decision(
             core._observe(status, run.generation), action=_get(status), track=exec_id
         )
@@ -460,6 +461,13 @@ def _lost(
     status = _ready(run, status, now, "False", "Failed" if failed else "Stopped", msg)
     if phase is not None and phase.final:
         return _fail(run, status, now, reason, msg, "Failed" if failed else "Stopped")
+    stop_at = core.parse_time(status.stop_requested_at)
+    if stop_at is not None and now < stop_at + _STOP_GRACE:
+        # Stopped already: wait (a little) for the execution to end, so the run's phase
+        # says how it ended.
+        return core.Decision(
+            core._pending(run, status, now, reason, msg), track=exec_id, requeue_after=2.0
+        )
     if not status.stop_requested_at:
         # Make sure it ends, then end the run with the environment's reason.
         new = replace(status, stop_requested_at=core.rfc3339(now), stop_reason="EnvironmentStopped")
@@ -472,6 +480,10 @@ def _lost(
             track=exec_id,
         )
     return _fail(run, status, now, reason, msg, "Failed" if failed else "Stopped")
+
+
+# How long a run whose environment was lost waits for its stopped execution to end.
+_STOP_GRACE = timedelta(seconds=30)
 
 
 # ----------------------------------------------------------------------- clean-up
@@ -527,6 +539,9 @@ def apply_result(
     kind = action.kind
     events: list[core.Event] = []
     obs = replace(obs, remote_failure=failure if failure and failure.transient else None)
+    if kind is core.ActionKind.GET_ENVIRONMENT:
+        obs = replace(obs, environment_looked=True)
+    started = bool(status.task_execution_id)
 
     if kind is core.ActionKind.CLEAN_UP_ENVIRONMENT:
         obs = replace(obs, environment_cleaned=True)
@@ -561,8 +576,14 @@ def apply_result(
         if kind is core.ActionKind.CREATE_ENVIRONMENT:
             # Refused before it was sent, or 429: nothing was created, the claim is void.
             status = replace(status, environment_requested_at="")
-        if not status.finished:
+        if not (status.finished or started):
             status = core._pending(run, status, now, "Waiting", failure.message, failure)
+        # A started run keeps its conditions: its execution is still followed.
+        return replace(run, status=status), obs, ()
+
+    if failure is not None and started and failure.kind is not core.FailureKind.NOT_FOUND:
+        # A refused look or signal during the run does not end it: the execution is still
+        # followed, and the next period tries again.
         return replace(run, status=status), obs, ()
 
     if failure is not None:

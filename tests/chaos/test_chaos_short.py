@@ -45,6 +45,10 @@ def test_short_chaos_run_starts_nothing_twice_and_loses_nothing(
     assert figures["status_mismatches"] == 0, details
     assert figures["not_converged"] == 0, details
     assert figures["wrong_connection_calls"] == 0, details
+    # Runs that create their environment: one each, none left behind.
+    assert figures["environments_checked"] >= 1
+    assert figures["duplicate_environments"] == 0, details
+    assert figures["leaked_environments"] == 0, details
     assert figures["taskruns"] >= 24
 
     # Both connections really carried TaskRuns, and the check had something to judge.

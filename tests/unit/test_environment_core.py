@@ -259,6 +259,26 @@ ROWS = [
         ready=("False", "Stopped"),
     ),
     Row(
+        "stop already asked, execution not ended yet: wait a little for it",
+        taskrun(with_env(), started(stopRequestedAt=at(-5), stopReason="EnvironmentStopped")),
+        Observation(environment=env("STOPPED"), execution=execution()),
+        succeeded=("Unknown", "EnvironmentStopped"),
+        requeue=2.0,
+    ),
+    Row(
+        "stop asked long ago and the execution never ended: the run ends anyway",
+        taskrun(with_env(), started(stopRequestedAt=at(-31), stopReason="EnvironmentStopped")),
+        Observation(environment=env("STOPPED"), execution=execution()),
+        succeeded=("False", "EnvironmentStopped"),
+        events=("EnvironmentStopped",),
+    ),
+    Row(
+        "a look in this pass was refused: the run is followed without it",
+        taskrun(with_env(), started(environmentCheckedAt=at(-31))),
+        Observation(environment_looked=True, execution=execution()),
+        succeeded=("Unknown", "Running"),
+    ),
+    Row(
         "execution ended stopped, environment stopped: EnvironmentStopped",
         taskrun(with_env(), started(stopRequestedAt=at(-2), stopReason="EnvironmentStopped")),
         Observation(
@@ -522,3 +542,15 @@ def test_creation_spec_carries_branch_or_commit_and_class() -> None:
         },
     }
     assert environment_core.creation_spec(environment_core.FromProject(PROJECT)) == {}
+
+
+@pytest.mark.parametrize(
+    "refusal", [FailureKind.PERMISSION_DENIED, FailureKind.UNAVAILABLE], ids=["403", "503"]
+)
+def test_a_failed_look_during_the_run_does_not_end_it(refusal: FailureKind) -> None:
+    run = taskrun(with_env(), started())
+    action = Action(ActionKind.GET_ENVIRONMENT, environment_id=ENV)
+    new, obs, events = apply(run, action, core.Result(failure=failure(refusal)))
+    assert new.status == run.status
+    assert obs.environment_looked
+    assert not events
