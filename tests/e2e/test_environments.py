@@ -295,3 +295,74 @@ def test_connection_policy_limits_projects_and_environments_use_its_token(
     ]
     assert calls
     assert {c["subjectId"] for c in calls} == {team.subject}
+
+
+PROJECT_ID = "3c2b1a09-8f7e-4d6c-9b5a-0f1e2d3c4b5a"
+ANY_ENVIRONMENT = "0f0e5f4a-3a4b-4b8e-9a51-6f1f4f7d2c10"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param(
+            {
+                "task": _task(ANY_ENVIRONMENT, "x"),
+                "environment": {"fromProject": {"projectId": PROJECT_ID}},
+            },
+            "fromProject runs an inline spec.task without environmentId",
+            id="from-project-with-environment-id",
+        ),
+        pytest.param(
+            {
+                "taskRef": {"id": PROJECT_ID},
+                "environment": {"fromProject": {"projectId": PROJECT_ID}},
+            },
+            "fromProject runs an inline spec.task without environmentId",
+            id="from-project-with-task-ref",
+        ),
+        pytest.param(
+            {"task": _task(None, "x")},
+            "otherwise spec.task needs environmentId",
+            id="task-without-environment-id",
+        ),
+        pytest.param(
+            {
+                "task": _task(None, "x"),
+                "environment": {
+                    "fromProject": {"projectId": PROJECT_ID, "branch": "main", "commit": "abc1234"}
+                },
+            },
+            "a branch or a commit, not both",
+            id="branch-and-commit",
+        ),
+        pytest.param(
+            {"task": _task(ANY_ENVIRONMENT, "x"), "environment": {"whenStopped": "Wait"}},
+            "spec.environment.whenStopped",
+            id="bad-when-stopped",
+        ),
+        pytest.param(
+            {"task": _task(ANY_ENVIRONMENT, "x"), "environment": {"cleanup": "Burn"}},
+            "spec.environment.cleanup",
+            id="bad-cleanup",
+        ),
+    ],
+)
+def test_bad_environment_specs_are_rejected_at_apply(
+    spec: dict[str, Any], message: str, taskruns: TaskRuns
+) -> None:
+    result = taskruns.try_apply("bad", spec)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not taskruns.exists("bad")
+
+
+def test_environment_defaults_and_immutability(taskruns: TaskRuns) -> None:
+    taskruns.apply("defaults", {"task": _task(ANY_ENVIRONMENT, "x"), "environment": {}})
+    assert taskruns.get("defaults")["spec"]["environment"] == {
+        "whenStopped": "Start",
+        "keepAlive": True,
+        "cleanup": "Delete",
+    }
+    result = taskruns.patch_spec("defaults", {"environment": {"keepAlive": False}})
+    assert result.returncode != 0
+    assert "spec.environment is immutable" in result.stderr
