@@ -44,6 +44,7 @@ from .connection_core import (
     parse_connection,
     readiness,
 )
+from .environment_watch import EnvironmentWatch
 from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
 from .ona import OnaClient, RetryPolicy, errors
 from .remote import to_failure
@@ -81,6 +82,8 @@ class Remote:
             retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
         )
         self.breaker = CircuitBreaker()
+        # Wakes TaskRuns waiting for their environment (spec.environment) when it changes.
+        self.environments = EnvironmentWatch(self.client, notify)
         self.tracker = ExecutionTracker(
             self.client,
             notify,
@@ -108,6 +111,7 @@ class Remote:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.environments.close()
         await self.client.aclose()
 
     async def ask_principal(self) -> None:

@@ -445,6 +445,8 @@ class Decision:
     track: str | None = None
     requeue_after: float | None = None
     events: tuple[Event, ...] = ()
+    # An environment this run waits for: a change of it wakes the run before the requeue.
+    wait_environment: str = ""
 
 
 class Access(enum.StrEnum):

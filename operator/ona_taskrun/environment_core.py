@@ -306,11 +306,13 @@ def _before_start(
             new,
             action=core.Action(core.ActionKind.START_ENVIRONMENT, environment_id=env.id),
             events=(core.Event("Normal", "EnvironmentStarting", msg),),
+            wait_environment=env.id,
         )
     msg = f"waiting for environment {env.id} to be running (it is {label})"
     return core.Decision(
         _waiting(run, status, now, _ready_reason(env.phase), msg),
         requeue_after=cfg.environment_poll,
+        wait_environment=env.id,
     )
 
 

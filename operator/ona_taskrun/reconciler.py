@@ -192,6 +192,9 @@ class Reconciler:
             remote = self.connections.remote_for(_namespace(key), body.get("spec") or {})
             if remote is not None:
                 remote.tracker.untrack(execution)
+        remote = self.connections.remote_for(_namespace(key), body.get("spec") or {})
+        if remote is not None:
+            remote.environments.done(key)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -445,6 +448,11 @@ class Reconciler:
         self, key: str, body: Mapping[str, Any], decision: core.Decision, remote: Remote | None
     ) -> None:
         status = decision.status
+        if remote is not None:
+            if decision.wait_environment:
+                remote.environments.wait(decision.wait_environment, key)
+            else:
+                remote.environments.done(key)
         if decision.track and remote is not None:
             spec = body.get("spec") or {}
             env = (spec.get("task") or spec.get("taskRef") or {}).get("environmentId", "")

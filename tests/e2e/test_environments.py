@@ -74,11 +74,15 @@ def _project_environments(sim: SimulatorHandle, project_id: str) -> list[dict[st
 
 
 def test_a_stopped_environment_is_started_and_the_run_succeeds(
-    env_operator: OperatorProcess,
+    operator_factory: OperatorFactory,
+    namespace: str,
     taskruns: TaskRuns,
     e2e_simulator: SimulatorHandle,
     control_plane: ControlPlane,
 ) -> None:
+    # A poll far longer than the test waits: the run goes on when the environment's watch
+    # events say it is running, not at the next poll.
+    operator_factory(namespace, extra_env={"ENVIRONMENT_POLL_SECONDS": "60"})
     # Slow enough to start that a user (and this test) sees it wait.
     env = e2e_simulator.control.seed_environment(phase="STOPPED", **{**DELAYS, "startDelay": "3s"})
     taskruns.apply(
@@ -99,7 +103,7 @@ def test_a_stopped_environment_is_started_and_the_run_succeeds(
     wide = wait_for(lambda: waiting_row("-o", "wide"), timeout=5, what="get otr -o wide")
     column = wide[0].split().index("ENVIRONMENT")
     assert wide[1].split()[column] in ("STOPPED", "STARTING")
-    final = taskruns.wait_phase("wake", "SUCCEEDED", timeout=30)
+    final = taskruns.wait_phase("wake", "SUCCEEDED", timeout=20)
     assert final["environmentId"] == env["id"]
     assert final["environmentPhase"] == "RUNNING"
     ready = taskruns.condition("wake", "EnvironmentReady")

@@ -554,3 +554,12 @@ def test_a_failed_look_during_the_run_does_not_end_it(refusal: FailureKind) -> N
     assert new.status == run.status
     assert obs.environment_looked
     assert not events
+
+
+def test_a_run_waiting_for_its_environment_asks_to_be_woken_by_it() -> None:
+    starting = core.decide(taskrun(with_env()), Observation(environment=env("STARTING")), NOW, CFG)
+    assert starting.wait_environment == ENV
+    stopped = core.decide(taskrun(with_env()), Observation(environment=env("STOPPED")), NOW, CFG)
+    assert stopped.wait_environment == ENV
+    running = core.decide(taskrun(with_env()), Observation(environment=env("RUNNING")), NOW, CFG)
+    assert running.wait_environment == ""
