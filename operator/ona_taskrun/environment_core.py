@@ -43,6 +43,9 @@ CREATING, STARTING, RUNNING, UPDATING = "CREATING", "STARTING", "RUNNING", "UPDA
 STOPPING, STOPPED, DELETING, DELETED = "STOPPING", "STOPPED", "DELETING", "DELETED"
 _UP = frozenset({RUNNING, UPDATING})  # UPDATING is still running
 _GONE = frozenset({DELETING, DELETED})
+# An execution cannot be running in these; a phase this operator does not know is not
+# taken for one of them.
+_DOWN = frozenset({STOPPING, STOPPED, DELETING, DELETED})
 
 
 class Cleanup(enum.StrEnum):
@@ -426,7 +429,7 @@ def _while_started(
         )
     if env is not None:
         status = replace(status, environment_id=env.id, environment_phase=env.phase)
-        if not env.up:
+        if env.failure_message or env.phase in _DOWN:
             return _lost(run, status, env, phase, now)
         if due:
             status = replace(status, environment_checked_at=core.rfc3339(now))

@@ -259,6 +259,12 @@ ROWS = [
         ready=("False", "Stopped"),
     ),
     Row(
+        "a phase this operator does not know, mid-run: nothing is stopped",
+        taskrun(with_env(), started(environmentCheckedAt=at(-31))),
+        Observation(environment=env(""), execution=execution()),
+        action=Action(ActionKind.MARK_ENVIRONMENT_ACTIVE, environment_id=ENV),
+    ),
+    Row(
         "stop already asked, execution not ended yet: wait a little for it",
         taskrun(with_env(), started(stopRequestedAt=at(-5), stopReason="EnvironmentStopped")),
         Observation(environment=env("STOPPED"), execution=execution()),
