@@ -190,7 +190,19 @@ def test_an_environment_is_created_for_the_run_used_and_deleted(
     taskruns.wait_events("fresh", "EnvironmentCreated", "Succeeded", "EnvironmentDeleted")
 
 
-def test_killed_between_create_and_record_leaves_one_environment_adopted(
+@pytest.mark.parametrize(
+    ("point", "before_restart", "event"),
+    [
+        # Killed after the claim, before the call: none exists; one is created after all.
+        ("after-environment-claim", 0, "EnvironmentRecreating"),
+        # Killed after the call, before its record: the one that exists is adopted.
+        ("after-environment-create", 1, "EnvironmentAdopted"),
+    ],
+)
+def test_killed_around_the_creation_leaves_exactly_one_environment(
+    point: str,
+    before_restart: int,
+    event: str,
     operator_factory: OperatorFactory,
     namespace: str,
     taskruns: TaskRuns,
@@ -198,8 +210,7 @@ def test_killed_between_create_and_record_leaves_one_environment_adopted(
 ) -> None:
     project = e2e_simulator.control.seed_project(**DELAYS)
     crashing = operator_factory(
-        namespace,
-        extra_env={**FAST_ENVIRONMENTS, "ONA_TASKRUN_CRASH_POINT": "after-environment-create"},
+        namespace, extra_env={**FAST_ENVIRONMENTS, "ONA_TASKRUN_CRASH_POINT": point}
     )
     spec = {
         "task": _task(None, "x # sim:duration=500ms"),
@@ -209,8 +220,8 @@ def test_killed_between_create_and_record_leaves_one_environment_adopted(
     assert crashing.wait_exit(timeout=30) == -signal.SIGKILL
     status = taskruns.status("crashy")
     assert status.get("environmentRequestedAt")  # the claim went out first
-    assert not status.get("environmentId")  # the crash came before the record
-    assert len(_project_environments(e2e_simulator, project["id"])) == 1
+    assert not status.get("environmentId")  # the crash came before any record
+    assert len(_project_environments(e2e_simulator, project["id"])) == before_restart
 
     operator_factory(namespace, extra_env=FAST_ENVIRONMENTS)
     final = taskruns.wait_phase("crashy", "SUCCEEDED", timeout=40)
@@ -222,7 +233,7 @@ def test_killed_between_create_and_record_leaves_one_environment_adopted(
         if c["resultId"] == final["environmentId"]
     ]
     assert len(creates) == 1
-    taskruns.wait_events("crashy", "EnvironmentAdopted", "Succeeded")
+    taskruns.wait_events("crashy", event, "Succeeded")
 
 
 def test_deleting_a_taskrun_mid_run_cleans_up_per_policy(
