@@ -569,3 +569,8 @@ def test_a_run_waiting_for_its_environment_asks_to_be_woken_by_it() -> None:
     assert stopped.wait_environment == ENV
     running = core.decide(taskrun(with_env()), Observation(environment=env("RUNNING")), NOW, CFG)
     assert running.wait_environment == ""
+
+
+def test_every_environment_action_is_handed_to_this_module() -> None:
+    kinds = {k.value for k in ActionKind if "Environment" in k.value}
+    assert kinds == environment_core.ACTIONS
