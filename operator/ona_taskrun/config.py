@@ -24,7 +24,15 @@ DEFAULT_ALLOWED_BASE_URLS = "https://app.ona.com/api,https://app.gitpod.io/api"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-CRASH_POINTS = ("", "after-claim", "after-start", "before-stop-record", "after-schedule-create")
+CRASH_POINTS = (
+    "",
+    "after-claim",
+    "after-start",
+    "before-stop-record",
+    "after-schedule-create",
+    "after-environment-claim",
+    "after-environment-create",
+)
 # Not 8080: the manifests' liveness endpoint (kopf's /healthz) listens there.
 DEFAULT_METRICS_PORT = 8081
 
@@ -82,6 +90,9 @@ class Config:
     metrics_bind_address: str = "0.0.0.0"
     metrics_port: int = DEFAULT_METRICS_PORT
     retry_backoff_base: float = 10.0
+    environment_poll: float = 5.0
+    environment_timeout: float = 600.0
+    environment_keepalive: float = 300.0
 
     @property
     def all_namespaces(self) -> bool:
@@ -126,6 +137,11 @@ environment variables (flags win over them):
   METRICS_PORT            its port (default 8081; 0: any free port, logged at start)
   RETRY_BACKOFF_BASE_SECONDS       first wait before a TaskRun's next attempt (spec.retries);
                           it doubles per attempt, at most 300 s (default 10)
+  ENVIRONMENT_POLL_SECONDS     seconds between looks at an environment a run waits for (default 5)
+  ENVIRONMENT_START_TIMEOUT    seconds a run waits for its environment to run (default 600)
+  ENVIRONMENT_KEEPALIVE_SECONDS  seconds between activity signals (spec.environment.keepAlive)
+                          and looks at a running execution's environment; keep it well below
+                          the idle timeout, at least 30 minutes in Ona (default 300)
 """
 
 
@@ -318,6 +334,9 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metrics_bind_address=_bind_address(env),
         metrics_port=_port(env, "METRICS_PORT", DEFAULT_METRICS_PORT),
         retry_backoff_base=_backoff_base(env),
+        environment_poll=_number(env, "ENVIRONMENT_POLL_SECONDS", 5.0, minimum=0.1),
+        environment_timeout=_number(env, "ENVIRONMENT_START_TIMEOUT", 600.0, minimum=1),
+        environment_keepalive=_number(env, "ENVIRONMENT_KEEPALIVE_SECONDS", 300.0, minimum=0.5),
     )
 
 

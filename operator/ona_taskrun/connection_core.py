@@ -149,6 +149,9 @@ class Policy:
     """What a connection lets a TaskRun do, checked before any Ona call for it."""
 
     environment_ids: frozenset[str] = frozenset()  # empty: any the token reaches
+    # Projects fromProject may create environments of; empty: any, unless environment_ids
+    # is set (a new environment cannot be on that list).
+    project_ids: frozenset[str] = frozenset()
     inline_tasks: bool = True
     namespaces: selectors.LabelSelector = selectors.EVERYTHING
     # Where `namespaces` comes from, for messages.
@@ -163,6 +166,7 @@ def check_policy(
     *,
     environment_id: str,
     inline: bool,
+    project_id: str = "",
 ) -> str | None:
     """Why the connection refuses this run (naming the rule), or None if it allows it."""
     if not policy.namespaces.matches(namespace_labels):
@@ -175,6 +179,21 @@ def check_policy(
             f"{key} does not allow inline tasks (spec.policy.inlineTasks is Deny); "
             "reference an existing task with spec.taskRef"
         )
+    if project_id:
+        # An environment created for the run: the project is what the policy can name.
+        if policy.project_ids and project_id not in policy.project_ids:
+            allowed = ", ".join(sorted(policy.project_ids))
+            return (
+                f"{key} does not allow environments of project {project_id}: "
+                f"spec.policy.projectIds allows only {allowed}"
+            )
+        if not policy.project_ids and policy.environment_ids:
+            return (
+                f"{key} allows only the environments in spec.policy.environmentIds; "
+                f"creating one of project {project_id} (spec.environment.fromProject) needs "
+                "the project in spec.policy.projectIds"
+            )
+        return None
     if policy.environment_ids and environment_id not in policy.environment_ids:
         allowed = ", ".join(sorted(policy.environment_ids))
         return (
@@ -259,6 +278,9 @@ def parse_connection(
     environments = raw_policy.get("environmentIds") or ()
     if not isinstance(environments, Sequence) or isinstance(environments, str):
         raise InvalidConnection("spec.policy.environmentIds must be a list of environment ids")
+    projects = raw_policy.get("projectIds") or ()
+    if not isinstance(projects, Sequence) or isinstance(projects, str):
+        raise InvalidConnection("spec.policy.projectIds must be a list of project ids")
     if key.kind == CLUSTER_CONNECTION:
         if spec.get("namespaceSelector") is None:
             raise InvalidConnection("spec.namespaceSelector is required ({} selects every one)")
@@ -285,6 +307,7 @@ def parse_connection(
         secret=SecretRef(secret_namespace, str(ref["name"]), str(ref["key"])),
         policy=Policy(
             environment_ids=frozenset(str(e) for e in environments),
+            project_ids=frozenset(str(p) for p in projects),
             inline_tasks=inline_raw == "Allow",
             namespaces=namespaces,
             namespaces_from=namespaces_from,

@@ -44,6 +44,7 @@ from .connection_core import (
     parse_connection,
     readiness,
 )
+from .environment_watch import EnvironmentWatch
 from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
 from .ona import OnaClient, RetryPolicy, errors
 from .remote import to_failure
@@ -81,6 +82,8 @@ class Remote:
             retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
         )
         self.breaker = CircuitBreaker()
+        # Wakes TaskRuns waiting for their environment (spec.environment) when it changes.
+        self.environments = EnvironmentWatch(self.client, notify)
         self.tracker = ExecutionTracker(
             self.client,
             notify,
@@ -108,6 +111,7 @@ class Remote:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.environments.close()
         await self.client.aclose()
 
     async def ask_principal(self) -> None:
@@ -484,7 +488,8 @@ class Connections:
         task_id = status.task_id or (spec.task_ref.id if spec.task_ref else "") or ""
         if not environment_id and remote is not None:
             environment_id = remote.task_environments.get(task_id, "")
-        lookup = bool(policy.environment_ids) and not environment_id
+        project = spec.environment.from_project if spec.environment else None
+        lookup = bool(policy.environment_ids) and not environment_id and project is None
         # The environment rule waits for the one read that tells the task's environment.
         local = replace(policy, environment_ids=frozenset()) if lookup else policy
         refused = await self._refusal(key, local, namespace, spec, environment_id)
@@ -553,6 +558,7 @@ class Connections:
                 labels = await self._labels(namespace)
             except KubeError as exc:
                 return _waiting("Waiting", f"cannot read namespace {namespace}: {exc}")
+        project = spec.environment.from_project if spec.environment else None
         refusal = check_policy(
             policy,
             key,
@@ -560,6 +566,7 @@ class Connections:
             labels,
             environment_id=environment_id,
             inline=spec.task is not None,
+            project_id=project.project_id if project else "",
         )
         if refusal is None:
             return None

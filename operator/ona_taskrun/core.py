@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import environment_core
+
 FINALIZER = "automation.ona.com/taskrun"
 # A person resolves an ambiguous start with one of these annotations (see README).
 ADOPT_ANNOTATION = "automation.ona.com/adopt-execution"
@@ -106,6 +108,8 @@ class Spec:
     # spec.retries and spec.ttlSecondsAfterFinished (see retry_core).
     retries: int = 0
     ttl_after_finished: timedelta | None = None
+    # spec.environment; None: the environment is not looked at (as before it existed).
+    environment: environment_core.EnvironmentSpec | None = None
 
     @property
     def environment_id(self) -> str | None:
@@ -138,10 +142,17 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
     task_raw, ref_raw = spec.get("task"), spec.get("taskRef")
     if (task_raw is None) == (ref_raw is None):
         raise InvalidSpec("exactly one of spec.task and spec.taskRef must be set")
+    environment = environment_core.parse_environment(spec.get("environment"))
+    from_project = environment is not None and environment.from_project is not None
+    if from_project and not (isinstance(task_raw, Mapping) and not task_raw.get("environmentId")):
+        raise InvalidSpec(
+            "spec.environment.fromProject needs an inline spec.task without environmentId"
+        )
     task: InlineTask | None = None
     ref: TaskRef | None = None
     if isinstance(task_raw, Mapping):
-        missing = [k for k in ("environmentId", "name", "command") if not task_raw.get(k)]
+        needed = ("name", "command") if from_project else ("environmentId", "name", "command")
+        missing = [k for k in needed if not task_raw.get(k)]
         if missing:
             raise InvalidSpec(f"spec.task needs {', '.join(missing)}")
         env = tuple(
@@ -149,7 +160,7 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
             for item in task_raw.get("env") or ()
         )
         task = InlineTask(
-            environment_id=str(task_raw["environmentId"]),
+            environment_id=str(task_raw.get("environmentId") or ""),
             name=str(task_raw["name"]),
             command=str(task_raw["command"]),
             description=str(task_raw.get("description", "")),
@@ -178,6 +189,7 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
         connection_ref=parse_connection_ref(spec.get("connectionRef")),
         retries=retries,
         ttl_after_finished=ttl,
+        environment=environment,
     )
 
 
@@ -317,6 +329,10 @@ _STATUS_KEYS = {
     "stopReason": "stop_reason",
     "attempt": "attempt",
     "nextAttemptAt": "next_attempt_at",
+    "environmentId": "environment_id",
+    "environmentPhase": "environment_phase",
+    "environmentRequestedAt": "environment_requested_at",
+    "environmentCheckedAt": "environment_checked_at",
 }
 
 
@@ -341,6 +357,12 @@ class Status:
     stop_reason: str = ""
     # The end of the execution's log, written after the run ended (see logtail_core).
     log_tail: str = ""
+    environment_id: str = ""
+    environment_phase: str = ""
+    # The environment claim (fromProject) or when waiting for it to run began.
+    environment_requested_at: str = ""
+    # When the environment was last looked at (and signalled active) during the run.
+    environment_checked_at: str = ""
     conditions: tuple[Condition, ...] = ()
     # spec.retries: the current attempt (1-based; 0 before the first start), the attempts
     # that ended before it, and when the next one starts while waiting to retry.
@@ -415,6 +437,12 @@ class ActionKind(enum.StrEnum):
     DELETE_TASK = "DeleteTask"
     # spec.ttlSecondsAfterFinished: delete the TaskRun itself (a Kubernetes call).
     DELETE_TASKRUN = "DeleteTaskRun"
+    GET_ENVIRONMENT = "GetEnvironment"
+    START_ENVIRONMENT = "StartEnvironment"
+    CREATE_ENVIRONMENT = "CreateEnvironment"
+    FIND_ENVIRONMENTS = "FindEnvironments"
+    MARK_ENVIRONMENT_ACTIVE = "MarkEnvironmentActive"
+    CLEAN_UP_ENVIRONMENT = "CleanUpEnvironment"
 
 
 @dataclass(frozen=True)
@@ -423,6 +451,7 @@ class Action:
     task_id: str = ""
     execution_id: str = ""
     reason: str = ""
+    environment_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -442,6 +471,8 @@ class Decision:
     track: str | None = None
     requeue_after: float | None = None
     events: tuple[Event, ...] = ()
+    # An environment this run waits for: a change of it wakes the run before the requeue.
+    wait_environment: str = ""
 
 
 class Access(enum.StrEnum):
@@ -489,6 +520,13 @@ class Observation:
     task_deleted: bool = False
     # Whether the owned task was looked up and found missing.
     owned_task_missing: bool = False
+    # The run's environment as read in this pass (spec.environment only).
+    environment: environment_core.RemoteEnvironment | None = None
+    # Environments found by name after a creation whose outcome is unknown.
+    environment_candidates: tuple[environment_core.RemoteEnvironment, ...] | None = None
+    environment_cleaned: bool = False
+    # Whether GetEnvironment was tried in this pass (a refused read is not repeated in it).
+    environment_looked: bool = False
 
 
 @dataclass(frozen=True)
@@ -508,6 +546,13 @@ class Settings:
     connection_wait: float = 30.0
     # spec.retries: the first back-off between attempts; it doubles, up to 5 minutes.
     retry_backoff_base: float = 10.0
+    # How often a run waiting for its environment looks at it again.
+    environment_poll: float = 5.0
+    # How long a run waits for its environment to be running before it fails.
+    environment_timeout: timedelta = timedelta(minutes=10)
+    # How often a running execution's environment is signalled active (keepAlive) and
+    # looked at: safely below the shortest idle timeout (30 minutes).
+    keepalive: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -670,6 +715,10 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         return Decision(new, events=(Event("Warning", "InvalidSpec", str(run.spec)),))
     spec = run.spec
 
+    if status.finished and spec.environment is not None:
+        cleanup = environment_core.after_finish(run, spec, obs)
+        if cleanup is not None:
+            return cleanup
     if status.finished:
         # A final TaskRun costs no Ona API calls, whatever is edited later (only
         # spec.ttlSecondsAfterFinished deletes it in time).
@@ -702,6 +751,21 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         # Started, but its connection is gone: keep the last status and say why.
         return Decision(_unfollowable(run, status, now, view), requeue_after=cfg.connection_wait)
 
+    if spec.environment is not None:
+
+        def rest(checked: TaskRun) -> Decision:
+            return _decide_run(checked, spec, obs, now, cfg)
+
+        return environment_core.decide(run, spec, spec.environment, obs, now, cfg, rest)
+    return _decide_run(run, spec, obs, now, cfg)
+
+
+def _decide_run(
+    run: TaskRun, spec: Spec, obs: Observation, now: datetime, cfg: Settings
+) -> Decision:
+    """Task, start and tracking: what follows once the connection (and the environment,
+    when spec.environment asks) lets the run go on."""
+    status = run.status
     if not status.task_id and spec.task_ref is not None and spec.task_ref.id:
         # Nothing to look up: the task id goes out with the start claim, in one write.
         status = replace(status, task_id=spec.task_ref.id)
@@ -1017,7 +1081,7 @@ def _decide_deletion(run: TaskRun, obs: Observation) -> Decision:
     spec = run.spec
     if not isinstance(spec, Spec) or spec.orphan_on_delete:
         return remove
-    cleanup = _deletion_cleanup(run, spec, obs)
+    cleanup = _deletion_cleanup(run, spec, obs) or environment_core.on_delete(run, spec, obs)
     if cleanup is None:
         return remove
     if obs.connection.access is Access.WAITING:
@@ -1069,6 +1133,8 @@ class Result:
     candidates: tuple[RemoteExecution, ...] | None = None
     failure: RemoteFailure | None = None
     missing: bool = False
+    environment: environment_core.RemoteEnvironment | None = None
+    environments: tuple[environment_core.RemoteEnvironment, ...] | None = None
 
 
 _TERMINAL_START_FAILURES = {
@@ -1083,8 +1149,18 @@ def apply_result(
     run: TaskRun, action: Action, result: Result, obs: Observation, now: datetime
 ) -> tuple[TaskRun, Observation, tuple[Event, ...]]:
     """Fold an action's outcome into the TaskRun and the observation."""
+    if action.kind in environment_core.ACTIONS:
+        return environment_core.apply_result(run, action, result, obs, now)
     status = run.status
     failure = result.failure
+    if (
+        action.kind is ActionKind.START
+        and failure is not None
+        and failure.reason == "FailedPrecondition"
+        and isinstance(run.spec, Spec)
+        and run.spec.environment is not None
+    ):
+        return environment_core.start_refused(run, failure, obs, now)
     events: list[Event] = []
     obs = replace(obs, remote_failure=failure if failure and failure.transient else None)
     kind = action.kind

@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from . import core, metrics
+from . import core, environment_actions, environment_core, metrics
 from .connection_core import ConnectionKey, is_connection_key, key_for
 from .connections import Connections, Remote
 from .eventpost import EventPoster
@@ -223,6 +223,9 @@ class Reconciler:
             remote = self.connections.remote_for(_namespace(key), body.get("spec") or {})
             if remote is not None:
                 remote.tracker.untrack(execution)
+        remote = self.connections.remote_for(_namespace(key), body.get("spec") or {})
+        if remote is not None:
+            remote.environments.done(key)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -409,7 +412,11 @@ class Reconciler:
             run = replace(run, status=decision.status)
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-claim")
+            if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
+                crash(self.crash_point, "after-environment-claim")
             result = await self._perform_through(remote, action, run, body)
+            if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
+                crash(self.crash_point, "after-environment-create")
             opened_before = remote.breaker.opened
             remote.breaker.record(ok=not _api_trouble(result.failure))
             if remote.breaker.opened > opened_before:
@@ -494,9 +501,15 @@ class Reconciler:
         ):
             # The attempt it belonged to is over (spec.retries): its news changes nothing.
             remote.tracker.untrack(before)
+        if remote is not None:
+            if decision.wait_environment:
+                remote.environments.wait(decision.wait_environment, key)
+            else:
+                remote.environments.done(key)
         if decision.track and remote is not None:
             spec = body.get("spec") or {}
             env = (spec.get("task") or spec.get("taskRef") or {}).get("environmentId", "")
+            env = env or status.environment_id
             remote.tracker.track(decision.track, key, status.task_id, env)
             self._claims[decision.track] = key
         elif (
@@ -715,6 +728,9 @@ class Reconciler:
         spec = run.spec if isinstance(run.spec, core.Spec) else None
         kind = action.kind
         ona = remote.client
+        if kind in environment_core.ACTIONS:
+            name = key_of(body).split("/", 1)[-1]
+            return await environment_actions.perform(remote, action, run, name)
         try:
             if kind is core.ActionKind.START:
                 execution = await ona.start_task(action.task_id)
@@ -722,9 +738,8 @@ class Reconciler:
                 return core.Result(execution=to_remote(execution))
             if kind is core.ActionKind.FIND_OWNED_TASK and spec and spec.task:
                 ref = core.task_reference(run.uid)
-                tasks = await ona.list_tasks(
-                    references=[ref], environment_ids=[spec.task.environment_id]
-                )
+                env_id = spec.task.environment_id or run.status.environment_id
+                tasks = await ona.list_tasks(references=[ref], environment_ids=[env_id])
                 if not tasks:
                     return core.Result(missing=True)
                 remote.principal = remote.principal or tasks[0].metadata.creator.id
@@ -732,7 +747,7 @@ class Reconciler:
             if kind is core.ActionKind.CREATE_TASK and spec and spec.task:
                 task = spec.task
                 created = await ona.create_task(
-                    task.environment_id,
+                    task.environment_id or run.status.environment_id,
                     task.name,
                     task.command,
                     reference=core.task_reference(run.uid),
@@ -776,6 +791,7 @@ _NEED_FINALIZER = frozenset(
         core.ActionKind.START,
         core.ActionKind.STOP,
         core.ActionKind.STOP_OWNED_EXECUTIONS,
+        core.ActionKind.CREATE_ENVIRONMENT,
     }
 )
 
@@ -802,6 +818,12 @@ _MAY_ACT_UNWRITTEN = frozenset(
         core.ActionKind.RESOLVE_TASK_REF,
         core.ActionKind.FIND_EXECUTIONS,
         core.ActionKind.START,
+        # Reads, and calls that change nothing when repeated after a crash. Creating an
+        # environment is not among them: its claim is written first.
+        core.ActionKind.GET_ENVIRONMENT,
+        core.ActionKind.FIND_ENVIRONMENTS,
+        core.ActionKind.START_ENVIRONMENT,
+        core.ActionKind.MARK_ENVIRONMENT_ACTIVE,
     }
 )
 

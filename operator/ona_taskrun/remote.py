@@ -60,4 +60,9 @@ _KINDS: tuple[tuple[type[errors.OnaError], core.FailureKind], ...] = (
 
 def to_failure(exc: errors.OnaError) -> core.RemoteFailure:
     kind = next((k for cls, k in _KINDS if isinstance(exc, cls)), core.FailureKind.UNAVAILABLE)
-    return core.RemoteFailure(kind=kind, message=str(exc), retry_after=exc.retry_after)
+    # failed_precondition (e.g. StartTask in an environment that is not running) is told
+    # apart from other refusals: a run that looks after its environment can act on it.
+    reason = "FailedPrecondition" if exc.code == "failed_precondition" else ""
+    return core.RemoteFailure(
+        kind=kind, message=str(exc), retry_after=exc.retry_after, reason=reason
+    )

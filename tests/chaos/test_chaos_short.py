@@ -47,6 +47,10 @@ def test_short_chaos_run_starts_nothing_twice_and_loses_nothing(
     assert figures["not_converged"] == 0, details
     assert figures["wrong_connection_calls"] == 0, details
     assert figures["excess_attempts"] == 0, details
+    # Runs that create their environment: one each, none left behind.
+    assert figures["environments_checked"] >= 1
+    assert figures["duplicate_environments"] == 0, details
+    assert figures["leaked_environments"] == 0, details
     assert figures["taskruns"] >= 24
     # Retrying TaskRuns were judged attempt by attempt, and really retried.
     assert figures["retrying_taskruns"] >= 2

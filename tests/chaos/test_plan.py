@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tools.chaos.plan import TEAM_CONNECTION, Settings, make_plan
+from tools.chaos.plan import PROJECT, TEAM_CONNECTION, Settings, make_plan
 from tools.chaos.verify import FORMS
 
 
@@ -46,3 +46,20 @@ def test_retrying_taskruns_meet_both_ends(settings: Settings) -> None:
         assert run.spec()["retries"] == run.retries
     # Some succeed at their last attempt, some exhaust their retries.
     assert {r.fail_first > r.retries for r in retrying} == {True, False}
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(taskruns=24, kills=2, seed=7)])
+def test_from_project_runs_create_their_environment(settings: Settings) -> None:
+    plan = make_plan(settings)
+    runs = [r for r in plan.runs if r.from_project]
+    assert len(runs) >= 1
+    for run in runs:
+        spec = run.spec()
+        assert "environmentId" not in spec["task"]
+        assert spec["environment"] == {"fromProject": {"projectId": PROJECT}}
+
+
+def test_a_full_plan_kills_once_between_an_environment_creation_and_its_record() -> None:
+    plan = make_plan(Settings())
+    assert "after-environment-create" in plan.trigger_runs
+    assert all(r.from_project for r in plan.trigger_runs["after-environment-create"])

@@ -516,3 +516,62 @@ def test_a_stalled_attempt_may_own_the_execution_it_could_not_tell_apart() -> No
     verdict = verify(planned, runs, executions)
     assert verdict.ok, verdict.to_json()
     assert len(verdict.stalled) == 1
+
+
+PROJECT = "cccccccc-0000-4000-8000-000000000003"
+
+
+def environment(id_: str, name: str, phase: str = "DELETED") -> dict[str, Any]:
+    return {
+        "environment": {
+            "id": id_,
+            "metadata": {"name": name, "projectId": PROJECT},
+            "status": {"phase": f"ENVIRONMENT_PHASE_{phase}"},
+        }
+    }
+
+
+def _env_verdict(
+    envs: list[dict[str, Any]], *, final: bool = True
+) -> tuple[int, list[str], list[str]]:
+    planned = [Planned("p", INLINE, from_project=True), Planned("plain", INLINE)]
+    succeeded = ("True", "Succeeded") if final else ("Unknown", "Running")
+    runs = [
+        taskrun("p", execution="e1", phase="SUCCEEDED", version="10", succeeded=succeeded),
+        taskrun("plain", execution="e2", phase="SUCCEEDED", version="10"),
+    ]
+    remote = [
+        execution("e1", "t1", reference="k8s-taskrun-uid-p"),
+        execution("e2", "t2", reference="k8s-taskrun-uid-plain"),
+    ]
+    verdict = verify(planned, runs, remote, environments=envs)
+    return (
+        verdict.environments_checked,
+        [f.detail for f in verdict.environment_duplicates],
+        [f.detail for f in verdict.environment_leaks],
+    )
+
+
+def test_one_environment_per_from_project_run_deleted_after_it_is_clean() -> None:
+    assert _env_verdict([environment("env-1", "p-uid-p")]) == (1, [], [])
+
+
+def test_two_environments_for_one_run_are_duplicates() -> None:
+    _, duplicates, _ = _env_verdict(
+        [environment("env-1", "p-uid-p"), environment("env-2", "p-uid-p")]
+    )
+    assert duplicates == ["environments env-1, env-2"]
+
+
+def test_an_environment_left_after_its_run_ended_is_a_leak() -> None:
+    _, _, leaks = _env_verdict([environment("env-1", "p-uid-p", "RUNNING")])
+    assert leaks == ["environment env-1 is ENVIRONMENT_PHASE_RUNNING"]
+    # While the run is not over, its environment is rightly there.
+    assert _env_verdict([environment("env-1", "p-uid-p", "RUNNING")], final=False)[2] == []
+
+
+def test_an_environment_of_the_project_nobody_owns_is_a_duplicate() -> None:
+    _, duplicates, _ = _env_verdict(
+        [environment("env-1", "p-uid-p"), environment("stray", "someone-else")]
+    )
+    assert duplicates == ["environment stray belongs to no TaskRun"]

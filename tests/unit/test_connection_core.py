@@ -375,3 +375,64 @@ def test_a_connection_naming_another_server_is_refused_before_its_secret_is_used
     assert "CONNECTION_ALLOWED_BASE_URLS" in str(caught.value)
     ready = readiness(Check(invalid=str(caught.value), invalid_reason=caught.value.reason))
     assert (ready.status, ready.reason) == ("False", "BaseUrlNotAllowed")
+
+
+PROJECT = "3c2b1a09-8f7e-4d6c-9b5a-0f1e2d3c4b5a"
+
+
+@pytest.mark.parametrize(
+    ("policy", "project", "refusal"),
+    [
+        pytest.param(Policy(), PROJECT, None, id="no rules: any project"),
+        pytest.param(Policy(project_ids=frozenset({PROJECT})), PROJECT, None, id="listed project"),
+        pytest.param(
+            Policy(project_ids=frozenset({OTHER})),
+            PROJECT,
+            ("spec.policy.projectIds", PROJECT, OTHER),
+            id="project not listed",
+        ),
+        pytest.param(
+            Policy(environment_ids=frozenset({ENV})),
+            PROJECT,
+            ("spec.policy.environmentIds", "spec.policy.projectIds"),
+            id="environment allow-list without projects: no new environments",
+        ),
+        pytest.param(
+            Policy(environment_ids=frozenset({ENV}), project_ids=frozenset({PROJECT})),
+            PROJECT,
+            None,
+            id="environment allow-list and the project listed",
+        ),
+        pytest.param(
+            Policy(inline_tasks=False, project_ids=frozenset({PROJECT})),
+            PROJECT,
+            ("inline tasks",),
+            id="inline tasks denied: fromProject runs an inline task",
+        ),
+    ],
+)
+def test_from_project_policy(policy: Policy, project: str, refusal: tuple[str, ...] | None) -> None:
+    found = check_policy(
+        policy, TEAM, "team-a", {}, environment_id="", inline=True, project_id=project
+    )
+    if refusal is None:
+        assert found is None
+    else:
+        assert found is not None
+        for fragment in refusal:
+            assert fragment in found
+
+
+def test_project_ids_are_read_from_the_policy() -> None:
+    body = {
+        "metadata": {"name": "ona", "namespace": "team-a"},
+        "spec": {
+            "tokenSecretRef": {"name": "s", "key": "token"},
+            "policy": {"projectIds": [PROJECT]},
+        },
+    }
+    spec = parse_connection(body, operator_namespace="ona-system")
+    assert spec.policy.project_ids == frozenset({PROJECT})
+    bad = {**body, "spec": {**body["spec"], "policy": {"projectIds": PROJECT}}}
+    with pytest.raises(InvalidConnection, match="projectIds"):
+        parse_connection(bad, operator_namespace="ona-system")

@@ -18,6 +18,9 @@ ENVIRONMENTS = (
     "6c1f0f5e-7a0b-4d1e-9a1e-0c4a1b2c3d01",
     "6c1f0f5e-7a0b-4d1e-9a1e-0c4a1b2c3d02",
 )
+# The project whose environments the fromProject TaskRuns create, one each.
+PROJECT = "6c1f0f5e-7a0b-4d1e-9a1e-0c4a1b2c3dff"
+FROM_PROJECT = "from-project"
 # Past the operator's request timeout (ONA_REQUEST_TIMEOUT=2), so a hung StartTask times out.
 HANG_MS = 5000
 # The second connection: an OnaConnection in the chaos namespace with a token of its own.
@@ -81,11 +84,17 @@ class PlannedRun:
     connection: str = ""  # spec.connectionRef.name; "" for the operator-level token
     retries: int = 0  # spec.retries
     fail_first: int = 0  # sim:fail_first: how many of its executions fail
+    from_project: bool = False  # an inline task in an environment created for the run
 
     def spec(self, task_id: str = "") -> dict[str, Any]:
         """The TaskRun spec; `task_id` is the seeded task for the taskRef forms."""
         spec: dict[str, Any]
-        if self.form == INLINE:
+        if self.form == INLINE and self.from_project:
+            spec = {
+                "task": {"name": self.name, "command": self.command},
+                "environment": {"fromProject": {"projectId": PROJECT}},
+            }
+        elif self.form == INLINE:
             spec = {
                 "task": {
                     "environmentId": self.environment_id,
@@ -184,12 +193,13 @@ def make_plan(settings: Settings) -> Plan:
 
     # Kills before the quiet window, so the quiet and outage figures measure the API alone.
     kill_times = sorted(rng.uniform(3.0, faults_end - 2.0) for _ in range(settings.kills))
+    # Five kills or more: one also between an environment's creation and its record.
+    points = ("after-start", "after-claim", "after-environment-create")
+    wanted = 3 if settings.kills >= 5 else 2 if settings.kills >= 4 else 1
     crash_slots = (
-        rng.sample(range(settings.kills), min(settings.kills, 2 if settings.kills >= 4 else 1))
-        if settings.kills
-        else []
+        rng.sample(range(settings.kills), min(settings.kills, wanted)) if settings.kills else []
     )
-    crash_points = dict(zip(crash_slots, ("after-start", "after-claim"), strict=False))
+    crash_points = dict(zip(crash_slots, points, strict=False))
     for index, at in enumerate(kill_times):
         pause = rng.uniform(3.0, 8.0) if rng.random() < 0.4 else 0.0
         plan.events.append(
@@ -211,13 +221,17 @@ def make_plan(settings: Settings) -> Plan:
     timeouts = max(2, n // 40)
     stop_edits = max(2, n // 40)
     retrying = max(2, n // 12)
-    ordinary = max(0, n - shared - created_stopped - timeouts - stop_edits - retrying)
+    from_project = max(1, n // 20)
+    ordinary = max(
+        0, n - shared - created_stopped - timeouts - stop_edits - retrying - from_project
+    )
     kinds: list[str] = []
     for i in range(ordinary):
         share = i / max(1, ordinary)
         kinds.append(REF_ID if share < 0.25 else REF_REFERENCE if share < 0.4 else INLINE)
     kinds += ["created-stopped"] * created_stopped + ["timeout"] * timeouts
     kinds += ["stop-edit"] * stop_edits + ["retrying"] * retrying
+    kinds += [FROM_PROJECT] * from_project
     rng.shuffle(kinds)
 
     other_waves = [w for w in range(len(times)) if w != shared_wave]
@@ -227,14 +241,18 @@ def make_plan(settings: Settings) -> Plan:
         wave = other_waves[index % len(other_waves)]
         env = ENVIRONMENTS[index % len(ENVIRONMENTS)]
         name = f"w{wave:02d}-{index:03d}-{kind}"
-        # Retrying runs are inline runs: they share that kind's turns on the connections.
-        conn = connections.next(INLINE if kind == "retrying" else kind)
+        # Retrying and fromProject runs are inline runs: they share that kind's turns on
+        # the connections.
+        conn = connections.next(INLINE if kind in ("retrying", FROM_PROJECT) else kind)
         if kind == "created-stopped":
             command = _command(rng, index, False)
             run = PlannedRun(name, INLINE, wave, command, env, True, connection=conn)
         elif kind == "timeout":
             command = f"hang-{index} # sim:hang"
             run = PlannedRun(name, INLINE, wave, command, env, timeout="3s", connection=conn)
+        elif kind == FROM_PROJECT:
+            command = _command(rng, index, False)
+            run = PlannedRun(name, INLINE, wave, command, env, connection=conn, from_project=True)
         elif kind == "stop-edit":
             command = f"long-{index} # sim:duration=30s sim:steps=3"
             stop_after = rng.uniform(2.0, 6.0)
@@ -288,6 +306,7 @@ def make_plan(settings: Settings) -> Plan:
                 _command(rng, 900 + k, False),
                 ENVIRONMENTS[k % len(ENVIRONMENTS)],
                 connection=connections.next(f"crash-{point}"),
+                from_project=point == "after-environment-create",
             )
             for k in range(3)
         ]

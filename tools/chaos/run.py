@@ -27,6 +27,7 @@ from kubernetes import client
 from ona_taskrun.simulator.control_client import SimulatorControl
 from tools.chaos.plan import (
     ENVIRONMENTS,
+    PROJECT,
     TEAM_CONNECTION,
     Event,
     FaultKind,
@@ -184,6 +185,7 @@ class _Runner:
             self._start_operator("end of the plan")
         self.note("every fault is off; waiting for the TaskRuns to settle")
         converged_at = self._wait_settled()
+        self._wait_environments_cleaned()
         return self._figures(converged_at)
 
     def _shift(self, took: float) -> None:
@@ -258,6 +260,10 @@ class _Runner:
                 )
                 self.task_ids[run.name] = str(task["id"])
         self.log(f"seeded {len(self.task_ids) and len(set(self.task_ids.values()))} tasks")
+        # Environments made for fromProject runs: quick to create and start.
+        self.control.seed_project(
+            id=PROJECT, name="chaos", createDelay="500ms", startDelay="500ms", stopDelay="100ms"
+        )
 
     def _add_connection(self) -> None:
         """A second token in the simulator, with its own subject, and an OnaConnection in
@@ -267,7 +273,9 @@ class _Runner:
             DEFAULT_CONNECTION: self.control.subject_of(self.stack.token),
             TEAM_CONNECTION: self.control.add_token(token),
         }
-        self.stack.add_connection(TEAM_CONNECTION, token, environment_ids=ENVIRONMENTS)
+        self.stack.add_connection(
+            TEAM_CONNECTION, token, environment_ids=ENVIRONMENTS, project_ids=[PROJECT]
+        )
         self.log(
             f"connections: the operator-level token acts as {self.subjects[DEFAULT_CONNECTION]}"
             f", OnaConnection {TEAM_CONNECTION} as {self.subjects[TEAM_CONNECTION]}"
@@ -324,6 +332,7 @@ class _Runner:
                 run.connection,
                 run.retries,
                 run.fail_first,
+                run.from_project,
             )
         )
 
@@ -452,6 +461,23 @@ class _Runner:
 
         return self.kube(listing, "listing TaskRuns")
 
+    def _wait_environments_cleaned(self, timeout: float = 60.0) -> None:
+        """An ended run's environment is deleted just after its final status is written
+        (later if that call meets a fault): give it that moment before counting leaks."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = [
+                item
+                for item in self.control.environments()
+                if item["environment"]["metadata"].get("projectId") == PROJECT
+                and item["environment"]["status"]["phase"]
+                not in ("ENVIRONMENT_PHASE_DELETING", "ENVIRONMENT_PHASE_DELETED")
+            ]
+            if not left:
+                return
+            time.sleep(1.0)
+        self.note(f"{len(left)} environments of fromProject runs are still there")
+
     def _wait_settled(self) -> float | None:
         deadline = self.wall_start + self.settings.duration_budget
         last_report = 0.0
@@ -483,6 +509,7 @@ class _Runner:
             subjects=self.subjects,
             calls=calls,
             tasks=tasks,
+            environments=self.control.environments(),
         )
         reported = (self.connection_status.get("subject") or {}).get("id")
         if reported != self.subjects[TEAM_CONNECTION]:
@@ -613,6 +640,9 @@ def summary(figures: Mapping[str, Any], verdict: Verdict) -> str:
         f"not settled in budget:  {len(verdict.not_converged)}",
         f"retrying TaskRuns:      {verdict.retrying_taskruns} ({verdict.retry_attempts} "
         f"attempts judged; over the limit: {len(verdict.excess_attempts)})",
+        f"environments:           {verdict.environments_checked} fromProject TaskRuns, "
+        f"{len(verdict.environment_duplicates)} duplicates, "
+        f"{len(verdict.environment_leaks)} leaked",
         f"wrong-connection calls: {len(verdict.wrong_connection)} "
         f"(checked {checked.get('executions', 0)} executions, "
         f"{checked.get('inline_tasks', 0)} inline tasks, {checked.get('calls', 0)} calls)",

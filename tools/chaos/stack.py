@@ -37,6 +37,8 @@ FAST_TIMINGS = {
     "ONA_START_SETTLE": "4",
     # Retrying TaskRuns wait 1 s, 2 s, 4 s between attempts instead of 10 s, 20 s, 40 s.
     "RETRY_BACKOFF_BASE_SECONDS": "1",
+    "ENVIRONMENT_POLL_SECONDS": "1",
+    "ENVIRONMENT_KEEPALIVE_SECONDS": "5",
 }
 
 Log = Callable[[str], None]
@@ -259,7 +261,14 @@ class Stack:
         assert self.api is not None
         return client.CustomObjectsApi(self.api)
 
-    def add_connection(self, name: str, token: str, *, environment_ids: Sequence[str] = ()) -> None:
+    def add_connection(
+        self,
+        name: str,
+        token: str,
+        *,
+        environment_ids: Sequence[str] = (),
+        project_ids: Sequence[str] = (),
+    ) -> None:
         """An OnaConnection `name` in the stack's namespace, pointing at the simulator, with
         `token` in a Secret of the same name (key `token`)."""
         assert self.api is not None
@@ -276,6 +285,8 @@ class Stack:
         }
         if environment_ids:
             spec["policy"] = {"environmentIds": list(environment_ids)}
+        if project_ids:
+            spec.setdefault("policy", {})["projectIds"] = list(project_ids)
         self.custom().create_namespaced_custom_object(
             GROUP,
             VERSION,

@@ -5,6 +5,11 @@ the end, and the simulator's executions (`GET /_simulator/executions`), it count
 starts, lost runs, status mismatches and runs that never converged. Nothing here trusts the
 operator's account of itself except the TaskRun status being judged.
 
+Given the simulator's environments (`GET /_simulator/environments`), it counts the
+environments of each fromProject TaskRun (named `<name>-<uid>`): more than one is a
+duplicate, one still there (not DELETING or DELETED) after its run ended is a leak, and one
+of the project that belongs to no TaskRun is a duplicate too.
+
 Given also the subject each connection's token acts as, the simulator's call log
 (`GET /_simulator/calls`) and tasks (`GET /_simulator/tasks`), it counts wrong-connection
 calls: an execution, an inline task, or a call about one TaskRun's task or execution
@@ -28,6 +33,8 @@ INLINE, REF_ID, REF_REFERENCE, SHARED = "inline", "ref-id", "ref-reference", "sh
 FORMS = (INLINE, REF_ID, REF_REFERENCE, SHARED)
 FINAL_REMOTE = ("SUCCEEDED", "FAILED", "STOPPED")
 STALL_REASON = "StartOutcomeUnknown"
+# Stalls that wait for a person: an ambiguous start, or an ambiguous environment creation.
+STALL_REASONS = (STALL_REASON, "EnvironmentOutcomeUnknown")
 REFERENCE_PREFIX = "k8s-taskrun-"
 DEFAULT_CONNECTION = ""  # Planned.connection of a TaskRun without spec.connectionRef
 # Calls whose request names one task or execution (`id`), or whose result is one; a
@@ -54,6 +61,7 @@ class Planned:
     connection: str = DEFAULT_CONNECTION  # spec.connectionRef.name; "" for the default
     retries: int = 0  # spec.retries
     fail_first: int = 0  # sim:fail_first of its inline task: its first N executions fail
+    from_project: bool = False  # spec.environment.fromProject: one environment of its own
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,10 @@ class Verdict:
     excess_attempts: list[Finding] = field(default_factory=list)
     retrying_taskruns: int = 0
     retry_attempts: int = 0
+    # Environments of fromProject TaskRuns: more than one per run, or left after the run.
+    environments_checked: int = 0
+    environment_duplicates: list[Finding] = field(default_factory=list)
+    environment_leaks: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +110,8 @@ class Verdict:
             or self.mismatches
             or self.not_converged
             or self.wrong_connection
+            or self.environment_duplicates
+            or self.environment_leaks
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -115,6 +129,9 @@ class Verdict:
             "excess_attempts": len(self.excess_attempts),
             "retrying_taskruns": self.retrying_taskruns,
             "retry_attempts_judged": self.retry_attempts,
+            "environments_checked": self.environments_checked,
+            "duplicate_environments": len(self.environment_duplicates),
+            "leaked_environments": len(self.environment_leaks),
             "connection_checked": dict(self.connection_checked),
             "stalled": len(self.stalled),
             "shared_task_unrecorded_executions": self.shared_unrecorded,
@@ -127,6 +144,8 @@ class Verdict:
             "not_converged_detail": listed(self.not_converged),
             "wrong_connection_detail": listed(self.wrong_connection),
             "excess_attempts_detail": listed(self.excess_attempts),
+            "duplicate_environments_detail": listed(self.environment_duplicates),
+            "leaked_environments_detail": listed(self.environment_leaks),
         }
 
 
@@ -148,7 +167,7 @@ def is_final(status: Mapping[str, Any]) -> bool:
 
 def is_stalled(status: Mapping[str, Any]) -> bool:
     cond = condition(status, "Stalled")
-    return cond is not None and cond.get("status") == "True" and cond.get("reason") == STALL_REASON
+    return cond is not None and cond.get("status") == "True" and cond.get("reason") in STALL_REASONS
 
 
 def settled(status: Mapping[str, Any]) -> bool:
@@ -189,6 +208,7 @@ def verify(
     subjects: Mapping[str, str] | None = None,
     calls: Iterable[Mapping[str, Any]] = (),
     tasks: Iterable[Mapping[str, Any]] = (),
+    environments: Iterable[Mapping[str, Any]] | None = None,
 ) -> Verdict:
     """Judge every planned TaskRun against the executions the simulator holds.
 
@@ -301,6 +321,8 @@ def verify(
                     " belongs to no TaskRun",
                 )
             )
+    if environments is not None:
+        _judge_environments(verdict, planned, bodies, environments)
     if subjects is not None:
         _judge_connections(
             verdict,
@@ -313,6 +335,54 @@ def verify(
             calls=calls,
         )
     return verdict
+
+
+_GONE = ("ENVIRONMENT_PHASE_DELETING", "ENVIRONMENT_PHASE_DELETED")
+
+
+def _judge_environments(
+    verdict: Verdict,
+    planned: Sequence[Planned],
+    bodies: Mapping[str, Mapping[str, Any]],
+    environments: Iterable[Mapping[str, Any]],
+) -> None:
+    """One environment per fromProject TaskRun, and none left once its run is over."""
+    envs = [item.get("environment", item) for item in environments]
+    by_name: dict[str, list[Mapping[str, Any]]] = {}
+    for env in envs:
+        name = str((env.get("metadata") or {}).get("name") or "")
+        if name:
+            by_name.setdefault(name, []).append(env)
+    owned: set[str] = set()
+    projects: set[str] = set()
+    for plan in planned:
+        if not plan.from_project:
+            continue
+        body = bodies.get(plan.name)
+        if body is None:
+            continue
+        verdict.environments_checked += 1
+        uid = str((body.get("metadata") or {}).get("uid", ""))
+        mine = by_name.get(f"{plan.name}-{uid}", [])
+        owned.update(str(e.get("id")) for e in mine)
+        projects.update(str((e.get("metadata") or {}).get("projectId")) for e in mine)
+        if len(mine) > 1:
+            ids = ", ".join(sorted(str(e.get("id")) for e in mine))
+            verdict.environment_duplicates.append(Finding(plan.name, f"environments {ids}"))
+        status: Mapping[str, Any] = body.get("status") or {}
+        if is_final(status):
+            for env in mine:
+                phase = str((env.get("status") or {}).get("phase", ""))
+                if phase not in _GONE:
+                    verdict.environment_leaks.append(
+                        Finding(plan.name, f"environment {env.get('id')} is {phase}")
+                    )
+    for env in envs:
+        project = str((env.get("metadata") or {}).get("projectId") or "")
+        if project in projects and str(env.get("id")) not in owned:
+            verdict.environment_duplicates.append(
+                Finding("(none)", f"environment {env.get('id')} belongs to no TaskRun")
+            )
 
 
 @dataclass

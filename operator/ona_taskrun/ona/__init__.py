@@ -21,6 +21,8 @@ from .errors import (
 )
 from .models import (
     AuthenticatedIdentity,
+    Environment,
+    EnvironmentPhase,
     EnvironmentVariable,
     ExecutionStep,
     PlanGroup,
@@ -48,6 +50,8 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "AuthenticatedIdentity",
     "Conflict",
+    "Environment",
+    "EnvironmentPhase",
     "EnvironmentVariable",
     "ExecutionStep",
     "InvalidArgument",

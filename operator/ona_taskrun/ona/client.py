@@ -43,6 +43,7 @@ from .errors import (
 from .logs import open_log
 from .models import (
     AuthenticatedIdentity,
+    Environment,
     EnvironmentVariable,
     Task,
     TaskExecution,
@@ -67,10 +68,23 @@ DEFAULT_BASE_URL = "https://app.ona.com/api"
 AUTOMATION_SERVICE = "gitpod.v1.EnvironmentAutomationService"
 EVENT_SERVICE = "gitpod.v1.EventService"
 IDENTITY_SERVICE = "gitpod.v1.IdentityService"
+ENVIRONMENT_SERVICE = "gitpod.v1.EnvironmentService"
 # Methods outside the automation service, by the service that serves them.
 _SERVICE_OF = {
     "GetAuthenticatedIdentity": IDENTITY_SERVICE,
-    "CreateEnvironmentLogsToken": "gitpod.v1.EnvironmentService",
+    "CreateEnvironmentLogsToken": ENVIRONMENT_SERVICE,
+    **{
+        method: ENVIRONMENT_SERVICE
+        for method in (
+            "GetEnvironment",
+            "ListEnvironments",
+            "StartEnvironment",
+            "StopEnvironment",
+            "DeleteEnvironment",
+            "MarkEnvironmentActive",
+            "CreateEnvironmentFromProject",
+        )
+    },
 }
 MAX_FILTER_VALUES = 25
 MAX_PAGE_SIZE = 100
@@ -617,6 +631,71 @@ class OnaClient:
             for task in await self.list_tasks(references=batch, environment_ids=envs):
                 found[task.id] = task
         return list(found.values())
+
+    # -- environments -----------------------------------------------------------------
+    # Starting, stopping, deleting and marking active change nothing when repeated, so they
+    # are retried like reads. Creating makes a new environment on every call: never
+    # repeated once it may have arrived (look it up by name instead).
+
+    async def get_environment(self, environment_id: str) -> Environment:
+        data = await self._call("GetEnvironment", {"environmentId": environment_id}, _Safety.READ)
+        return self._parse(Environment, data.get("environment"), "GetEnvironment")
+
+    async def start_environment(self, environment_id: str) -> None:
+        body = {"environmentId": environment_id}
+        await self._call("StartEnvironment", body, _Safety.IDEMPOTENT)
+
+    async def stop_environment(self, environment_id: str) -> None:
+        body = {"environmentId": environment_id}
+        await self._call("StopEnvironment", body, _Safety.IDEMPOTENT)
+
+    async def delete_environment(self, environment_id: str, *, force: bool = False) -> None:
+        body = {"environmentId": environment_id, "force": force}
+        await self._call("DeleteEnvironment", body, _Safety.IDEMPOTENT)
+
+    async def mark_environment_active(
+        self, environment_id: str, *, source: str, timestamp: str
+    ) -> None:
+        body = {
+            "environmentId": environment_id,
+            "activitySignal": {"source": source, "timestamp": timestamp},
+        }
+        await self._call("MarkEnvironmentActive", body, _Safety.IDEMPOTENT)
+
+    async def create_environment_from_project(
+        self, project_id: str, *, name: str, spec: Mapping[str, Any]
+    ) -> Environment:
+        """Create an environment of a project. Never repeated once it may have been sent:
+        on OutcomeUnknown, list the project's environments and look for `name`."""
+        body = {"projectId": project_id, "name": name, "spec": dict(spec)}
+        data = await self._call("CreateEnvironmentFromProject", body, _Safety.ONCE)
+        return self._parse(
+            Environment,
+            data.get("environment"),
+            "CreateEnvironmentFromProject",
+            safety=_Safety.ONCE,
+        )
+
+    async def list_environments(
+        self, *, project_ids: Sequence[str] = (), creator_ids: Sequence[str] = ()
+    ) -> list[Environment]:
+        """Every environment matching the filters (deleted ones are not listed)."""
+
+        async def page(token: str) -> Page[Environment]:
+            filters = {
+                "projectIds": _check_filter("project_ids", project_ids),
+                "creatorIds": _check_filter("creator_ids", creator_ids),
+            }
+            body = self._list_body(filters, MAX_PAGE_SIZE, token)
+            data = await self._call("ListEnvironments", body, _Safety.READ)
+            items = [
+                self._parse(Environment, item, "ListEnvironments")
+                for item in data.get("environments") or []
+            ]
+            return Page(items, self._next_token(data))
+
+        found = await self._every_page("ListEnvironments", page)
+        return list({env.id: env for env in found}.values())
 
     # -- list helpers -----------------------------------------------------------------
 

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "Environment",
+    "EnvironmentMetadata",
+    "EnvironmentPhase",
+    "EnvironmentStatus",
     "EnvironmentVariable",
     "ExecutionStep",
     "PlanGroup",
@@ -251,3 +255,44 @@ class ResourceEvent(_Message):
     @property
     def is_task_execution(self) -> bool:
         return self.resource_type == "RESOURCE_TYPE_TASK_EXECUTION"
+
+
+class EnvironmentPhase(_TolerantEnum):
+    UNSPECIFIED = "ENVIRONMENT_PHASE_UNSPECIFIED"
+    CREATING = "ENVIRONMENT_PHASE_CREATING"
+    STARTING = "ENVIRONMENT_PHASE_STARTING"
+    RUNNING = "ENVIRONMENT_PHASE_RUNNING"
+    UPDATING = "ENVIRONMENT_PHASE_UPDATING"
+    STOPPING = "ENVIRONMENT_PHASE_STOPPING"
+    STOPPED = "ENVIRONMENT_PHASE_STOPPED"
+    DELETING = "ENVIRONMENT_PHASE_DELETING"
+    DELETED = "ENVIRONMENT_PHASE_DELETED"
+
+
+class EnvironmentMetadata(_Message):
+    name: str = ""
+    project_id: str = ""
+    creator: Subject = Field(default_factory=Subject)
+    created_at: datetime | None = None
+
+
+class EnvironmentStatus(_Message):
+    phase: EnvironmentPhase = EnvironmentPhase.UNSPECIFIED
+    # Non-empty: the environment failed (or is about to).
+    failure_message: list[str] = Field(default_factory=list)
+    status_version: str = "0"
+
+    @field_validator("status_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+
+class Environment(_Message):
+    """EnvironmentService's Environment, as far as the operator reads it."""
+
+    id: str
+    metadata: EnvironmentMetadata = Field(default_factory=EnvironmentMetadata)
+    status: EnvironmentStatus = Field(default_factory=EnvironmentStatus)

@@ -29,6 +29,7 @@ from ona_taskrun.simulator.wire import (
 
 AUTOMATION_SERVICE: Final = "gitpod.v1.EnvironmentAutomationService"
 EVENT_SERVICE: Final = "gitpod.v1.EventService"
+ENVIRONMENT_SERVICE: Final = "gitpod.v1.EnvironmentService"
 IDENTITY_SERVICE: Final = "gitpod.v1.IdentityService"
 SIMULATOR_KEY: Final = web.AppKey("simulator", Simulator)
 CONNECT_JSON_STREAM: Final = "application/connect+json"
@@ -231,4 +232,5 @@ def add_routes(app: web.Application) -> None:
     for prefix in ("", "/api"):
         app.router.add_post(f"{prefix}/{AUTOMATION_SERVICE}/{{method}}", unary)
         app.router.add_post(f"{prefix}/{IDENTITY_SERVICE}/GetAuthenticatedIdentity", unary)
+        app.router.add_post(f"{prefix}/{ENVIRONMENT_SERVICE}/{{method}}", unary)
         app.router.add_post(f"{prefix}/{EVENT_SERVICE}/WatchEvents", watch_events)

@@ -15,6 +15,14 @@ from aiohttp import web
 
 from ona_taskrun.simulator.api import SIMULATOR_KEY, error_response, json_response
 from ona_taskrun.simulator.core import Simulator
+from ona_taskrun.simulator.environments import (
+    CREATING,
+    RUNNING,
+    STOPPED,
+    Project,
+    Timing,
+    parse_env_phase,
+)
 from ona_taskrun.simulator.methods import task_spec
 from ona_taskrun.simulator.wire import (
     JSON,
@@ -185,6 +193,61 @@ def set_seed(sim: Simulator, request: web.Request, body: JSON) -> JSON:
     return sim.faults.to_json()
 
 
+def _creator(sim: Simulator, body: JSON) -> str:
+    creator_id = get_uuid(body, "creatorId", required=False)
+    if creator_id:
+        return creator_id
+    subjects = [subject for subject in sim.tokens.subjects() if not subject.read_only]
+    return subjects[0].id if subjects else new_id()
+
+
+def seed_project(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    """A project that CreateEnvironmentFromProject can name, with its environments' timing."""
+    project_id = get_uuid(body, "id", required=False) or new_id()
+    timing = Timing.from_json(body, sim.store.environments.default_timing)
+    project = Project(id=project_id, name=get_string(body, "name"), timing=timing)
+    sim.store.environments.projects[project_id] = project
+    return {"project": project.to_json()}
+
+
+def list_projects(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    return {"projects": [p.to_json() for p in sim.store.environments.projects.values()]}
+
+
+def seed_environment(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    """An environment as if a user had made it: RUNNING unless `phase` says otherwise."""
+    envs = sim.store.environments
+    project_id = get_uuid(body, "projectId", required=False)
+    project = envs.projects.get(project_id) if project_id else None
+    base = project.timing if project is not None else envs.default_timing
+    phase = parse_env_phase(body.get("phase") or "RUNNING", "phase")
+    if phase not in (RUNNING, STOPPED, CREATING):
+        raise invalid("phase: an environment is seeded RUNNING, STOPPED or CREATING")
+    env = envs.add(
+        env_id=get_uuid(body, "id", required=False) or new_id(),
+        name=get_string(body, "name"),
+        project_id=project_id,
+        creator_id=_creator(sim, body),
+        timing=Timing.from_json(body, base),
+        phase=phase,
+    )
+    return {"environment": env.view()}
+
+
+def list_environments(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    return {"environments": [env.debug_json() for env in sim.store.environments.all()]}
+
+
+def get_environment(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    return sim.store.environments.get(request.match_info["id"]).debug_json()
+
+
+def set_environment_phase(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    phase = parse_env_phase(body.get("phase"), "phase")
+    message = get_string(body, "failureMessage")
+    return sim.store.environments.force_phase(request.match_info["id"], phase, message).debug_json()
+
+
 def disconnect_watchers(sim: Simulator, request: web.Request, body: JSON) -> JSON:
     closed = sim.store.events.close_all("the stream was closed by the simulator")
     return {"closed": closed}
@@ -220,6 +283,12 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/seed", set_seed),
         ("POST", "/watchers/disconnect", disconnect_watchers),
         ("GET", "/watchers", watchers),
+        ("POST", "/projects", seed_project),
+        ("GET", "/projects", list_projects),
+        ("POST", "/environments", seed_environment),
+        ("GET", "/environments", list_environments),
+        ("GET", "/environments/{id}", get_environment),
+        ("POST", "/environments/{id}/phase", set_environment_phase),
     ]
     for verb, path, handler in routes:
         app.router.add_route(verb, PREFIX + path, _route(handler))

@@ -192,6 +192,28 @@ class SimulatorControl:
     def clear_log_faults(self) -> None:
         self._call("DELETE", "/log-faults")
 
+    def seed_project(self, **fields: Any) -> JSON:
+        """A project (`id`, `name`, `createDelay`, `startDelay`, `stopDelay`, `deleteDelay`,
+        `idleTimeout`, `failOnStart`); returns it."""
+        return cast(JSON, self._call("POST", "/projects", fields)["project"])
+
+    def seed_environment(self, **fields: Any) -> JSON:
+        """An environment (`id`, `projectId`, `name`, `phase`, `creatorId` and the timing
+        fields of a project); returns the Environment message."""
+        return cast(JSON, self._call("POST", "/environments", fields)["environment"])
+
+    def environments(self) -> list[JSON]:
+        return cast(list[JSON], self._call("GET", "/environments")["environments"])
+
+    def environment(self, environment_id: str) -> JSON:
+        return self._call("GET", f"/environments/{environment_id}")
+
+    def set_environment_phase(
+        self, environment_id: str, phase: str, failure_message: str | None = None
+    ) -> JSON:
+        body = _phase_body(phase, failure_message)
+        return self._call("POST", f"/environments/{environment_id}/phase", body)
+
 
 class AsyncSimulatorControl:
     """Asynchronous twin of `SimulatorControl`, for tests that run in an event loop."""
@@ -317,3 +339,21 @@ class AsyncSimulatorControl:
 
     async def clear_log_faults(self) -> None:
         await self._call("DELETE", "/log-faults")
+
+    async def seed_project(self, **fields: Any) -> JSON:
+        return cast(JSON, (await self._call("POST", "/projects", fields))["project"])
+
+    async def seed_environment(self, **fields: Any) -> JSON:
+        return cast(JSON, (await self._call("POST", "/environments", fields))["environment"])
+
+    async def environments(self) -> list[JSON]:
+        return cast(list[JSON], (await self._call("GET", "/environments"))["environments"])
+
+    async def environment(self, environment_id: str) -> JSON:
+        return await self._call("GET", f"/environments/{environment_id}")
+
+    async def set_environment_phase(
+        self, environment_id: str, phase: str, failure_message: str | None = None
+    ) -> JSON:
+        body = _phase_body(phase, failure_message)
+        return await self._call("POST", f"/environments/{environment_id}/phase", body)

@@ -27,6 +27,13 @@ API_METHODS: Final = (
     "ListTaskExecutions",
     "StopTaskExecution",
     "WatchEvents",
+    "GetEnvironment",
+    "ListEnvironments",
+    "StartEnvironment",
+    "StopEnvironment",
+    "DeleteEnvironment",
+    "MarkEnvironmentActive",
+    "CreateEnvironmentFromProject",
 )
 LOST_RESPONSE_MODES: Final = ("500", "503", "hang", "drop")
 DEFAULT_SEED: Final = 0

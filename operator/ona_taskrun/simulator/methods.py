@@ -12,6 +12,10 @@ from typing import Final
 
 from ona_taskrun.simulator.auth import Subject
 from ona_taskrun.simulator.core import CallRecord, Simulator
+from ona_taskrun.simulator.environment_methods import (
+    ENVIRONMENT_METHODS,
+    MUTATING_ENVIRONMENT_METHODS,
+)
 from ona_taskrun.simulator.logs import create_environment_logs_token
 from ona_taskrun.simulator.wire import (
     JSON,
@@ -30,7 +34,10 @@ from ona_taskrun.simulator.wire import (
 Method = Callable[[Simulator, JSON, Subject, Mapping[str, str], CallRecord], JSON]
 
 # Methods a read-only token may not call.
-MUTATING: Final = frozenset({"CreateTask", "DeleteTask", "StartTask", "StopTaskExecution"})
+MUTATING: Final = (
+    frozenset({"CreateTask", "DeleteTask", "StartTask", "StopTaskExecution"})
+    | MUTATING_ENVIRONMENT_METHODS
+)
 
 
 def _page_request(body: JSON, query: Mapping[str, str]) -> tuple[str, int]:
@@ -192,4 +199,5 @@ METHODS: Final[Mapping[str, Method]] = {
     "ListTaskExecutions": list_task_executions,
     "StopTaskExecution": stop_task_execution,
     "CreateEnvironmentLogsToken": create_environment_logs_token,
+    **ENVIRONMENT_METHODS,
 }

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from ona_taskrun.simulator.commands import RunPlan, parse_command
+from ona_taskrun.simulator.environments import Environments
 from ona_taskrun.simulator.events import EventBus
 from ona_taskrun.simulator.executions import Execution
 from ona_taskrun.simulator.wire import (
@@ -118,13 +119,18 @@ class Store:
         self._wake = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
         self.transitions = 0
+        self.environments = Environments(
+            self.events, seq=lambda: next(self._seq), on_stopping=self._environment_stopping
+        )
 
     # --- ticker --------------------------------------------------------------------------
 
     def start(self) -> None:
         self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        self.environments.run()
 
     async def stop(self) -> None:
+        await self.environments.halt()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -202,6 +208,7 @@ class Store:
             spec=spec,
             plan=plan,
         )
+        self.environments.ensure_implicit(environment_id, creator_id)
         self.tasks[task.id] = task
         self._task_order.append(task)
         self.events.publish(environment_id, OP_CREATE, RESOURCE_TYPE_TASK, task.id)
@@ -245,6 +252,7 @@ class Store:
         task = self.tasks.get(task_id)
         if task is None:
             raise ConnectError("not_found", f"task {task_id} not found")
+        self.environments.require_up(task.environment_id)
         execution = Execution(
             seq=next(self._seq),
             task_id=task.id,
@@ -304,6 +312,12 @@ class Store:
             )
             self._schedule(execution)
 
+    def _environment_stopping(self, environment_id: str) -> None:
+        """An environment stops: the executions running in it are stopped with it."""
+        for execution in list(self.live_executions()):
+            if execution.environment_id == environment_id:
+                self.stop_execution(execution.id)
+
     def force_phase(self, execution_id: str, phase: str, failure_message: str) -> Execution:
         execution = self.get_execution(execution_id)
         execution.force_phase(phase, failure_message, utcnow())
@@ -337,6 +351,7 @@ class Store:
         self._task_order.clear()
         self._execution_order.clear()
         self._heap.clear()
+        self.environments.reset()
 
     def live_executions(self) -> Iterable[Execution]:
         return (execution for execution in self._execution_order if not execution.is_final)

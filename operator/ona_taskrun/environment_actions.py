@@ -1,0 +1,83 @@
+"""The edge of `environment_core`: environment actions performed through a TaskRun's
+connection (gitpod.v1.EnvironmentService), and the translation of what comes back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from . import core, environment_core
+from .connections import Remote
+from .environment_core import RemoteEnvironment
+from .ona import errors
+from .ona.models import Environment
+from .remote import to_failure
+
+
+def to_environment(env: Environment) -> RemoteEnvironment:
+    return RemoteEnvironment(
+        id=env.id,
+        phase=env.status.phase.value.removeprefix("ENVIRONMENT_PHASE_").replace("UNSPECIFIED", ""),
+        failure_message="; ".join(m for m in env.status.failure_message if m),
+        name=env.metadata.name,
+    )
+
+
+async def _environment_of_task(remote: Remote, task_id: str) -> str:
+    known = remote.task_environments.get(task_id)
+    if known is not None:
+        return known
+    task = await remote.client.get_task(task_id)
+    remote.task_environments[task_id] = task.environment_id
+    return task.environment_id
+
+
+async def _named(remote: Remote, project_id: str, name: str) -> list[RemoteEnvironment]:
+    found = await remote.client.list_environments(project_ids=[project_id])
+    return [to_environment(env) for env in found if env.metadata.name == name]
+
+
+async def perform(
+    remote: Remote, action: core.Action, run: core.TaskRun, taskrun_name: str
+) -> core.Result:
+    """Perform one environment action; Ona's refusals come back as the result's failure."""
+    spec = run.spec if isinstance(run.spec, core.Spec) else None
+    env_spec = spec.environment if spec is not None else None
+    project = env_spec.from_project if env_spec is not None else None
+    name = environment_core.environment_name(taskrun_name, run.uid)
+    ona = remote.client
+    kind = action.kind
+    try:
+        if kind is core.ActionKind.GET_ENVIRONMENT:
+            env_id = action.environment_id or await _environment_of_task(remote, action.task_id)
+            return core.Result(environment=to_environment(await ona.get_environment(env_id)))
+        if kind is core.ActionKind.START_ENVIRONMENT:
+            await ona.start_environment(action.environment_id)
+            return core.Result()
+        if kind is core.ActionKind.MARK_ENVIRONMENT_ACTIVE:
+            stamp = core.rfc3339(datetime.now(UTC))
+            await ona.mark_environment_active(
+                action.environment_id, source=environment_core.ACTIVITY_SOURCE, timestamp=stamp
+            )
+            return core.Result()
+        if kind is core.ActionKind.CREATE_ENVIRONMENT and project is not None:
+            created = await ona.create_environment_from_project(
+                project.project_id, name=name, spec=environment_core.creation_spec(project)
+            )
+            return core.Result(environment=to_environment(created))
+        if kind is core.ActionKind.FIND_ENVIRONMENTS and project is not None:
+            return core.Result(environments=tuple(await _named(remote, project.project_id, name)))
+        if kind is core.ActionKind.CLEAN_UP_ENVIRONMENT:
+            ids = [action.environment_id] if action.environment_id else []
+            if not ids and project is not None:
+                # Created, but its id was never recorded: whatever carries its name.
+                ids = [env.id for env in await _named(remote, project.project_id, name)]
+            for env_id in ids:
+                if action.reason == environment_core.Cleanup.STOP.value:
+                    await ona.stop_environment(env_id)
+                else:
+                    await ona.delete_environment(env_id)
+            first = RemoteEnvironment(id=ids[0], phase="") if ids else None
+            return core.Result(environment=first)
+    except errors.OnaError as exc:
+        return core.Result(failure=to_failure(exc))
+    raise ValueError(f"action {kind.value} does not fit this TaskRun")

@@ -1,0 +1,576 @@
+"""`spec.environment` decisions, one row per situation: what `core.decide` does for a run
+whose environment is stopped, starting, failed, created for it, lost mid-run or due for
+an activity signal, and how `core.apply_result` folds environment calls back in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ona_taskrun import core, environment_core
+from ona_taskrun.core import Action, ActionKind, FailureKind, Observation, Phase
+from ona_taskrun.environment_core import RemoteEnvironment
+
+from .builders import EXEC, NOW, TASK, at, cond, execution, failure, inline_spec, taskrun
+
+CFG = core.Settings(
+    environment_poll=2.0,
+    environment_timeout=timedelta(seconds=120),
+    keepalive=timedelta(seconds=30),
+)
+ENV = "env-1"
+PROJECT = "0d6c2b55-7777-4888-9999-aaaabbbbcccc"
+
+
+def env(phase: str, failure_message: str = "", id_: str = ENV) -> RemoteEnvironment:
+    return RemoteEnvironment(id=id_, phase=phase, failure_message=failure_message)
+
+
+def with_env(**environment: Any) -> dict[str, Any]:
+    return inline_spec(environment=environment)
+
+
+def project_spec(**extra: Any) -> dict[str, Any]:
+    task = {"name": "build", "command": "make test"}
+    return {"task": task, "environment": {"fromProject": {"projectId": PROJECT}, **extra}}
+
+
+def started(**status: Any) -> dict[str, Any]:
+    return {
+        "taskId": TASK,
+        "taskExecutionId": EXEC,
+        "phase": "RUNNING",
+        "statusVersion": "2",
+        "environmentId": ENV,
+        "conditions": [cond("Succeeded", "Unknown", "Running")],
+        **status,
+    }
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    run: core.TaskRun
+    obs: Observation = field(default_factory=Observation)
+    action: Action | None = None
+    status: Mapping[str, Any] = field(default_factory=dict)
+    succeeded: tuple[str, str] | None = None
+    ready: tuple[str, str] | None = None
+    requeue: float | None = None
+    events: tuple[str, ...] = ()
+
+
+ROWS = [
+    Row(
+        "not read yet: read it before anything is created",
+        taskrun(with_env()),
+        action=Action(ActionKind.GET_ENVIRONMENT, environment_id="env-1"),
+        status={"phase": "PENDING"},
+        succeeded=("Unknown", "CheckingEnvironment"),
+        ready=("False", "Checking"),
+    ),
+    Row(
+        "taskRef by id: the environment is found through the task",
+        taskrun({"taskRef": {"id": "task-ref"}, "environment": {}}),
+        action=Action(ActionKind.GET_ENVIRONMENT, task_id="task-ref"),
+    ),
+    Row(
+        "running: the ordinary path goes on (the task is looked up)",
+        taskrun(with_env()),
+        Observation(environment=env("RUNNING")),
+        action=Action(ActionKind.FIND_OWNED_TASK),
+        status={"environmentId": ENV, "environmentPhase": "RUNNING"},
+        ready=("True", "Running"),
+    ),
+    Row(
+        "updating counts as running: the task starts",
+        taskrun(with_env(), {"taskId": TASK}),
+        Observation(environment=env("UPDATING")),
+        action=Action(ActionKind.START, task_id=TASK),
+        ready=("True", "Running"),
+    ),
+    Row(
+        "stopped, whenStopped Start: StartEnvironment, the wait begins",
+        taskrun(with_env()),
+        Observation(environment=env("STOPPED")),
+        action=Action(ActionKind.START_ENVIRONMENT, environment_id=ENV),
+        status={"environmentPhase": "STOPPED", "environmentRequestedAt": at(0), "phase": "PENDING"},
+        succeeded=("Unknown", "EnvironmentStarting"),
+        ready=("False", "Starting"),
+        events=("EnvironmentStarting",),
+    ),
+    Row(
+        "stopped, whenStopped Fail: the run ends at once",
+        taskrun(with_env(whenStopped="Fail")),
+        Observation(environment=env("STOPPED")),
+        succeeded=("False", "EnvironmentNotRunning"),
+        ready=("False", "Stopped"),
+        events=("EnvironmentNotRunning",),
+    ),
+    Row(
+        "starting, whenStopped Fail: not running is not running",
+        taskrun(with_env(whenStopped="Fail")),
+        Observation(environment=env("STARTING")),
+        succeeded=("False", "EnvironmentNotRunning"),
+        ready=("False", "Starting"),
+        events=("EnvironmentNotRunning",),
+    ),
+    Row(
+        "starting: wait and look again after the poll interval",
+        taskrun(with_env(), {"environmentRequestedAt": at(-10)}),
+        Observation(environment=env("STARTING")),
+        status={"environmentPhase": "STARTING", "environmentRequestedAt": at(-10)},
+        ready=("False", "Starting"),
+        requeue=2.0,
+    ),
+    Row(
+        "stopping: wait until it is stopped before starting it",
+        taskrun(with_env()),
+        Observation(environment=env("STOPPING")),
+        succeeded=("Unknown", "EnvironmentStopping"),
+        ready=("False", "Stopped"),
+        requeue=2.0,
+    ),
+    Row(
+        "still not running after the timeout: the run ends",
+        taskrun(with_env(), {"environmentRequestedAt": at(-121)}),
+        Observation(environment=env("STARTING")),
+        succeeded=("False", "EnvironmentNotReady"),
+        events=("EnvironmentNotReady",),
+    ),
+    Row(
+        "failed while we started it: the run ends with its message",
+        taskrun(with_env(), {"environmentRequestedAt": at(-5)}),
+        Observation(environment=env("STOPPED", "image pull failed")),
+        succeeded=("False", "EnvironmentFailed"),
+        ready=("False", "Failed"),
+        events=("EnvironmentFailed",),
+    ),
+    Row(
+        "an old failure of a stopped environment: a new start may clear it",
+        taskrun(with_env()),
+        Observation(environment=env("STOPPED", "yesterday's failure")),
+        action=Action(ActionKind.START_ENVIRONMENT, environment_id=ENV),
+        events=("EnvironmentStarting",),
+    ),
+    Row(
+        "deleted: the task cannot run in it",
+        taskrun(with_env()),
+        Observation(environment=env("DELETED")),
+        succeeded=("False", "EnvironmentDeleted"),
+        events=("EnvironmentDeleted",),
+    ),
+    # ---- fromProject: exactly one environment per run
+    Row(
+        "fromProject: claim, then create",
+        taskrun(project_spec()),
+        action=Action(ActionKind.CREATE_ENVIRONMENT),
+        status={"environmentRequestedAt": at(0), "phase": "PENDING"},
+        succeeded=("Unknown", "EnvironmentCreating"),
+        ready=("False", "Creating"),
+    ),
+    Row(
+        "fromProject claimed, no id, settling: wait before looking",
+        taskrun(project_spec(), {"environmentRequestedAt": at(-3)}),
+        ready=("False", "Creating"),
+        requeue=12.0,
+    ),
+    Row(
+        "fromProject claimed, no id, settled: look for it by name",
+        taskrun(project_spec(), {"environmentRequestedAt": at(-30)}),
+        action=Action(ActionKind.FIND_ENVIRONMENTS),
+    ),
+    Row(
+        "one found: adopted",
+        taskrun(project_spec(), {"environmentRequestedAt": at(-30)}),
+        Observation(environment_candidates=(env("CREATING", id_="env-9"),)),
+        status={"environmentId": "env-9"},
+        ready=("False", "Creating"),
+        events=("EnvironmentAdopted",),
+    ),
+    Row(
+        "none found (confirmed): the claim is cleared to create again",
+        taskrun(project_spec(), {"environmentRequestedAt": at(-30)}),
+        Observation(environment_candidates=()),
+        status={"environmentRequestedAt": "<absent>"},
+        events=("EnvironmentRecreating",),
+    ),
+    Row(
+        "two found: nothing more is created, a person decides",
+        taskrun(project_spec(), {"environmentRequestedAt": at(-30)}),
+        Observation(environment_candidates=(env("RUNNING", id_="a"), env("RUNNING", id_="b"))),
+        succeeded=("Unknown", "EnvironmentOutcomeUnknown"),
+        events=("EnvironmentOutcomeUnknown",),
+    ),
+    Row(
+        "two found and annotated: the named one is adopted",
+        taskrun(
+            project_spec(),
+            {"environmentRequestedAt": at(-30)},
+            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+        ),
+        status={"environmentId": "b"},
+        events=("EnvironmentAdopted",),
+    ),
+    Row(
+        "fromProject created: the inline task is looked up in it",
+        taskrun(project_spec(), {"environmentId": ENV, "environmentRequestedAt": at(-5)}),
+        Observation(environment=env("RUNNING")),
+        action=Action(ActionKind.FIND_OWNED_TASK),
+        status={"environmentRequestedAt": "<absent>"},
+        ready=("True", "Running"),
+    ),
+    # ---- while the execution runs
+    Row(
+        "running, first look: read the environment",
+        taskrun(with_env(), started()),
+        action=Action(ActionKind.GET_ENVIRONMENT, environment_id=ENV, task_id=TASK),
+    ),
+    Row(
+        "running, due, keepAlive: signal activity",
+        taskrun(with_env(), started(environmentCheckedAt=at(-31))),
+        Observation(environment=env("RUNNING"), execution=execution()),
+        action=Action(ActionKind.MARK_ENVIRONMENT_ACTIVE, environment_id=ENV),
+        status={"environmentCheckedAt": at(0)},
+    ),
+    Row(
+        "running, due, keepAlive false: looked at but not signalled",
+        taskrun(with_env(keepAlive=False), started(environmentCheckedAt=at(-31))),
+        Observation(environment=env("RUNNING"), execution=execution()),
+        status={"environmentCheckedAt": at(0)},
+        requeue=30.0,
+    ),
+    Row(
+        "running, not due: no call, looked at again when due",
+        taskrun(with_env(), started(environmentCheckedAt=at(-10))),
+        Observation(execution=execution()),
+        requeue=20.0,
+    ),
+    Row(
+        "environment stopped under a running execution: stop it, say why",
+        taskrun(with_env(), started(environmentCheckedAt=at(-31))),
+        Observation(environment=env("STOPPED"), execution=execution()),
+        action=Action(ActionKind.STOP, execution_id=EXEC, reason="EnvironmentStopped"),
+        succeeded=("Unknown", "EnvironmentStopped"),
+        ready=("False", "Stopped"),
+    ),
+    Row(
+        "a phase this operator does not know, mid-run: nothing is stopped",
+        taskrun(with_env(), started(environmentCheckedAt=at(-31))),
+        Observation(environment=env(""), execution=execution()),
+        action=Action(ActionKind.MARK_ENVIRONMENT_ACTIVE, environment_id=ENV),
+    ),
+    Row(
+        "stop already asked, execution not ended yet: wait a little for it",
+        taskrun(with_env(), started(stopRequestedAt=at(-5), stopReason="EnvironmentStopped")),
+        Observation(environment=env("STOPPED"), execution=execution()),
+        succeeded=("Unknown", "EnvironmentStopped"),
+        requeue=2.0,
+    ),
+    Row(
+        "stop asked long ago and the execution never ended: the run ends anyway",
+        taskrun(with_env(), started(stopRequestedAt=at(-31), stopReason="EnvironmentStopped")),
+        Observation(environment=env("STOPPED"), execution=execution()),
+        succeeded=("False", "EnvironmentStopped"),
+        events=("EnvironmentStopped",),
+    ),
+    Row(
+        "a look in this pass was refused: the run is followed without it",
+        taskrun(with_env(), started(environmentCheckedAt=at(-31))),
+        Observation(environment_looked=True, execution=execution()),
+        succeeded=("Unknown", "Running"),
+    ),
+    Row(
+        "execution ended stopped, environment stopped: EnvironmentStopped",
+        taskrun(with_env(), started(stopRequestedAt=at(-2), stopReason="EnvironmentStopped")),
+        Observation(
+            environment=env("STOPPED"), execution=execution(phase=Phase.STOPPED, version=3)
+        ),
+        succeeded=("False", "EnvironmentStopped"),
+        events=("EnvironmentStopped",),
+    ),
+    Row(
+        "execution failed, environment failed: EnvironmentFailed",
+        taskrun(with_env(), started()),
+        Observation(
+            environment=env("STOPPED", "out of disk"),
+            execution=execution(phase=Phase.FAILED, version=3),
+        ),
+        succeeded=("False", "EnvironmentFailed"),
+        ready=("False", "Failed"),
+        events=("EnvironmentFailed",),
+    ),
+    Row(
+        "execution succeeded: the environment does not matter any more",
+        taskrun(with_env(), started()),
+        Observation(execution=execution(phase=Phase.SUCCEEDED, version=3)),
+        succeeded=("True", "Succeeded"),
+        events=("Succeeded",),
+    ),
+    # ---- clean-up
+    Row(
+        "over, fromProject, cleanup Delete: the environment is deleted",
+        taskrun(
+            project_spec(),
+            {
+                "environmentId": ENV,
+                "environmentPhase": "RUNNING",
+                "conditions": [cond("Succeeded", "True", "Succeeded")],
+            },
+        ),
+        action=Action(ActionKind.CLEAN_UP_ENVIRONMENT, environment_id=ENV, reason="Delete"),
+    ),
+    Row(
+        "over, cleanup Stop: stopped",
+        taskrun(
+            project_spec(cleanup="Stop"),
+            {
+                "environmentId": ENV,
+                "environmentPhase": "RUNNING",
+                "conditions": [cond("Succeeded", "False", "Failed")],
+            },
+        ),
+        action=Action(ActionKind.CLEAN_UP_ENVIRONMENT, environment_id=ENV, reason="Stop"),
+    ),
+    Row(
+        "over, already deleting: nothing more",
+        taskrun(
+            project_spec(),
+            {
+                "environmentId": ENV,
+                "environmentPhase": "DELETING",
+                "conditions": [cond("Succeeded", "True", "Succeeded")],
+            },
+        ),
+    ),
+    Row(
+        "over, cleanup Keep: left alone",
+        taskrun(
+            project_spec(cleanup="Keep"),
+            {
+                "environmentId": ENV,
+                "environmentPhase": "RUNNING",
+                "conditions": [cond("Succeeded", "True", "Succeeded")],
+            },
+        ),
+    ),
+    Row(
+        "over, an environment not created for the run: never touched",
+        taskrun(
+            with_env(),
+            {
+                "environmentId": ENV,
+                "environmentPhase": "RUNNING",
+                "conditions": [cond("Succeeded", "True", "Succeeded")],
+            },
+        ),
+    ),
+    Row(
+        "deleted TaskRun (policy Stop) with an ephemeral environment: deleted",
+        taskrun(
+            project_spec(),
+            {"environmentId": ENV, "environmentPhase": "RUNNING", "taskId": TASK},
+            deleting=True,
+        ),
+        Observation(task_deleted=True),
+        action=Action(ActionKind.CLEAN_UP_ENVIRONMENT, environment_id=ENV, reason="Delete"),
+    ),
+    Row(
+        "deleted TaskRun whose environment claim has no id: cleaned up by name",
+        taskrun(project_spec(), {"environmentRequestedAt": at(-1)}, deleting=True),
+        action=Action(ActionKind.CLEAN_UP_ENVIRONMENT, environment_id="", reason="Delete"),
+    ),
+    Row(
+        "deleted TaskRun with deletionPolicy Orphan: the environment stays",
+        taskrun(
+            {**project_spec(), "deletionPolicy": "Orphan"},
+            {"environmentId": ENV, "environmentPhase": "RUNNING"},
+            deleting=True,
+        ),
+        action=Action(ActionKind.REMOVE_FINALIZER),
+    ),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_decide(row: Row) -> None:
+    decision = core.decide(row.run, row.obs, NOW, CFG)
+    assert decision.action == row.action
+    out = decision.status.to_dict()
+    for key, value in row.status.items():
+        if value == "<absent>":
+            assert key not in out, out
+        else:
+            assert out.get(key) == value, (key, out)
+    conditions = {c.type: (c.status, c.reason) for c in decision.status.conditions}
+    if row.succeeded is not None:
+        assert conditions["Succeeded"] == row.succeeded
+    if row.ready is not None:
+        assert conditions[environment_core.ENVIRONMENT_READY] == row.ready
+    if row.requeue is not None:
+        assert decision.requeue_after == pytest.approx(row.requeue)
+    assert tuple(e.reason for e in decision.events) == row.events
+
+
+def test_without_spec_environment_nothing_about_environments_happens() -> None:
+    decision = core.decide(taskrun(inline_spec(), {"taskId": TASK}), Observation(), NOW, CFG)
+    assert decision.action == Action(ActionKind.START, task_id=TASK)
+    assert environment_core.ENVIRONMENT_READY not in {c.type for c in decision.status.conditions}
+
+
+# ------------------------------------------------------------------------ results
+
+
+def apply(
+    run: core.TaskRun, action: Action, result: core.Result
+) -> tuple[core.TaskRun, Observation, tuple[core.Event, ...]]:
+    return core.apply_result(run, action, result, Observation(), NOW)
+
+
+def test_created_environment_is_recorded_with_its_phase() -> None:
+    run = taskrun(project_spec(), {"environmentRequestedAt": at(0)})
+    new, obs, events = apply(
+        run, Action(ActionKind.CREATE_ENVIRONMENT), core.Result(environment=env("CREATING"))
+    )
+    assert (new.status.environment_id, new.status.environment_phase) == (ENV, "CREATING")
+    assert obs.environment == env("CREATING")
+    assert [e.reason for e in events] == ["EnvironmentCreated"]
+
+
+def test_create_with_unknown_outcome_keeps_the_claim() -> None:
+    run = taskrun(project_spec(), {"environmentRequestedAt": at(0)})
+    unknown = failure(FailureKind.OUTCOME_UNKNOWN)
+    new, _, events = apply(run, Action(ActionKind.CREATE_ENVIRONMENT), core.Result(failure=unknown))
+    assert new.status.environment_requested_at == at(0)
+    assert not new.status.environment_id
+    assert [e.reason for e in events] == ["EnvironmentOutcomeUnknown"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        (FailureKind.NOT_FOUND, "ProjectNotFound"),
+        (FailureKind.PERMISSION_DENIED, "Forbidden"),
+        (FailureKind.INVALID_ARGUMENT, "InvalidEnvironment"),
+    ],
+)
+def test_refused_create_ends_the_run_and_voids_the_claim(kind: FailureKind, reason: str) -> None:
+    run = taskrun(project_spec(), {"environmentRequestedAt": at(0)})
+    new, _, _ = apply(
+        run, Action(ActionKind.CREATE_ENVIRONMENT), core.Result(failure=failure(kind))
+    )
+    assert new.status.finished
+    assert new.status.condition("Succeeded").reason == reason  # type: ignore[union-attr]
+    assert not new.status.environment_requested_at
+
+
+def test_rate_limited_create_voids_the_claim_and_waits() -> None:
+    run = taskrun(project_spec(), {"environmentRequestedAt": at(0)})
+    limited = failure(FailureKind.RATE_LIMITED, retry_after=3)
+    new, obs, _ = apply(run, Action(ActionKind.CREATE_ENVIRONMENT), core.Result(failure=limited))
+    assert not new.status.environment_requested_at
+    assert not new.status.finished
+    assert obs.remote_failure == limited
+
+
+def test_start_task_refused_for_a_stopped_environment_looks_again() -> None:
+    run = taskrun(with_env(), {"taskId": TASK, "startRequestedAt": at(0), "startAttempts": 1})
+    refused = replace(failure(FailureKind.INVALID_ARGUMENT), reason="FailedPrecondition")
+    new, obs, _ = apply(run, Action(ActionKind.START, task_id=TASK), core.Result(failure=refused))
+    assert not new.status.start_requested_at
+    assert not new.status.finished
+    assert obs.environment is None
+    # The same refusal without spec.environment ends the run as before.
+    plain = taskrun(inline_spec(), {"taskId": TASK, "startRequestedAt": at(0)})
+    ended, _, _ = apply(plain, Action(ActionKind.START, task_id=TASK), core.Result(failure=refused))
+    assert ended.status.finished
+
+
+def test_clean_up_records_the_environment_going() -> None:
+    run = taskrun(project_spec(), {"environmentId": ENV, "environmentPhase": "RUNNING"})
+    action = Action(ActionKind.CLEAN_UP_ENVIRONMENT, environment_id=ENV, reason="Delete")
+    new, obs, events = apply(run, action, core.Result())
+    assert new.status.environment_phase == "DELETING"
+    assert obs.environment_cleaned
+    assert [e.reason for e in events] == ["EnvironmentDeleted"]
+    gone, _, _ = apply(run, action, core.Result(failure=failure(FailureKind.NOT_FOUND)))
+    assert gone.status.environment_phase == "DELETED"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"whenStopped": "Maybe"}, "whenStopped"),
+        ({"cleanup": "Burn"}, "cleanup"),
+        ({"keepAlive": "yes"}, "keepAlive"),
+        ({"fromProject": {}}, "projectId"),
+        ({"fromProject": {"projectId": PROJECT, "branch": "main", "commit": "abc"}}, "branch"),
+    ],
+)
+def test_bad_environment_specs_are_refused_clearly(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(core.InvalidSpec, match=message):
+        environment_core.parse_environment(raw)
+
+
+def test_from_project_needs_exactly_an_inline_task_without_environment_id() -> None:
+    with pytest.raises(core.InvalidSpec, match="fromProject"):
+        core.parse_spec({**inline_spec(), "environment": {"fromProject": {"projectId": PROJECT}}})
+    with pytest.raises(core.InvalidSpec, match="fromProject"):
+        core.parse_spec(
+            {"taskRef": {"id": "t"}, "environment": {"fromProject": {"projectId": PROJECT}}}
+        )
+    with pytest.raises(core.InvalidSpec, match="environmentId"):
+        core.parse_spec({"task": {"name": "n", "command": "c"}})
+    spec = core.parse_spec(project_spec())
+    assert spec.environment is not None
+    assert spec.environment.from_project is not None
+
+
+def test_creation_spec_carries_branch_or_commit_and_class() -> None:
+    branch = environment_core.FromProject(PROJECT, branch="main", machine_class="large")
+    assert environment_core.creation_spec(branch) == {
+        "machine": {"class": "large"},
+        "content": {
+            "initializer": {
+                "specs": [
+                    {
+                        "git": {
+                            "cloneTarget": "main",
+                            "targetMode": "CLONE_TARGET_MODE_REMOTE_BRANCH",
+                        }
+                    }
+                ]
+            }
+        },
+    }
+    assert environment_core.creation_spec(environment_core.FromProject(PROJECT)) == {}
+
+
+@pytest.mark.parametrize(
+    "refusal", [FailureKind.PERMISSION_DENIED, FailureKind.UNAVAILABLE], ids=["403", "503"]
+)
+def test_a_failed_look_during_the_run_does_not_end_it(refusal: FailureKind) -> None:
+    run = taskrun(with_env(), started())
+    action = Action(ActionKind.GET_ENVIRONMENT, environment_id=ENV)
+    new, obs, events = apply(run, action, core.Result(failure=failure(refusal)))
+    assert new.status == run.status
+    assert obs.environment_looked
+    assert not events
+
+
+def test_a_run_waiting_for_its_environment_asks_to_be_woken_by_it() -> None:
+    starting = core.decide(taskrun(with_env()), Observation(environment=env("STARTING")), NOW, CFG)
+    assert starting.wait_environment == ENV
+    stopped = core.decide(taskrun(with_env()), Observation(environment=env("STOPPED")), NOW, CFG)
+    assert stopped.wait_environment == ENV
+    running = core.decide(taskrun(with_env()), Observation(environment=env("RUNNING")), NOW, CFG)
+    assert running.wait_environment == ""
+
+
+def test_every_environment_action_is_handed_to_this_module() -> None:
+    kinds = {k.value for k in ActionKind if "Environment" in k.value}
+    assert kinds == environment_core.ACTIONS
