@@ -72,7 +72,7 @@ def apply(control_plane: ControlPlane, doc: dict[str, Any]) -> Any:
             id="template-neither",
         ),
         pytest.param(
-            {"taskRunTemplate": {"spec": {"task": {"name": "x", "command": "y"}}}},
+            {"taskRunTemplate": {"spec": {"task": {"name": "x", "command": "make test"}}}},
             "environmentId",
             id="template-incomplete",
         ),
