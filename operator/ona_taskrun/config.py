@@ -74,7 +74,7 @@ class Config:
     resync_seconds: float = 60.0
     merge_window: float = 1.0
     max_watches: int = 100
-    workers: int = 16
+    workers: int = 32
     leader_election: bool = False
     lease_namespace: str = "ona-system"
     lease_name: str = "ona-taskrun-operator"
@@ -129,7 +129,7 @@ environment variables (flags win over them):
                           to be written together with what follows (default 1; 0 writes at once)
   ONA_MAX_WATCH_STREAMS   WatchEvents streams (one per environment) per connection; environments
                           past it are followed by batched polling alone (default 100)
-  RECONCILE_WORKERS       concurrent reconciles (default 16)
+  RECONCILE_WORKERS       concurrent reconciles (default 32)
   LEADER_ELECTION         true to elect one active replica through a Lease
   LEASE_NAMESPACE, LEASE_NAME, LEASE_DURATION, POD_NAME (the replica's identity)
   METRICS_ENABLED         false to serve no Prometheus /metrics endpoint (default true)
@@ -318,7 +318,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         resync_seconds=_number(env, "ONA_RESYNC_SECONDS", 60.0, minimum=1),
         merge_window=_number(env, "STATUS_MERGE_WINDOW", 1.0, minimum=0),
         max_watches=int(_number(env, "ONA_MAX_WATCH_STREAMS", 100, minimum=0)),
-        workers=int(_number(env, "RECONCILE_WORKERS", 16, minimum=1)),
+        workers=int(_number(env, "RECONCILE_WORKERS", 32, minimum=1)),
         leader_election=leader,
         lease_namespace=env.get("LEASE_NAMESPACE", "ona-system"),
         lease_name=env.get("LEASE_NAME", "ona-taskrun-operator"),

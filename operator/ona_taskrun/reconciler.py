@@ -560,6 +560,11 @@ class Reconciler:
             return body
         loop = asyncio.get_running_loop()
         if self._may_wait(run, status, action, old):
+            if action is not None:
+                # A call whose outcome is recorded right after it (the start claim, if
+                # any, is in the annotations already): this goes out with that outcome.
+                self._unwritten[key] = status
+                return body
             window = merge_window(
                 self.merge_window,
                 first=not old.get("taskExecutionId"),

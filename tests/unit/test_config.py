@@ -33,7 +33,7 @@ def test_defaults() -> None:
     assert cfg.all_namespaces is True
     assert (cfg.log_level, cfg.log_format, cfg.liveness_endpoint) == ("INFO", "text", None)
     assert (cfg.request_timeout, cfg.poll_interval, cfg.start_settle) == (10.0, 5.0, 15.0)
-    assert (cfg.resync_seconds, cfg.workers) == (60.0, 16)
+    assert (cfg.resync_seconds, cfg.workers) == (60.0, 32)
     assert cfg.leader_election is False
     assert (cfg.lease_namespace, cfg.lease_name, cfg.lease_duration) == (
         "ona-system",
