@@ -4,9 +4,11 @@ An Event is a write to the API server like a status patch, but nothing waits on 
 TaskRun's status already says what the Event says. Posted at once, the outcome Events of a
 burst of runs competed with start claims and status writes for the same API server (on
 2 cores the API server, not the operator, is what a burst waits for). So Events queue
-here: while TaskRuns wait in the reconcile queue, one Event is in flight at a time; once
-none wait, up to `idle_in_flight`. The queue is bounded; past the bound the oldest Event
-is dropped (Events are best effort) and the drop is logged.
+here: while TaskRuns wait in the reconcile queue, an Event waits up to `busy_delay`
+seconds, then goes out with one in flight at a time (so a queue that never empties does
+not hold Events back for ever); once no TaskRun waits, up to `idle_in_flight` at a time.
+The queue is bounded; past the bound the oldest Event is dropped (Events are best
+effort) and the drop is logged.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -34,7 +37,9 @@ class EventPoster:
         limit: int = 10_000,
         busy_in_flight: int = 1,
         idle_in_flight: int = 8,
+        busy_delay: float = 10.0,
         recheck: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if limit < 1 or busy_in_flight < 1 or idle_in_flight < busy_in_flight:
             raise ValueError("need limit >= 1 and 1 <= busy_in_flight <= idle_in_flight")
@@ -43,9 +48,14 @@ class EventPoster:
         self._limit = limit
         self._busy_in_flight = busy_in_flight
         self._idle_in_flight = idle_in_flight
+        self._busy_delay = busy_delay
+        self._clock = clock
         # While busy, how often to look whether the reconcile queue has emptied.
         self._recheck = recheck
-        self._waiting: collections.deque[tuple[Mapping[str, Any], core.Event]] = collections.deque()
+        # (when it was queued, the object, the Event), oldest first.
+        self._waiting: collections.deque[tuple[float, Mapping[str, Any], core.Event]] = (
+            collections.deque()
+        )
         self._in_flight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self.dropped = 0
@@ -56,9 +66,9 @@ class EventPoster:
         return len(self._waiting)
 
     def submit(self, body: Mapping[str, Any], event: core.Event) -> None:
-        self._waiting.append((body, event))
+        self._waiting.append((self._clock(), body, event))
         if len(self._waiting) > self._limit:
-            _, gone = self._waiting.popleft()
+            _, _, gone = self._waiting.popleft()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning(
@@ -87,7 +97,7 @@ class EventPoster:
             async with asyncio.timeout(within):
                 while self._waiting or self._in_flight:
                     while self._waiting and len(self._in_flight) < self._idle_in_flight:
-                        self._start(*self._waiting.popleft())
+                        self._start(*self._waiting.popleft()[1:])
                     await asyncio.wait(set(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
         left = len(self._waiting) + len(self._in_flight)
         stuck = list(self._in_flight)
@@ -98,9 +108,16 @@ class EventPoster:
             log.warning("%d Events not posted at shutdown", left)
 
     def _start_some(self) -> None:
-        room = self._busy_in_flight if self._busy() else self._idle_in_flight
+        if not self._waiting:
+            return
+        if not self._busy():
+            room = self._idle_in_flight
+        elif self._clock() - self._waiting[0][0] >= self._busy_delay:
+            room = self._busy_in_flight
+        else:
+            return  # TaskRuns wait, and no Event has waited long enough
         while self._waiting and len(self._in_flight) < room:
-            self._start(*self._waiting.popleft())
+            self._start(*self._waiting.popleft()[1:])
 
     def _start(self, body: Mapping[str, Any], event: core.Event) -> None:
         task = asyncio.create_task(self._post(body, event))

@@ -58,18 +58,28 @@ async def running(poster: EventPoster) -> AsyncIterator[None]:
         await poster.flush(within=1.0)
 
 
-async def test_one_in_flight_while_busy_then_more_once_idle() -> None:
-    api, busy, looks = Api(), [True], [0]
+async def test_while_busy_an_event_waits_then_goes_one_at_a_time_then_more_once_idle() -> None:
+    api, busy, looks, now = Api(), [True], [0], [100.0]
 
     def is_busy() -> bool:
         looks[0] += 1
         return busy[0]
 
-    poster = EventPoster(api.post, busy=is_busy, idle_in_flight=4, recheck=0.01)
+    poster = EventPoster(
+        api.post,
+        busy=is_busy,
+        idle_in_flight=4,
+        busy_delay=10.0,
+        recheck=0.01,
+        clock=lambda: now[0],
+    )
     async with running(poster):
         for n in range(6):
             poster.submit({}, event(n))
-        await until(lambda: len(api.in_flight) == 1, "one Event in flight")
+        await until(lambda: looks[0] >= 5, "the poster to look while busy")
+        assert api.in_flight == []  # TaskRuns wait, and no Event has waited 10 s yet
+        now[0] += 10.0
+        await until(lambda: len(api.in_flight) == 1, "one Event in flight once it waited")
         seen = looks[0]
         await until(lambda: looks[0] >= seen + 5, "the poster to look again while busy")
         assert len(api.in_flight) == 1
@@ -85,7 +95,7 @@ async def test_one_in_flight_while_busy_then_more_once_idle() -> None:
 async def test_past_the_bound_the_oldest_are_dropped() -> None:
     api = Api()
     api.gate.set()
-    poster = EventPoster(api.post, busy=lambda: True, limit=3)
+    poster = EventPoster(api.post, busy=lambda: True, limit=3, busy_delay=0.0)
     for n in range(5):
         poster.submit({}, event(n))
     assert poster.waiting == 3
