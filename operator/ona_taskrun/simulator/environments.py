@@ -14,9 +14,6 @@ as they did.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import heapq
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +22,7 @@ from datetime import datetime
 from typing import Final
 
 from ona_taskrun.simulator.events import EventBus
+from ona_taskrun.simulator.ticker import Ticker
 from ona_taskrun.simulator.wire import (
     JSON,
     OP_CREATE,
@@ -244,53 +242,34 @@ class Environments:
         self.environments: dict[str, Environment] = {}
         self.projects: dict[str, Project] = {}
         self._order: list[Environment] = []
-        self._heap: list[tuple[float, int, str]] = []
-        self._wake = asyncio.Event()
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticker = Ticker(self._advance)
         self.default_timing = Timing()
 
     # --- ticker --------------------------------------------------------------------------
 
     def run(self) -> None:
-        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        self._ticker.start()
 
     async def halt(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-
-    async def _tick_forever(self) -> None:
-        while True:
-            self._wake.clear()
-            self.tick(time.monotonic())
-            timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+        await self._ticker.stop()
 
     def _schedule(self, env: Environment) -> None:
-        due = env.due()
-        if due is None:
-            return
-        wake = not self._heap or due < self._heap[0][0]
-        heapq.heappush(self._heap, (due, env.seq, env.id))
-        if wake:
-            self._wake.set()
+        self._ticker.schedule(env.due(), env.seq, env.id)
 
     def tick(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            due, _, env_id = heapq.heappop(self._heap)
-            env = self.environments.get(env_id)
-            if env is None or env.due() != due:
-                continue  # stale: the schedule moved
-            if env.next_phase is not None:
-                phase, env.next_phase, env.next_at = env.next_phase, None, None
-                self._arrive(env, phase, now)
-            else:
-                env.stopped_for_idleness += 1
-                self._begin_stop(env, now, "idle timeout")
-            self._schedule(env)
+        self._ticker.tick(now)
+
+    def _advance(self, env_id: str, due: float, now: float) -> None:
+        env = self.environments.get(env_id)
+        if env is None or env.due() != due:
+            return  # stale: the schedule moved
+        if env.next_phase is not None:
+            phase, env.next_phase, env.next_at = env.next_phase, None, None
+            self._arrive(env, phase, now)
+        else:
+            env.stopped_for_idleness += 1
+            self._begin_stop(env, now, "idle timeout")
+        self._schedule(env)
 
     # --- moves ---------------------------------------------------------------------------
 
@@ -513,4 +492,4 @@ class Environments:
         self.environments.clear()
         self.projects.clear()
         self._order.clear()
-        self._heap.clear()
+        self._ticker.clear()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from ona_taskrun.simulator.wire import JSON, ConnectError, type_name
 
@@ -65,46 +66,76 @@ class FaultRule:
 
     @classmethod
     def from_json(cls, knobs: JSON) -> FaultRule:
-        rule = cls()
-        known = {item.name for item in fields(cls)}
-        for name, value in knobs.items():
-            if name not in known:
-                raise ConnectError(
-                    "invalid_argument",
-                    f"unknown fault knob {name!r}; known: {', '.join(sorted(known))}",
-                )
-            setattr(rule, name, _check(name, value))
-        shares = rule.error_429 + rule.error_500 + rule.error_503 + rule.drop
-        if shares > 1.0 + 1e-9:
+        shares = ("error_429", "error_500", "error_503", "drop")
+        return apply_knobs(
+            cls(),
+            knobs,
+            what="fault knob",
+            summed=shares,
+            check=lambda name, value: check_knob(
+                name,
+                value,
+                shares=(*shares, "lost_response"),
+                choices={"lost_response_mode": LOST_RESPONSE_MODES},
+            ),
+        )
+
+
+R = TypeVar("R")
+
+
+def apply_knobs(
+    rule: R,
+    knobs: Mapping[str, Any],
+    *,
+    what: str,
+    summed: tuple[str, ...],
+    check: Callable[[str, Any], Any],
+) -> R:
+    """Set a fault rule's knobs (a dataclass's fields) from JSON, each checked; the shares
+    in `summed` are of one draw, so together they may not exceed 1."""
+    known = {item.name for item in fields(cast(Any, rule))}
+    for name, value in knobs.items():
+        if name not in known:
             raise ConnectError(
-                "invalid_argument",
-                f"error_429 + error_500 + error_503 + drop must be at most 1, got {shares:g}",
+                "invalid_argument", f"unknown {what} {name!r}; known: {', '.join(sorted(known))}"
             )
-        return rule
+        setattr(rule, name, check(name, value))
+    total = sum(getattr(rule, name) for name in summed)
+    if total > 1.0 + 1e-9:
+        raise ConnectError(
+            "invalid_argument", f"{' + '.join(summed)} must be at most 1, got {total:g}"
+        )
+    return rule
 
 
-def _check(name: str, value: Any) -> Any:
+def check_knob(
+    name: str,
+    value: Any,
+    *,
+    shares: tuple[str, ...],
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+) -> Any:
+    """A knob's value: a share between 0 and 1, one of its choices, `count` (a
+    non-negative integer or null), or else a non-negative integer."""
+
     def fail(expected: str) -> ConnectError:
         return ConnectError(
             "invalid_argument", f"{name}: expected {expected}, got {type_name(value)} {value!r}"
         )
 
-    if name in ("error_429", "error_500", "error_503", "drop", "lost_response"):
+    if name in shares:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             raise fail("a share between 0 and 1")
         return float(value)
-    if name == "lost_response_mode":
-        if value not in LOST_RESPONSE_MODES:
-            raise fail(f"one of {', '.join(LOST_RESPONSE_MODES)}")
+    if choices and name in choices:
+        if value not in choices[name]:
+            raise fail(f"one of {', '.join(choices[name])}")
         return value
-    if name == "count":
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise fail("a non-negative integer or null")
-        return value
+    if name == "count" and value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise fail("a non-negative integer")
+        raise fail("a non-negative integer" + (" or null" if name == "count" else ""))
     return value
 
 

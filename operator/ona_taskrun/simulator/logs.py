@@ -22,9 +22,10 @@ import random
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ona_taskrun.simulator.faults import apply_knobs, check_knob
 from ona_taskrun.simulator.wire import (
     FAILED,
     JSON,
@@ -199,39 +200,14 @@ class LogFaultRule:
 
     @classmethod
     def from_json(cls, knobs: Mapping[str, Any]) -> LogFaultRule:
-        rule = cls()
-        known = {item.name for item in fields(cls)}
-        for name, value in knobs.items():
-            if name not in known:
-                raise ConnectError(
-                    "invalid_argument",
-                    f"unknown log fault knob {name!r}; known: {', '.join(sorted(known))}",
-                )
-            setattr(rule, name, _check_knob(name, value))
-        shares = rule.error_502 + rule.error_401 + rule.drop
-        if shares > 1.0 + 1e-9:
-            raise ConnectError(
-                "invalid_argument",
-                f"error_502 + error_401 + drop must be at most 1, got {shares:g}",
-            )
-        return rule
-
-
-def _check_knob(name: str, value: Any) -> Any:
-    def fail(expected: str) -> ConnectError:
-        return ConnectError(
-            "invalid_argument", f"{name}: expected {expected}, got {type_name(value)} {value!r}"
+        shares = ("error_502", "error_401", "drop")
+        return apply_knobs(
+            cls(),
+            knobs,
+            what="log fault knob",
+            summed=shares,
+            check=lambda name, value: check_knob(name, value, shares=shares),
         )
-
-    if name in ("error_502", "error_401", "drop"):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise fail("a share between 0 and 1")
-        return float(value)
-    if name == "count" and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise fail("a non-negative integer" + (" or null" if name == "count" else ""))
-    return value
 
 
 class LogService:

@@ -7,12 +7,9 @@ task, which wakes when the earliest transition is due (or when an earlier one ap
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import bisect
-import contextlib
-import heapq
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +21,7 @@ from ona_taskrun.simulator.commands import RunPlan, parse_command
 from ona_taskrun.simulator.environments import Environments
 from ona_taskrun.simulator.events import EventBus
 from ona_taskrun.simulator.executions import Execution
+from ona_taskrun.simulator.ticker import Ticker
 from ona_taskrun.simulator.wire import (
     JSON,
     OP_CREATE,
@@ -115,9 +113,7 @@ class Store:
         # Both lists stay sorted by seq (creation order): the stable order of every list call.
         self._task_order: list[Task] = []
         self._execution_order: list[Execution] = []
-        self._heap: list[tuple[float, int, str]] = []
-        self._wake = asyncio.Event()
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticker = Ticker(self._advance)
         self.transitions = 0
         self.environments = Environments(
             self.events, seq=lambda: next(self._seq), on_stopping=self._environment_stopping
@@ -126,47 +122,30 @@ class Store:
     # --- ticker --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        self._ticker.start()
         self.environments.run()
 
     async def stop(self) -> None:
         await self.environments.halt()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        await self._ticker.stop()
 
     def _schedule(self, execution: Execution) -> None:
-        due = execution.due()
-        if due is None:
-            return
-        wake_ticker = not self._heap or due < self._heap[0][0]
-        heapq.heappush(self._heap, (due, execution.seq, execution.id))
-        if wake_ticker:
-            self._wake.set()
-
-    async def _tick_forever(self) -> None:
-        while True:
-            self._wake.clear()
-            self.tick(time.monotonic())
-            timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+        self._ticker.schedule(execution.due(), execution.seq, execution.id)
 
     def tick(self, now_mono: float) -> None:
         """Advance every execution whose next transition is due by `now_mono`."""
-        while self._heap and self._heap[0][0] <= now_mono:
-            due, _, execution_id = heapq.heappop(self._heap)
-            execution = self.executions.get(execution_id)
-            # Entries go stale when a stop or the control API moves the schedule: skip them.
-            if execution is None or execution.due() != due:
-                continue
-            commits = execution.advance(now_mono, utcnow())
-            self.transitions += commits
-            for _ in range(commits):
-                self._publish_status(execution)
-            self._schedule(execution)
+        self._ticker.tick(now_mono)
+
+    def _advance(self, execution_id: str, due: float, now_mono: float) -> None:
+        execution = self.executions.get(execution_id)
+        # Entries go stale when a stop or the control API moves the schedule: skip them.
+        if execution is None or execution.due() != due:
+            return
+        commits = execution.advance(now_mono, utcnow())
+        self.transitions += commits
+        for _ in range(commits):
+            self._publish_status(execution)
+        self._schedule(execution)
 
     # --- tasks ---------------------------------------------------------------------------
 
@@ -350,7 +329,7 @@ class Store:
         self.executions.clear()
         self._task_order.clear()
         self._execution_order.clear()
-        self._heap.clear()
+        self._ticker.clear()
         self.environments.reset()
 
     def live_executions(self) -> Iterable[Execution]:
