@@ -878,7 +878,10 @@ def _decide_start(
         return Decision(_pending(run, new, now, "Starting", "a new start was allowed"))
 
     requested = parse_time(status.start_requested_at) or now
-    settle_at = requested + cfg.start_settle
+    # The claim's time is written in whole seconds, up to a second before the claim was
+    # made: the settle counts from the end of that second, so it is never shorter than set
+    # (it must outlast the StartTask request it waits for).
+    settle_at = requested + timedelta(seconds=1) + cfg.start_settle
     if now < settle_at:
         msg = "the outcome of StartTask is unknown; waiting before looking for the execution"
         return Decision(

@@ -247,7 +247,7 @@ UNKNOWN_START = [
         Expect(
             status={"startRequestedAt": at(-5), "taskExecutionId": ABSENT},
             conditions=pending("StartOutcomeUnknown"),
-            requeue=10.0,
+            requeue=11.0,
         ),
     ),
     case(
@@ -476,7 +476,7 @@ UNKNOWN_START = [
         Expect(
             status={"startRequestedAt": at(-5)},
             conditions=pending("StartOutcomeUnknown"),
-            requeue=10.0,
+            requeue=11.0,
         ),
     ),
 ]
@@ -929,7 +929,7 @@ CONNECTION = [
         taskrun(inline_spec(connectionRef={"name": "ona"}), CLAIMED_RECENT),
         Expect(
             conditions=pending("StartOutcomeUnknown"),
-            requeue=10.0,
+            requeue=11.0,
         ),
         Observation(connection=REFUSED),
     ),
@@ -1080,7 +1080,7 @@ def test_stalled_start_resumes_after_allow_annotation_and_starts_once() -> None:
     later = core.decide(run, Observation(), NOW + timedelta(seconds=3), CFG)
     assert later.action is None
     assert later.status.start_requested_at == at(0)
-    assert later.requeue_after == pytest.approx(12.0)
+    assert later.requeue_after == pytest.approx(13.0)
 
 
 def test_stop_asked_while_a_start_outcome_is_unknown_never_starts_again() -> None:

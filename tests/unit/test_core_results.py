@@ -415,7 +415,7 @@ def test_lost_start_response_is_adopted_and_never_started_twice() -> None:
     # Within the settle time nothing is done; after it, the executions are listed.
     waiting = core.decide(run, obs, NOW + timedelta(seconds=5), CFG)
     assert waiting.action is None
-    assert waiting.requeue_after == pytest.approx(10.0)
+    assert waiting.requeue_after == pytest.approx(11.0)
     later = NOW + timedelta(seconds=16)
     find = core.decide(run, obs, later, CFG)
     assert find.action == Action(ActionKind.FIND_EXECUTIONS, task_id=TASK)
