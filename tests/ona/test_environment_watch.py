@@ -4,30 +4,17 @@ environment waited on, closed once nobody waits."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+import functools
 
 import pytest
 
 from ona_taskrun.environment_watch import EnvironmentWatch
 from ona_taskrun.ona import EnvironmentPhase, NotFound, OnaClient
+from tests.support import waits
 from tests.support.simulator_fixtures import SimulatorHandle
 
-
-@pytest.fixture
-async def ona(simulator: SimulatorHandle) -> AsyncIterator[OnaClient]:
-    async with OnaClient(simulator.base_url, simulator.token, timeout=5) as client:
-        yield client
-
-
-async def _until(probe: Callable[[], object], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+# Environments here change within a second or two: a shorter deadline than the default.
+until = functools.partial(waits.until, within=10.0)
 
 
 async def test_waiting_runs_are_woken_when_their_environment_changes(
@@ -43,10 +30,10 @@ async def test_waiting_runs_are_woken_when_their_environment_changes(
         watch.wait(other["id"], "ns/c")
         assert watch.streams == 2
         # Every stream wakes its waiters once it is open (a change may have come before).
-        await _until(lambda: {"ns/a", "ns/b", "ns/c"} <= set(woken), "the first wake-ups")
+        await until(lambda: {"ns/a", "ns/b", "ns/c"} <= set(woken), "the first wake-ups")
         woken.clear()
         await ona.start_environment(stopped["id"])
-        await _until(lambda: woken.count("ns/a") >= 2, "STARTING and RUNNING wake ns/a")
+        await until(lambda: woken.count("ns/a") >= 2, "STARTING and RUNNING wake ns/a")
         assert "ns/c" not in woken  # the other environment did not change
         env = await ona.get_environment(stopped["id"])
         assert env.status.phase is EnvironmentPhase.RUNNING
@@ -59,7 +46,7 @@ async def test_waiting_runs_are_woken_when_their_environment_changes(
         # A closed stream wakes nobody: a change now reaches no waiter.
         woken.clear()
         await ona.stop_environment(other["id"])
-        await _until(
+        await until(
             lambda: (
                 simulator.control.environment(other["id"])["environment"]["status"]["phase"]
                 == "ENVIRONMENT_PHASE_STOPPED"
@@ -82,7 +69,7 @@ async def test_client_environment_calls(simulator: SimulatorHandle, ona: OnaClie
     assert [e.id for e in listed] == [created.id]
     await ona.mark_environment_active(created.id, source="test", timestamp="2026-01-01T00:00:00Z")
     await ona.delete_environment(created.id)
-    await _until(
+    await until(
         lambda: (
             simulator.control.environment(created.id)["environment"]["status"]["phase"]
             == "ENVIRONMENT_PHASE_DELETED"

@@ -5,30 +5,12 @@ with environments past the bound followed by polling and given a stream as one f
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-
-import pytest
 
 from ona_taskrun.ona import OnaClient
 from ona_taskrun.tracker import ExecutionTracker
 from tests.support.simulator_fixtures import SimulatorHandle
-
-
-@pytest.fixture
-async def ona(simulator: SimulatorHandle) -> AsyncIterator[OnaClient]:
-    async with OnaClient(simulator.base_url, simulator.token, timeout=5) as client:
-        yield client
-
-
-async def _until(probe: Callable[[], object], what: str, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if probe():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support.waits import until
 
 
 async def _start(
@@ -57,7 +39,7 @@ async def test_watch_news_is_read_in_batched_lists(
         simulator.control.clear_calls()
         for index, (task_id, execution_id) in enumerate(started):
             tracker.track(execution_id, f"ns/run-{index}", task_id, environment)
-        await _until(
+        await until(
             lambda: all(
                 (latest := tracker.latest(e)) is not None and latest.phase and latest.phase.final
                 for _, e in started

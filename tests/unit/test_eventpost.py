@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from ona_taskrun import core
 from ona_taskrun.eventpost import EventPoster
+from tests.support import waits
 
 
 class Api:
@@ -38,13 +38,7 @@ def event(n: int) -> core.Event:
 
 
 async def until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + 5
-    while True:
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    await waits.until(condition, what, within=5.0)
 
 
 @contextlib.asynccontextmanager
