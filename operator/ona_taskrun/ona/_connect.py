@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -127,9 +127,17 @@ def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
 
 def error_from_response(method: str, response: httpx.Response, redact: Redact) -> OnaError:
     """The error an unsuccessful response stands for; the body must already be read."""
-    status = response.status_code
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
-    code, message = parse_error_body(response.content)
+    return error_from_reply(
+        method, response.status_code, response.headers, response.content, redact
+    )
+
+
+def error_from_reply(
+    method: str, status: int, headers: Mapping[str, str], body: bytes, redact: Redact
+) -> OnaError:
+    """The error an unsuccessful answer stands for (`headers` looked up in lower case)."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    code, message = parse_error_body(body)
     cls: type[OnaError] | None = None
     if code is None:
         code = code_for_status(status)
@@ -137,8 +145,8 @@ def error_from_response(method: str, response: httpx.Response, redact: Redact) -
             # An unusual 4xx from something that is not the API: nothing says that
             # repeating the call would help.
             cls = OnaError
-        text = _snippet(response.text) if response.content else "empty body"
-        content_type = response.headers.get("content-type", "no content type")
+        text = _snippet(body.decode("utf-8", errors="replace")) if body else "empty body"
+        content_type = headers.get("content-type", "no content type")
         message = f"HTTP {status} without a Connect error body ({content_type}): {text}"
         if status == 404:
             message += " (is the base URL right?)"

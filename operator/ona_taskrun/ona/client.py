@@ -32,7 +32,8 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from .. import metrics
-from ._connect import encode_envelope, error_from_response
+from ._connect import encode_envelope, error_from_reply, error_from_response
+from ._unary import HTTPX_NOT_SENT, AiohttpSender, HttpxSender, Reply, SendError, UnarySender
 from .errors import (
     NotFound,
     OnaError,
@@ -88,9 +89,6 @@ _SERVICE_OF = {
 }
 MAX_FILTER_VALUES = 25
 MAX_PAGE_SIZE = 100
-
-# A failure that raises one of these happened before any byte of the request was sent.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -153,7 +151,9 @@ class OnaClient:
     """Async client for the Ona API; use as `async with OnaClient(url, token) as ona:`.
 
     `timeout` bounds each unary call (and is sent as Connect-Timeout-Ms), `connect_timeout`
-    the TCP/TLS connect. `transport` replaces the network (httpx.MockTransport in tests).
+    the TCP/TLS connect. Unary calls go through aiohttp, streams and log reads through
+    httpx (see `_unary`). `transport` replaces the network for both (httpx.MockTransport
+    in tests).
     """
 
     def __init__(
@@ -184,6 +184,11 @@ class OnaClient:
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             follow_redirects=False,
+        )
+        self._unary: UnarySender = (
+            AiohttpSender(timeout=timeout, connect_timeout=connect_timeout)
+            if transport is None
+            else HttpxSender(self._http)
         )
         # WatchEvents streams hold their connection for as long as they are open: in the
         # pool of unary calls, 100 streams (httpx's default pool size, and the operator's
@@ -220,6 +225,7 @@ class OnaClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self._unary.aclose()
         await self._http.aclose()
         await self._streams.aclose()
 
@@ -269,17 +275,30 @@ class OnaClient:
         }
 
     def _transport_error(self, method: str, exc: httpx.RequestError, safety: _Safety) -> OnaError:
-        self._scrub(exc)
-        sent = not isinstance(exc, _NOT_SENT)
-        timed_out = isinstance(exc, httpx.TimeoutException)
-        code = "deadline_exceeded" if timed_out else "unavailable"
-        detail = self._redact(str(exc)) or "no detail"
-        message = f"{type(exc).__name__}: {detail}"
-        if sent and safety is _Safety.ONCE:
+        return self._unsent_error(
+            method,
+            SendError(
+                type(exc).__name__,
+                str(exc),
+                sent=not isinstance(exc, HTTPX_NOT_SENT),
+                timed_out=isinstance(exc, httpx.TimeoutException),
+            ),
+            safety,
+            cause=exc,
+        )
+
+    def _unsent_error(
+        self, method: str, exc: SendError, safety: _Safety, *, cause: BaseException
+    ) -> OnaError:
+        """The error for a call that got no answer."""
+        self._scrub(cause)
+        code = "deadline_exceeded" if exc.timed_out else "unavailable"
+        message = f"{exc.kind}: {self._redact(exc.detail) or 'no detail'}"
+        if exc.sent and safety is _Safety.ONCE:
             return OutcomeUnknown(
                 f"{message}; the request may have reached the server", method=method, code=code
             )
-        return Unavailable(message, method=method, code=code, request_sent=sent)
+        return Unavailable(message, method=method, code=code, request_sent=exc.sent)
 
     async def _send_once(
         self, method: str, body: Mapping[str, Any], safety: _Safety
@@ -287,24 +306,26 @@ class OnaClient:
         headers = self._headers("application/json")
         headers["Connect-Timeout-Ms"] = str(int(self._timeout * 1000))
         try:
-            response = await self._http.post(
+            reply = await self._unary.post(
                 self._url(_SERVICE_OF.get(method, AUTOMATION_SERVICE), method),
-                content=json.dumps(body).encode(),
-                headers=headers,
+                json.dumps(body).encode(),
+                headers,
             )
-        except httpx.RequestError as exc:
-            raise self._transport_error(method, exc, safety) from exc
+        except SendError as exc:
+            # The cause is the transport's own exception, as the sender caught it.
+            cause = exc.__cause__ or exc
+            raise self._unsent_error(method, exc, safety, cause=cause) from cause
 
-        if response.is_success:
+        if reply.ok:
             try:
-                data = response.json()
+                data = json.loads(reply.body)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise self._unreadable(method, response, safety) from exc
+                raise self._unreadable(method, reply, safety) from exc
             if not isinstance(data, dict):
-                raise self._unreadable(method, response, safety)
+                raise self._unreadable(method, reply, safety)
             return data
 
-        error = error_from_response(method, response, self._redact)
+        error = error_from_reply(method, reply.status, reply.headers, reply.body, self._redact)
         if safety is _Safety.ONCE and isinstance(error, Unavailable):
             raise OutcomeUnknown(
                 f"{error.message}; the request may have reached the server",
@@ -315,16 +336,16 @@ class OnaClient:
             ) from error
         raise error
 
-    def _unreadable(self, method: str, response: httpx.Response, safety: _Safety) -> OnaError:
-        message = f"HTTP {response.status_code} with a body that is not a JSON object"
+    def _unreadable(self, method: str, reply: Reply, safety: _Safety) -> OnaError:
+        message = f"HTTP {reply.status} with a body that is not a JSON object"
         if safety is _Safety.ONCE:
             return OutcomeUnknown(
                 f"{message}; the call may have taken effect",
                 method=method,
                 code="internal",
-                http_status=response.status_code,
+                http_status=reply.status,
             )
-        return OnaError(message, method=method, code="internal", http_status=response.status_code)
+        return OnaError(message, method=method, code="internal", http_status=reply.status)
 
     def _may_retry(self, error: OnaError, safety: _Safety) -> bool:
         if safety is _Safety.ONCE:
