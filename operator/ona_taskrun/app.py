@@ -1,8 +1,9 @@
 """The kopf edge: builds the registry of handlers for one configured operator.
 
 Handlers are registered on a registry built from the loaded configuration, never at
-import time. kopf watches TaskRuns and hands every event to the reconciler; the
-reconciler and the execution tracker do the rest.
+import time. kopf watches Ona connections and TaskRunSchedules; TaskRuns are watched by
+`watch.Watch` (see there for why), which hands every event to the reconciler and the
+schedules; the reconciler and the execution tracker do the rest.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .kube import (
 from .leader import LeaderElector
 from .reconciler import Reconciler
 from .schedules import Schedules
+from .watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,10 @@ class App:
     def _wake_users(self, key: ConnectionKey) -> None:
         self.reconciler.wake_users(key)
 
+    def observe_taskrun(self, event_type: str, body: dict[str, Any]) -> None:
+        self.reconciler.observe(event_type, body)
+        self.schedules.observe_taskrun(event_type, body)
+
     def connect(self, info: kopf.ConnectionInfo) -> None:
         first = self.reconciler.kube is None
         self.reconciler.kube = KubeClient.from_connection(info)
@@ -110,6 +116,13 @@ class App:
                     self.reconciler.initial_sync(self.config.namespaces), name="initial-sync"
                 )
             )
+            for namespace in self.config.namespaces or ("",):
+                watch = Watch(
+                    self.reconciler.kube, PLURAL, "TaskRun", namespace, self.observe_taskrun
+                )
+                self._tasks.append(
+                    asyncio.create_task(watch.run(), name=f"watch-taskruns-{namespace or 'all'}")
+                )
         if self.config.leader_election and first:
             elector = LeaderElector(
                 self.reconciler.kube,
@@ -191,12 +204,8 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
         return info
 
     # Async handlers run in the operator's event loop; a plain function would run in a
-    # worker thread and touch the reconciler's queue from outside the loop.
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def on_event(event: kopf.RawEvent, **_: Any) -> None:
-        app.reconciler.observe(str(event.get("type") or "MODIFIED"), event["object"])
-        app.schedules.observe_taskrun(str(event.get("type") or "MODIFIED"), event["object"])
-
+    # worker thread and touch the reconciler's queue from outside the loop. TaskRuns are
+    # watched by App (watch.Watch), not here.
     @kopf.on.event(GROUP, VERSION, CONNECTIONS, registry=registry)
     async def on_connection(event: kopf.RawEvent, **_: Any) -> None:
         app.connections.observe(str(event.get("type") or "MODIFIED"), event["object"])

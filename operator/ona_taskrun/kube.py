@@ -1,6 +1,6 @@
-"""The few Kubernetes writes the operator makes itself, on aiohttp.
+"""The operator's own Kubernetes requests, on aiohttp.
 
-kopf watches TaskRuns; this module writes what kopf cannot express safely: status
+The TaskRun list and watch (see `watch.py`), and the writes kopf cannot express safely: status
 updates with a resourceVersion precondition (so a stale view never overwrites a newer
 one, and two operators cannot both claim a start), finalizers, Events and Leases, and
 the TaskRuns a TaskRunSchedule creates and deletes. Credentials come from kopf's login
@@ -13,7 +13,7 @@ import json as _json
 import logging
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,25 @@ class Gone(KubeError):
     """The object no longer exists (404)."""
 
 
+def _error(status: int, raw: bytes) -> KubeError:
+    text = raw.decode(errors="replace")
+    try:
+        message = str(_json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        message = text[:300]
+    return {409: Conflict, 404: Gone}.get(status, KubeError)(status, message)
+
+
+def _event(line: bytes) -> dict[str, Any]:
+    try:
+        event = _json.loads(line)
+    except ValueError as exc:
+        raise KubeError(0, "a watch event that is not JSON") from exc
+    if not isinstance(event, dict):
+        raise KubeError(0, "a watch event that is not a JSON object")
+    return event
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -73,6 +92,7 @@ class KubeClient:
         self._ssl: ssl.SSLContext | bool = verify
         self._headers = dict(headers)
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_connection(cls, info: kopf.ConnectionInfo) -> KubeClient:
@@ -97,6 +117,18 @@ class KubeClient:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._watch_session is not None:
+            await self._watch_session.close()
+
+    def _watch_http(self) -> aiohttp.ClientSession:
+        # Watches hold their connection for minutes: a session of their own, without the
+        # requests' 30 s bound (the server ends each watch; a silent one is read-timed).
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=None),
+            )
+        return self._watch_session
 
     async def _send(
         self, method: str, path: str, data: bytes | None, content_type: str | None
@@ -125,13 +157,7 @@ class KubeClient:
             raise KubeError(0, f"{type(exc).__name__} talking to the API server") from exc
         metrics.kube_request(method, path, status)
         if status >= 400:
-            text = raw.decode(errors="replace")
-            try:
-                message = str(_json.loads(text).get("message", text))
-            except (ValueError, AttributeError):
-                message = text[:300]
-            error = {409: Conflict, 404: Gone}.get(status, KubeError)
-            raise error(status, message)
+            raise _error(status, raw)
         try:
             body: dict[str, Any] = _json.loads(raw)
         except ValueError as exc:
@@ -182,6 +208,61 @@ class KubeClient:
             item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
             item.setdefault("kind", _KINDS[plural])
         return items
+
+    async def list_versioned(
+        self, plural: str, namespace: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object of a kind (in one namespace, or all), and the list's
+        resourceVersion: a watch from it misses nothing that happened after the list."""
+        body = await self._request("GET", self._path(namespace, plural=plural))
+        items = list(body.get("items", []))
+        for item in items:  # list items come without kind/apiVersion
+            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            item.setdefault("kind", _KINDS[plural])
+        return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def watch(
+        self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch events of a kind after `resource_version`, with bookmarks, until the
+        server ends the watch (after about `timeout_seconds`). A refused watch raises
+        KubeError (410 when the version is too old to watch from: list again)."""
+        query = urlencode(
+            {
+                "watch": "true",
+                "resourceVersion": resource_version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": str(timeout_seconds),
+            }
+        )
+        path = f"{self._path(namespace, plural=plural)}?{query}"
+        # A watch that sends nothing (not even a bookmark, which comes about once a
+        # minute) for this long is dead without a word.
+        idle = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=timeout_seconds + 30)
+        for attempt in (1, 2):
+            try:
+                async with self._watch_http().get(
+                    self._server + path, headers=self._headers, timeout=idle
+                ) as response:
+                    metrics.kube_request("WATCH", path, response.status)
+                    if response.status == 401 and attempt == 1 and self._refresh_token():
+                        continue
+                    if response.status >= 400:
+                        raise _error(response.status, await response.read())
+                    buffer = bytearray()
+                    async for chunk in response.content.iter_any():
+                        buffer += chunk
+                        start = 0
+                        while (end := buffer.find(b"\n", start)) >= 0:
+                            line = bytes(buffer[start:end])
+                            start = end + 1
+                            if line.strip():
+                                yield _event(line)
+                        del buffer[:start]
+                    return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                metrics.kube_request("WATCH", path, 0)
+                raise KubeError(0, f"{type(exc).__name__} watching {plural}") from exc
 
     async def create_object(
         self, plural: str, namespace: str, body: Mapping[str, Any]
