@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -118,7 +118,7 @@ class App:
             )
             for namespace in self.config.namespaces or ("",):
                 watch = Watch(
-                    self.reconciler.kube, PLURAL, "TaskRun", namespace, self.observe_taskrun
+                    _CurrentKube(self), PLURAL, "TaskRun", namespace, self.observe_taskrun
                 )
                 self._tasks.append(
                     asyncio.create_task(watch.run(), name=f"watch-taskruns-{namespace or 'all'}")
@@ -143,6 +143,31 @@ class App:
         await self.metrics.stop()
         if self.reconciler.kube is not None:
             await self.reconciler.kube.aclose()
+
+
+class _CurrentKube:
+    """The client of the latest login: kopf logs in again when credentials stop working,
+    and a watch reopened after that must use the new ones."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def _kube(self) -> KubeClient:
+        kube = self._app.reconciler.kube
+        assert kube is not None, "the TaskRun watch starts after the first login"
+        return kube
+
+    async def list_versioned(
+        self, plural: str, namespace: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        return await self._kube().list_versioned(plural, namespace)
+
+    def watch(
+        self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self._kube().watch(
+            plural, namespace, resource_version, timeout_seconds=timeout_seconds
+        )
 
 
 def _seconds(value: float) -> timedelta:
