@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -164,7 +164,7 @@ class _CurrentKube:
 
     def watch(
         self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any]]:
         return self._kube().watch(
             plural, namespace, resource_version, timeout_seconds=timeout_seconds
         )

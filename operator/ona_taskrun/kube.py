@@ -13,7 +13,7 @@ import json as _json
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -223,7 +223,7 @@ class KubeClient:
 
     async def watch(
         self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any]]:
         """The watch events of a kind after `resource_version`, with bookmarks, until the
         server ends the watch (after about `timeout_seconds`). A refused watch raises
         KubeError (410 when the version is too old to watch from: list again)."""

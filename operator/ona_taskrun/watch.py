@@ -16,8 +16,9 @@ never did). A failure to list or watch is retried with a back-off capped at 30 s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 from .kube import KubeError
@@ -38,7 +39,7 @@ class Source(Protocol):
 
     def watch(
         self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
-    ) -> AsyncIterator[dict[str, Any]]: ...
+    ) -> AsyncGenerator[dict[str, Any]]: ...
 
 
 def _key(body: dict[str, Any]) -> str:
@@ -86,14 +87,17 @@ class Watch:
             try:
                 if not self.resource_version:
                     await self._list()
-                async for event in self._source.watch(
+                stream = self._source.watch(
                     self._plural,
                     self._namespace,
                     self.resource_version,
                     timeout_seconds=self._timeout,
-                ):
-                    self._handle(event)
-                    failures = 0
+                )
+                # Closed at once when an event ends the watch, not when it is collected.
+                async with contextlib.aclosing(stream):
+                    async for event in stream:
+                        self._handle(event)
+                        failures = 0
                 failures = 0  # the server ended the watch: open it again from here
             except KubeError as exc:
                 if exc.status == 410:

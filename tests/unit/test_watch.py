@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ class Script:
 
     async def watch(
         self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any]]:
         self.watched_from.append(resource_version)
         if not self.sessions:
             raise Done
