@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import certifi
 import pytest
 
 from ona_taskrun.ona import OnaClient, OutcomeUnknown, Unavailable
+from ona_taskrun.ona._unary import proxy_for, trusted_cas
 
 from .fakes import TOKEN, FakeSleep, execution_json, policy
 
@@ -200,3 +204,66 @@ async def test_an_error_answer_keeps_its_retry_after_and_never_shows_the_token(
     assert TOKEN not in str(error)
     assert TOKEN not in error.message
     assert "[redacted]" in error.message
+
+
+@pytest.mark.parametrize(
+    ("url", "env", "proxy"),
+    [
+        ("https://app.ona.com/api", {}, None),
+        ("https://app.ona.com/api", {"HTTPS_PROXY": "http://proxy:3128"}, "http://proxy:3128"),
+        ("https://app.ona.com/api", {"https_proxy": "http://p:1"}, "http://p:1"),
+        ("https://app.ona.com/api", {"HTTP_PROXY": "http://p:1"}, None),
+        ("http://ona.internal/api", {"HTTP_PROXY": "http://p:1"}, "http://p:1"),
+        ("https://app.ona.com/api", {"ALL_PROXY": "http://all:1"}, "http://all:1"),
+        ("https://app.ona.com/api", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "ona.com"}, None),
+        ("https://app.ona.com/api", {"HTTPS_PROXY": "http://p:1", "no_proxy": ".ona.com"}, None),
+        ("https://app.ona.com/api", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, None),
+        (
+            "https://app.ona.com/api",
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "notona.com,app.ona.com:443"},
+            None,
+        ),
+        (
+            "https://app.ona.com/api",
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "pona.com"},
+            "http://p:1",
+        ),
+    ],
+)
+def test_the_proxy_comes_from_the_environment_as_for_streams(
+    url: str, env: dict[str, str], proxy: str | None
+) -> None:
+    assert proxy_for(url, env) == proxy
+
+
+async def test_unary_calls_go_through_the_proxy_the_environment_names(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def answer(seen: Seen) -> bytes:
+        return reply(200, {"taskExecution": execution_json("x1")})
+
+    proxy = await serve(answer)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    # Nothing resolves this name: only the proxy can have answered.
+    async with OnaClient("http://ona.invalid/api", TOKEN, retry=policy(FakeSleep())) as ona:
+        execution = await ona.start_task("t1")
+    assert execution.id == "x1"
+    assert proxy.seen[0].path == (
+        "http://ona.invalid/api/gitpod.v1.EnvironmentAutomationService/StartTask"
+    )
+    assert proxy.seen[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_tls_trusts_certifi_unless_the_environment_names_cas(tmp_path: Path) -> None:
+    assert (
+        trusted_cas({}).get_ca_certs()
+        == ssl.create_default_context(cafile=certifi.where()).get_ca_certs()
+    )
+    empty = tmp_path / "certs"
+    empty.mkdir()
+    # A directory of CAs is read on demand: none is loaded up front.
+    assert trusted_cas({"SSL_CERT_DIR": str(empty)}).get_ca_certs() == []
+    with pytest.raises(FileNotFoundError):
+        trusted_cas({"SSL_CERT_FILE": str(tmp_path / "missing.pem")})

@@ -15,11 +15,15 @@ kept for tests that script the server (`httpx.MockTransport`).
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
+import certifi
 import httpx
 
 
@@ -54,11 +58,42 @@ class UnarySender(Protocol):
     async def aclose(self) -> None: ...
 
 
+def trusted_cas(env: Mapping[str, str] = os.environ) -> ssl.SSLContext:
+    """The CAs a TLS connection to the Ona API trusts, as the streams' httpx client does:
+    `SSL_CERT_FILE` or `SSL_CERT_DIR` when set (a company's TLS-intercepting proxy),
+    otherwise certifi's bundle (an image needs no system CA store)."""
+    if env.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+    if env.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=env["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def proxy_for(url: str, env: Mapping[str, str] = os.environ) -> str | None:
+    """The proxy the environment names for `url` (`HTTPS_PROXY`, `HTTP_PROXY`,
+    `ALL_PROXY`, in either case, and `NO_PROXY`), as the streams' httpx client uses it.
+    aiohttp's own reading of the environment would also add ~/.netrc credentials, which
+    clash with the token's Authorization header, so the proxy is looked up here."""
+    lowered = {k.lower(): v for k, v in env.items() if v}
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    no_proxy = lowered.get("no_proxy", "")
+    if no_proxy:
+        if no_proxy.strip() == "*":
+            return None
+        for entry in (e.strip().lower() for e in no_proxy.split(",")):
+            entry = entry.split(":", 1)[0].lstrip(".")  # ".ona.com" and "ona.com:443" alike
+            if entry and (host == entry or host.endswith("." + entry)):
+                return None
+    return lowered.get(f"{parts.scheme}_proxy") or lowered.get("all_proxy")
+
+
 class AiohttpSender:
     """Unary POSTs over one aiohttp session, made on first use (a session belongs to the
     event loop it is made in). `timeout` bounds the wait for each read of the answer (as
     httpx's read timeout does) and the wait for a pooled connection; `connect_timeout` the
-    TCP/TLS connect."""
+    TCP/TLS connect. TLS trust and proxies follow the environment as httpx's do
+    (`trusted_cas`, `proxy_for`), so that streams and unary calls take the same way."""
 
     def __init__(self, *, timeout: float, connect_timeout: float, pool: int = 100) -> None:
         self._timeout = aiohttp.ClientTimeout(
@@ -69,24 +104,38 @@ class AiohttpSender:
         )
         self._pool = pool
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str | None] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool, limit_per_host=self._pool),
+                connector=aiohttp.TCPConnector(
+                    limit=self._pool, limit_per_host=self._pool, ssl=trusted_cas()
+                ),
                 timeout=self._timeout,
-                # The Ona API is reached as configured; nothing from the environment
-                # (proxies, .netrc credentials) is added to a request carrying the token.
+                # No ~/.netrc credentials on a request that carries the token; the
+                # proxy comes from proxy_for.
                 trust_env=False,
                 auto_decompress=True,
             )
         return self._session
 
+    def _proxy(self, url: str) -> str | None:
+        origin = url.split("/", 3)[:3]
+        key = "/".join(origin)
+        if key not in self._proxies:
+            self._proxies[key] = proxy_for(url)
+        return self._proxies[key]
+
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         session = self._open()
         try:
             async with session.post(
-                url, data=body, headers=dict(headers), allow_redirects=False
+                url,
+                data=body,
+                headers=dict(headers),
+                allow_redirects=False,
+                proxy=self._proxy(url),
             ) as response:
                 content = await response.read()
                 return Reply(
