@@ -67,6 +67,7 @@ class App:
             settings=core.Settings(
                 start_settle=_seconds(config.start_settle),
                 resync_seconds=config.resync_seconds,
+                stop_resend=_seconds(config.stop_resend),
                 retry_backoff_base=config.retry_backoff_base,
                 environment_poll=config.environment_poll,
                 environment_timeout=_seconds(config.environment_timeout),

@@ -28,7 +28,7 @@ CRASH_POINTS = (
     "",
     "after-claim",
     "after-start",
-    "before-stop-record",
+    "after-stop-claim",
     "after-schedule-create",
     "after-environment-claim",
     "after-environment-create",
@@ -72,6 +72,7 @@ class Config:
     poll_interval: float = 5.0
     start_settle: float = 15.0
     resync_seconds: float = 60.0
+    stop_resend: float = 60.0
     merge_window: float = 1.0
     max_watches: int = 100
     workers: int = 32
@@ -125,6 +126,8 @@ environment variables (flags win over them):
   ONA_START_SETTLE        seconds to wait after an unknown StartTask outcome before
                           looking for the execution (default 15; must exceed the timeout)
   ONA_RESYNC_SECONDS      seconds between looks at a running TaskRun without news (default 60)
+  ONA_STOP_RESEND_SECONDS seconds a stop may go untaken (the execution still running) before
+                          StopTaskExecution is called again (default 60)
   STATUS_MERGE_WINDOW     seconds a TaskRun's progress (not a claim, an end or trouble) may wait
                           to be written together with what follows (default 1; 0 writes at once)
   ONA_MAX_WATCH_STREAMS   WatchEvents streams (one per environment) per connection; environments
@@ -316,6 +319,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         poll_interval=_number(env, "ONA_POLL_INTERVAL", 5.0, minimum=0.05),
         start_settle=start_settle,
         resync_seconds=_number(env, "ONA_RESYNC_SECONDS", 60.0, minimum=1),
+        stop_resend=_number(env, "ONA_STOP_RESEND_SECONDS", 60.0, minimum=1),
         merge_window=_number(env, "STATUS_MERGE_WINDOW", 1.0, minimum=0),
         max_watches=int(_number(env, "ONA_MAX_WATCH_STREAMS", 100, minimum=0)),
         workers=int(_number(env, "RECONCILE_WORKERS", 32, minimum=1)),

@@ -541,6 +541,10 @@ class Settings:
     principal_wait: timedelta = timedelta(seconds=60)
     # How often a running TaskRun without news is looked at again.
     resync_seconds: float = 60.0
+    # How long a stop may go untaken (the execution still running) before it is asked
+    # again: the operator may have died between writing the stop and calling
+    # StopTaskExecution, which changes nothing when repeated.
+    stop_resend: timedelta = timedelta(seconds=60)
     # How often a TaskRun waiting for its connection looks again (a connection that
     # becomes ready wakes its TaskRuns at once; this is the safety net).
     connection_wait: float = 30.0
@@ -1054,6 +1058,20 @@ def _decide_running(
         )
         if begun is not None and now >= begun + spec.timeout:
             stop_reason = "TimedOut"
+    stop_refused = refused is not None and refused.status == "True"
+    requeue = cfg.resync_seconds
+    if stop_reason and status.stop_requested_at and not stop_refused:
+        asked = parse_time(status.stop_requested_at)
+        resend_at = asked + cfg.stop_resend if asked is not None else now
+        if now < resend_at:
+            requeue = min(requeue, (resend_at - now).total_seconds())
+        else:
+            # Asked for a while ago and the execution still runs: the call may never
+            # have gone out (the operator died between writing the stop and making it).
+            # Ask again, written first like the first time. A refused stop is not asked
+            # again blindly: a person sees why (Stalled).
+            stop_reason = status.stop_reason or stop_reason
+            status = replace(status, stop_requested_at="")
     if stop_reason and not status.stop_requested_at:
         new = replace(new, stop_requested_at=rfc3339(now), stop_reason=stop_reason)
         return Decision(
@@ -1062,7 +1080,6 @@ def _decide_running(
             track=exec_id,
         )
 
-    requeue = cfg.resync_seconds
     if spec.timeout is not None and not status.stop_requested_at:
         begun = (
             parse_time(status.started_at)

@@ -412,6 +412,8 @@ class Reconciler:
             run = replace(run, status=decision.status)
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-claim")
+            if action.kind is core.ActionKind.STOP:
+                crash(self.crash_point, "after-stop-claim")
             if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
                 crash(self.crash_point, "after-environment-claim")
             result = await self._perform_through(remote, action, run, body)

@@ -63,3 +63,12 @@ def test_a_full_plan_kills_once_between_an_environment_creation_and_its_record()
     plan = make_plan(Settings())
     assert "after-environment-create" in plan.trigger_runs
     assert all(r.from_project for r in plan.trigger_runs["after-environment-create"])
+
+
+def test_a_full_plan_kills_once_between_a_stop_record_and_the_stop() -> None:
+    plan = make_plan(Settings())
+    runs = plan.trigger_runs["after-stop-claim"]
+    assert runs
+    for run in runs:
+        assert run.spec()["timeout"] == "2s"
+        assert "sim:hang" in run.command

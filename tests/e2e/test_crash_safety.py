@@ -127,6 +127,35 @@ def test_killed_after_claim_before_start_starts_exactly_once(
     assert [e["id"] for e in executions] == [final["taskExecutionId"]]
 
 
+def test_killed_between_stop_claim_and_stop_stops_after_restart(
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+) -> None:
+    crashing = operator_factory(
+        namespace, extra_env={"ONA_TASKRUN_CRASH_POINT": "after-stop-claim"}
+    )
+    taskruns.apply("stopper", {"task": inline_task("hang # sim:hang"), "timeout": "2s"})
+    assert crashing.wait_exit(timeout=30) == -signal.SIGKILL
+    status = taskruns.status("stopper")
+    # The stop was written, and the operator died before asking Ona for it.
+    assert status["stopRequestedAt"]
+    assert status["stopReason"] == "TimedOut"
+    execution_id = status["taskExecutionId"]
+    (execution,) = [
+        e for e in _executions_of_task(e2e_simulator, status["taskId"]) if e["id"] == execution_id
+    ]
+    assert execution["status"]["phase"] == "TASK_EXECUTION_PHASE_RUNNING"
+
+    # Restarted, the operator asks for the stop again once it has gone untaken too long.
+    operator_factory(namespace, extra_env={"ONA_STOP_RESEND_SECONDS": "2"})
+    final = taskruns.wait_phase("stopper", "STOPPED", timeout=60)
+    assert final["stopReason"] == "TimedOut"
+    assert final["taskExecutionId"] == execution_id
+    taskruns.wait_events("stopper", "TimedOut")
+
+
 @pytest.mark.parametrize("mode", ["503", "drop", "hang"])
 def test_lost_start_response_is_adopted_not_retried(
     mode: str, operator: OperatorProcess, taskruns: TaskRuns, e2e_simulator: SimulatorHandle

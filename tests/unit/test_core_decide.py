@@ -626,6 +626,56 @@ TRACKING = [
             status={"stopRequestedAt": at(-30), "phase": "RUNNING"},
             conditions=pending("Running"),
             track=EXEC,
+            # asked 30 s ago: looked at again when the stop may be asked again
+            requeue=30.0,
+        ),
+    ),
+    case(
+        # The operator may have died between writing the stop and calling
+        # StopTaskExecution: the stop is asked again, written first again.
+        "stop-untaken-for-a-minute-is-asked-again",
+        taskrun(
+            inline_spec(desiredPhase="STOPPED"), {**STOP_REQUESTED, "stopRequestedAt": at(-61)}
+        ),
+        Expect(
+            action=Action(ActionKind.STOP, execution_id=EXEC, reason="Requested"),
+            status={"stopRequestedAt": at(0), "stopReason": "Requested", "phase": "RUNNING"},
+            conditions=pending("Running"),
+            track=EXEC,
+        ),
+    ),
+    case(
+        "timed-out-stop-untaken-is-asked-again-as-a-timeout",
+        # desiredPhase edited to STOPPED since: the stop keeps its first reason
+        taskrun(
+            inline_spec(timeout="5m", desiredPhase="STOPPED"),
+            {**TIMEOUT_STOP_REQUESTED, "stopRequestedAt": at(-120)},
+        ),
+        Expect(
+            action=Action(ActionKind.STOP, execution_id=EXEC, reason="TimedOut"),
+            status={"stopRequestedAt": at(0), "stopReason": "TimedOut"},
+            conditions=pending("Running"),
+            track=EXEC,
+        ),
+    ),
+    case(
+        "refused-stop-is-not-asked-again",
+        taskrun(
+            inline_spec(desiredPhase="STOPPED"),
+            {
+                **STOP_REQUESTED,
+                "stopRequestedAt": at(-600),
+                "conditions": [
+                    cond("Succeeded", "Unknown", "StopRefused", "StopTaskExecution was refused"),
+                    cond("Reconciling", "True", "StopRefused"),
+                    cond("Stalled", "True", "permission_denied", "StopTaskExecution was refused"),
+                    cond("RemoteReachable", "True", "Reachable"),
+                ],
+            },
+        ),
+        Expect(
+            status={"stopRequestedAt": at(-600)},
+            track=EXEC,
             requeue=CFG.resync_seconds,
         ),
     ),

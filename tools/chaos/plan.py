@@ -193,9 +193,10 @@ def make_plan(settings: Settings) -> Plan:
 
     # Kills before the quiet window, so the quiet and outage figures measure the API alone.
     kill_times = sorted(rng.uniform(3.0, faults_end - 2.0) for _ in range(settings.kills))
-    # Five kills or more: one also between an environment's creation and its record.
-    points = ("after-start", "after-claim", "after-environment-create")
-    wanted = 3 if settings.kills >= 5 else 2 if settings.kills >= 4 else 1
+    # Five kills or more: one also between an environment's creation and its record, and
+    # one between a stop's record and StopTaskExecution.
+    points = ("after-start", "after-claim", "after-environment-create", "after-stop-claim")
+    wanted = 4 if settings.kills >= 5 else 2 if settings.kills >= 4 else 1
     crash_slots = (
         rng.sample(range(settings.kills), min(settings.kills, wanted)) if settings.kills else []
     )
@@ -297,14 +298,17 @@ def make_plan(settings: Settings) -> Plan:
         plan.events.append(Event(round(at, 1), "wave", wave=w))
 
     # Fresh starts right after a crash-point operator comes up, so it reaches its point.
+    # A stop comes from a timeout: runs that hang, with a short one.
     for point in crash_points.values():
+        stopping = point == "after-stop-claim"
         plan.trigger_runs[point] = [
             PlannedRun(
                 f"crash-{point}-{k}",
                 INLINE,
                 -1,
-                _command(rng, 900 + k, False),
+                f"hang-{900 + k} # sim:hang" if stopping else _command(rng, 900 + k, False),
                 ENVIRONMENTS[k % len(ENVIRONMENTS)],
+                timeout="2s" if stopping else "",
                 connection=connections.next(f"crash-{point}"),
                 from_project=point == "after-environment-create",
             )

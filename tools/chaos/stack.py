@@ -39,6 +39,8 @@ FAST_TIMINGS = {
     "RETRY_BACKOFF_BASE_SECONDS": "1",
     "ENVIRONMENT_POLL_SECONDS": "1",
     "ENVIRONMENT_KEEPALIVE_SECONDS": "5",
+    # A stop recorded by an operator that died before making it is asked again after 5 s.
+    "ONA_STOP_RESEND_SECONDS": "5",
 }
 
 Log = Callable[[str], None]
