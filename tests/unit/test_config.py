@@ -125,6 +125,7 @@ ACCEPTED: list[Any] = [
     ),
     pytest.param([], {"ONA_POLL_INTERVAL": "0.5"}, "poll_interval", 0.5, id="poll-interval"),
     pytest.param([], {"ONA_RESYNC_SECONDS": "30"}, "resync_seconds", 30.0, id="resync"),
+    pytest.param([], {"ONA_STOP_RESEND_SECONDS": "5"}, "stop_resend", 5.0, id="stop-resend"),
     pytest.param([], {"RECONCILE_WORKERS": "3"}, "workers", 3, id="workers"),
     pytest.param([], {"LEADER_ELECTION": "true"}, "leader_election", True, id="leader-true"),
     pytest.param([], {"LEADER_ELECTION": "Yes"}, "leader_election", True, id="leader-yes"),
@@ -435,6 +436,12 @@ REFUSED: list[Any] = [
         {"ONA_RESYNC_SECONDS": "0.5"},
         "ONA_RESYNC_SECONDS='0.5' must be at least 1",
         id="resync-too-short",
+    ),
+    pytest.param(
+        [],
+        {"ONA_STOP_RESEND_SECONDS": "0"},
+        "ONA_STOP_RESEND_SECONDS='0' must be at least 1",
+        id="stop-resend-too-short",
     ),
     pytest.param(
         [],
