@@ -135,7 +135,7 @@ def error_from_response(method: str, response: httpx.Response, redact: Redact) -
 def error_from_reply(
     method: str, status: int, headers: Mapping[str, str], body: bytes, redact: Redact
 ) -> OnaError:
-    """The error an unsuccessful answer stands for (`headers` looked up in lower case)."""
+    """The error an unsuccessful answer stands for (`headers` a case-insensitive mapping)."""
     retry_after = parse_retry_after(headers.get("retry-after"))
     code, message = parse_error_body(body)
     cls: type[OnaError] | None = None

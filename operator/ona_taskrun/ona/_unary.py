@@ -29,7 +29,8 @@ import httpx
 
 @dataclass(frozen=True)
 class Reply:
-    """An answer as the client reads it: status, headers (looked up in lower case), body."""
+    """An answer as the client reads it: status, headers (the client's own case-insensitive
+    mapping), body."""
 
     status: int
     headers: Mapping[str, str]
@@ -92,19 +93,22 @@ class AiohttpSender:
     """Unary POSTs over one aiohttp session, made on first use (a session belongs to the
     event loop it is made in). `timeout` bounds the wait for each read of the answer (as
     httpx's read timeout does) and the wait for a pooled connection; `connect_timeout` the
-    TCP/TLS connect. TLS trust and proxies follow the environment as httpx's do
-    (`trusted_cas`, `proxy_for`), so that streams and unary calls take the same way."""
+    TCP/TLS connect; `proxy` the proxy to go through (`proxy_for` the API's base URL). TLS
+    trust and proxies follow the environment as httpx's do (`trusted_cas`, `proxy_for`),
+    so that streams and unary calls take the same way."""
 
-    def __init__(self, *, timeout: float, connect_timeout: float, pool: int = 100) -> None:
+    def __init__(
+        self, *, timeout: float, connect_timeout: float, proxy: str | None, pool: int = 100
+    ) -> None:
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=timeout + connect_timeout,
             sock_connect=connect_timeout,
             sock_read=timeout,
         )
+        self._proxy = proxy
         self._pool = pool
         self._session: aiohttp.ClientSession | None = None
-        self._proxies: dict[str, str | None] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -120,13 +124,6 @@ class AiohttpSender:
             )
         return self._session
 
-    def _proxy(self, url: str) -> str | None:
-        origin = url.split("/", 3)[:3]
-        key = "/".join(origin)
-        if key not in self._proxies:
-            self._proxies[key] = proxy_for(url)
-        return self._proxies[key]
-
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         session = self._open()
         try:
@@ -135,14 +132,9 @@ class AiohttpSender:
                 data=body,
                 headers=dict(headers),
                 allow_redirects=False,
-                proxy=self._proxy(url),
+                proxy=self._proxy,
             ) as response:
-                content = await response.read()
-                return Reply(
-                    response.status,
-                    {k.lower(): v for k, v in response.headers.items()},
-                    content,
-                )
+                return Reply(response.status, response.headers, await response.read())
         except aiohttp.ClientConnectorError as exc:
             # Connection refused, unreachable, a failed TLS handshake, a refused proxy:
             # nothing was sent.
@@ -163,11 +155,22 @@ class AiohttpSender:
 
 
 # A failure that raises one of these happened before any byte of the request was sent.
-HTTPX_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+_HTTPX_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+
+
+def httpx_send_error(exc: httpx.RequestError) -> SendError:
+    """An httpx failure to get an answer (a unary call's or a stream's), told as SendError."""
+    return SendError(
+        type(exc).__name__,
+        str(exc),
+        sent=not isinstance(exc, _HTTPX_NOT_SENT),
+        timed_out=isinstance(exc, httpx.TimeoutException),
+    )
 
 
 class HttpxSender:
-    """Unary POSTs over an httpx client: tests script a server with httpx.MockTransport."""
+    """Unary POSTs over an httpx client that its owner closes: tests script a server with
+    httpx.MockTransport."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
@@ -176,17 +179,8 @@ class HttpxSender:
         try:
             response = await self._http.post(url, content=body, headers=dict(headers))
         except httpx.RequestError as exc:
-            raise SendError(
-                type(exc).__name__,
-                str(exc),
-                sent=not isinstance(exc, HTTPX_NOT_SENT),
-                timed_out=isinstance(exc, httpx.TimeoutException),
-            ) from exc
-        return Reply(
-            response.status_code,
-            {k.lower(): v for k, v in response.headers.items()},
-            response.content,
-        )
+            raise httpx_send_error(exc) from exc
+        return Reply(response.status_code, response.headers, response.content)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        return None  # the client is its owner's (OnaClient closes it)

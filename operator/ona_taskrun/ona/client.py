@@ -33,7 +33,15 @@ from pydantic import BaseModel, ValidationError
 
 from .. import metrics
 from ._connect import encode_envelope, error_from_reply, error_from_response
-from ._unary import HTTPX_NOT_SENT, AiohttpSender, HttpxSender, Reply, SendError, UnarySender
+from ._unary import (
+    AiohttpSender,
+    HttpxSender,
+    Reply,
+    SendError,
+    UnarySender,
+    httpx_send_error,
+    proxy_for,
+)
 from .errors import (
     NotFound,
     OnaError,
@@ -186,7 +194,9 @@ class OnaClient:
             follow_redirects=False,
         )
         self._unary: UnarySender = (
-            AiohttpSender(timeout=timeout, connect_timeout=connect_timeout)
+            AiohttpSender(
+                timeout=timeout, connect_timeout=connect_timeout, proxy=proxy_for(base_url)
+            )
             if transport is None
             else HttpxSender(self._http)
         )
@@ -275,17 +285,7 @@ class OnaClient:
         }
 
     def _transport_error(self, method: str, exc: httpx.RequestError, safety: _Safety) -> OnaError:
-        return self._unsent_error(
-            method,
-            SendError(
-                type(exc).__name__,
-                str(exc),
-                sent=not isinstance(exc, HTTPX_NOT_SENT),
-                timed_out=isinstance(exc, httpx.TimeoutException),
-            ),
-            safety,
-            cause=exc,
-        )
+        return self._unsent_error(method, httpx_send_error(exc), safety, cause=exc)
 
     def _unsent_error(
         self, method: str, exc: SendError, safety: _Safety, *, cause: BaseException
