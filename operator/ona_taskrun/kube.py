@@ -199,22 +199,19 @@ class KubeClient:
         self, plural: str, namespace: str | None = None, *, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         """Every object of a kind (in one namespace, or all); list items get their kind."""
-        path = self._path(namespace or "", plural=plural)
-        if label_selector:
-            path += "?" + urlencode({"labelSelector": label_selector})
-        body = await self._request("GET", path)
-        items = list(body.get("items", []))
-        for item in items:  # list items come without kind/apiVersion
-            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            item.setdefault("kind", _KINDS[plural])
+        items, _ = await self.list_versioned(plural, namespace or "", label_selector=label_selector)
         return items
 
     async def list_versioned(
-        self, plural: str, namespace: str = ""
+        self, plural: str, namespace: str = "", *, label_selector: str = ""
     ) -> tuple[list[dict[str, Any]], str]:
-        """Every object of a kind (in one namespace, or all), and the list's
-        resourceVersion: a watch from it misses nothing that happened after the list."""
-        body = await self._request("GET", self._path(namespace, plural=plural))
+        """Every object of a kind (in one namespace, or all), with their kind, and the
+        list's resourceVersion: a watch from it misses nothing that happened after the
+        list."""
+        path = self._path(namespace, plural=plural)
+        if label_selector:
+            path += "?" + urlencode({"labelSelector": label_selector})
+        body = await self._request("GET", path)
         items = list(body.get("items", []))
         for item in items:  # list items come without kind/apiVersion
             item.setdefault("apiVersion", f"{GROUP}/{VERSION}")

@@ -76,7 +76,6 @@ class Watch:
         # What this watch has said exists, by namespace/name: its uid.
         self._known: dict[str, str] = {}
         self.resource_version = ""
-        self.lists = 0
 
     def _scope(self) -> str:
         return f"{self._plural} in {self._namespace or 'all namespaces'}"
@@ -111,7 +110,6 @@ class Watch:
 
     async def _list(self) -> None:
         items, version = await self._source.list_versioned(self._plural, self._namespace)
-        self.lists += 1
         present = {_key(item): str((item.get("metadata") or {}).get("uid", "")) for item in items}
         for key, uid in list(self._known.items()):
             if present.get(key) != uid:
