@@ -1034,7 +1034,10 @@ def _decide_running(
     label = phase.value.capitalize() if phase else "Pending"
     message = f"execution {exec_id} is {label.lower()}"
     refused = status.condition(STALLED)
-    if refused is not None and refused.status == "True" and status.stop_requested_at:
+    stop_refused = (
+        refused is not None and refused.status == "True" and bool(status.stop_requested_at)
+    )
+    if refused is not None and stop_refused:
         # A refused stop stays in view until the run ends.
         new = _conditions(
             status,
@@ -1047,19 +1050,18 @@ def _decide_running(
     else:
         new = _pending(run, status, now, label, message, failure)
 
+    begun = (
+        parse_time(status.started_at)
+        or parse_time(status.created_at)
+        or parse_time(status.start_requested_at)
+    )
     stop_reason = ""
     if spec.desired_stopped:
         stop_reason = "Requested"
-    elif spec.timeout is not None:
-        begun = (
-            parse_time(status.started_at)
-            or parse_time(status.created_at)
-            or parse_time(status.start_requested_at)
-        )
-        if begun is not None and now >= begun + spec.timeout:
-            stop_reason = "TimedOut"
-    stop_refused = refused is not None and refused.status == "True"
+    elif spec.timeout is not None and begun is not None and now >= begun + spec.timeout:
+        stop_reason = "TimedOut"
     requeue = cfg.resync_seconds
+    resend = False
     if stop_reason and status.stop_requested_at and not stop_refused:
         asked = parse_time(status.stop_requested_at)
         resend_at = asked + cfg.stop_resend if asked is not None else now
@@ -1070,9 +1072,9 @@ def _decide_running(
             # have gone out (the operator died between writing the stop and making it).
             # Ask again, written first like the first time. A refused stop is not asked
             # again blindly: a person sees why (Stalled).
+            resend = True
             stop_reason = status.stop_reason or stop_reason
-            status = replace(status, stop_requested_at="")
-    if stop_reason and not status.stop_requested_at:
+    if stop_reason and (resend or not status.stop_requested_at):
         new = replace(new, stop_requested_at=rfc3339(now), stop_reason=stop_reason)
         return Decision(
             new,
@@ -1080,14 +1082,8 @@ def _decide_running(
             track=exec_id,
         )
 
-    if spec.timeout is not None and not status.stop_requested_at:
-        begun = (
-            parse_time(status.started_at)
-            or parse_time(status.created_at)
-            or parse_time(status.start_requested_at)
-        )
-        if begun is not None:
-            requeue = min(requeue, max((begun + spec.timeout - now).total_seconds(), 0.1))
+    if spec.timeout is not None and begun is not None and not status.stop_requested_at:
+        requeue = min(requeue, max((begun + spec.timeout - now).total_seconds(), 0.1))
     if failure is not None:
         requeue = min(requeue, _backoff(obs, 10.0))
     return Decision(new, track=exec_id, requeue_after=requeue)
