@@ -246,6 +246,8 @@ def test_kubectl_ona_logs_follow_describe(
     assert kept.stdout.rstrip("\n") == tail
     assert "ONA_API_TOKEN" in kept.stderr
 
+    # The Failed Event is posted after the final status write, apart from the tail's write.
+    taskruns.wait_events("watched", "Failed")
     described = plugin.run("describe", "watched")
     assert described.returncode == 0, described.stderr
     text = described.stdout

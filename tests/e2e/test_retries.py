@@ -172,7 +172,9 @@ def test_ttl_deletes_a_finished_taskrun_and_its_task(
     uid = taskruns.get("short-lived")["metadata"]["uid"]
 
     wait_for(lambda: not taskruns.exists("short-lived"), timeout=30, what="the TTL delete")
-    [expired] = [e for e in taskruns.events("short-lived") if e["reason"] == "Expired"]
+    # The Expired Event is queued beside the delete, not before it: wait for it.
+    events = taskruns.wait_events("short-lived", "Expired")
+    [expired] = [e for e in events if e["reason"] == "Expired"]
     assert "spec.ttlSecondsAfterFinished is 2" in expired["message"]
     # deletionPolicy Stop (the default) applied: the task it created in Ona is gone too.
     assert not [
