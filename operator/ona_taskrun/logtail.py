@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from . import core
+from . import core, metrics
 from .connection_core import ConnectionKey
 from .connections import Remote
 from .logtail_core import (
@@ -152,25 +152,34 @@ class LogTails:
         remote: Remote,
         held: tuple[core.Event, ...],
     ) -> None:
+        started = 0.0
+        result = "canceled"
         try:
             if self._limit is None:
                 self._limit = asyncio.Semaphore(MAX_CONCURRENT)
             async with self._limit:
+                started = time.monotonic()  # the read, not the wait for a free slot
                 outcome = await asyncio.wait_for(
                     self._tail(body, status, settings, remote), self._read_timeout
                 )
+            result = "ok"
         except TimeoutError:
+            result = "timeout"
             outcome = TailOutcome(problem=f"reading the log took over {self._read_timeout:.0f}s")
         except errors.OnaError as exc:
+            result = exc.code
             outcome = TailOutcome(problem=_problem(exc))
         except asyncio.CancelledError:
             raise
         except Exception:
             # Never let a log take the operator down: note it, keep the run as it is.
+            result = "unexpected"
             log.exception("%s: reading the log tail failed unexpectedly", key)
             outcome = TailOutcome(problem="the log could not be read (unexpected error)")
         finally:
             self._reading.pop(key, None)
+            if started and result != "canceled":
+                metrics.log_tail_read(result, time.monotonic() - started)
         if outcome.problem:
             log.info("%s: no log tail: %s", key, outcome.problem)
         self._outcomes[key] = outcome

@@ -101,6 +101,17 @@ ONA_REQUEST_DURATION = Histogram(
     ["method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+LOG_TAIL_READS = Counter(
+    "ona_taskrun_log_tail_reads",
+    "Reads of a finished run's log tail (logs token and log, retries included), by result: "
+    "ok, timeout, unexpected, or the Connect code of the call that failed.",
+    ["result"],
+)
+LOG_TAIL_READ_DURATION = Histogram(
+    "ona_taskrun_log_tail_read_duration_seconds",
+    "How long one log tail read took, logs token and retries included, whatever its result.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 WATCH_RECONNECTS = Counter(
     "ona_taskrun_watch_reconnects",
     "WatchEvents streams opened again after the previous stream of the same watch ended.",
@@ -152,6 +163,11 @@ async def ona_request(method: str, call: Awaitable[T]) -> T:
     finally:
         ONA_REQUESTS.labels(method, code).inc()
         ONA_REQUEST_DURATION.labels(method).observe(time.perf_counter() - started)
+
+
+def log_tail_read(result: str, seconds: float) -> None:
+    LOG_TAIL_READS.labels(result).inc()
+    LOG_TAIL_READ_DURATION.observe(seconds)
 
 
 def watch_resynced(reconnect: bool) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from ona_taskrun import core
 from ona_taskrun.connection_core import ConnectionKey
@@ -92,6 +93,16 @@ async def ended_run(
     }
 
 
+def reads(result: str) -> float:
+    return REGISTRY.get_sample_value("ona_taskrun_log_tail_reads_total", {"result": result}) or 0.0
+
+
+def read_seconds() -> tuple[float, float]:
+    name = "ona_taskrun_log_tail_read_duration_seconds"
+    count = REGISTRY.get_sample_value(f"{name}_count", {}) or 0.0
+    return count, REGISTRY.get_sample_value(f"{name}_sum", {}) or 0.0
+
+
 async def settle(tails: LogTails, seen: Seen, count: int) -> None:
     deadline = time.monotonic() + 15
     while len(seen.queued) < count:
@@ -106,6 +117,7 @@ async def test_reads_the_tail_beside_the_reconcile_and_caches_the_token(
     seen = Seen()
     tails = LogTails(enqueue=seen.enqueue, post=seen.post, retry_delay=0.01)
     environment = str(uuid.uuid4())
+    ok_before, (timed_before, took_before) = reads("ok"), read_seconds()
     body = await ended_run(simulator, environment)
     # The environment comes from the execution when the spec does not name it.
     failed = core.Event("Warning", "Failed", "execution failed: disk full")
@@ -119,6 +131,10 @@ async def test_reads_the_tail_beside_the_reconcile_and_caches_the_token(
     assert status.log_tail == "\n".join(log)
     assert [e.reason for e in seen.posted] == ["Failed"]
     assert seen.posted[0].message.endswith("last log lines:\n" + "\n".join(log[-3:]))
+    assert reads("ok") == ok_before + 1
+    timed, took = read_seconds()
+    assert timed == timed_before + 1
+    assert took > took_before
 
     # Once written, it is dropped; a second run of the environment reuses the token.
     written = {**body, "status": status.to_dict()}
@@ -154,6 +170,7 @@ async def test_an_unreadable_log_becomes_a_note(simulator: SimulatorHandle, remo
     tails = LogTails(enqueue=seen.enqueue, post=seen.post, retry_delay=0.01)
     body = await ended_run(simulator, str(uuid.uuid4()))
     simulator.control.set_log_faults(error_502=1)
+    failed_before, ok_before = reads("unavailable"), reads("ok")
     tails.after_write("ns/run", body, (core.Event("Warning", "Failed", "boom"),), remote)
     await settle(tails, seen, 1)
     status = tails.fold("ns/run", core.Status.from_dict(body["status"]))
@@ -162,6 +179,8 @@ async def test_an_unreadable_log_becomes_a_note(simulator: SimulatorHandle, remo
     assert succeeded.message == "disk full (log tail: the log could not be read (HTTP 502))"
     assert [c["httpStatus"] for c in simulator.control.calls("ReadLog")] == [502] * 4
     assert seen.posted[0].message == "boom"  # posted anyway, without lines
+    # One read, counted once by the result of its last try, not once per retry.
+    assert (reads("unavailable"), reads("ok")) == (failed_before + 1, ok_before)
 
 
 async def test_a_deleted_run_is_forgotten(simulator: SimulatorHandle, remote: Remote) -> None:
@@ -171,8 +190,10 @@ async def test_a_deleted_run_is_forgotten(simulator: SimulatorHandle, remote: Re
     simulator.control.set_log_faults(error_502=1)
     tails.after_write("ns/run", body, (), remote)
     assert tails.reading == 1
+    counted = read_seconds()[0]
     tails.forget("ns/run")
     assert tails.reading == 0
     # The read was waiting 30 s to retry; stopping does not wait for it.
     await asyncio.wait_for(tails.stop(), 5)
     assert seen.queued == []
+    assert read_seconds()[0] == counted  # a read given up is not a read with a result
