@@ -155,11 +155,11 @@ def test_keep_alive_holds_the_environment_past_its_idle_timeout(
     assert ready is not None
     assert (ready["status"], ready["reason"]) == ("False", "Stopped")
     # With them, the same run outlives the idle timeout and succeeds.
+    # SUCCEEDED is the proof: the simulator stops an environment's executions when it
+    # stops. Once the run is over the signals end and the environment may idle out, so
+    # its phase now says nothing about the run.
     taskruns.wait_phase("kept", "SUCCEEDED", timeout=30)
-    debug = _sim_env(e2e_simulator, kept["id"])
-    assert debug["stoppedForIdleness"] == 0
-    assert debug["activitySignals"] >= 3
-    assert _phase(e2e_simulator, kept["id"]) == "ENVIRONMENT_PHASE_RUNNING"
+    assert _sim_env(e2e_simulator, kept["id"])["activitySignals"] >= 3
 
 
 def test_an_environment_is_created_for_the_run_used_and_deleted(

@@ -82,7 +82,15 @@ def test_a_taskrun_created_again_under_its_name_starts_a_new_execution(
     # The next sync: the old object goes first (its finalizer stops the execution) ...
     control_plane.kubectl_run("-n", namespace, "delete", "taskrun", name, "--wait=false")
     wait_for(lambda: not taskruns.exists(name), what=f"{name} to be gone")
-    assert _execution_phase(e2e_simulator, old["taskExecutionId"]) == "TASK_EXECUTION_PHASE_STOPPED"
+    # The stop was asked before the finalizer went; the execution takes a moment to stop.
+    wait_for(
+        lambda: (
+            _execution_phase(e2e_simulator, old["taskExecutionId"])
+            == "TASK_EXECUTION_PHASE_STOPPED"
+        ),
+        timeout=10,
+        what="the old execution to be stopped",
+    )
 
     # ... and the same name is created again, here with a changed command.
     command = "t # sim:duration=0.5s"

@@ -91,9 +91,12 @@ def test_counters_and_histograms_follow_runs_that_succeed_fail_and_meet_faults(
         done = now.value("ona_taskrun_taskruns", namespace=ns, phase="SUCCEEDED") == 3
         idle = now.value("ona_taskrun_workqueue_depth") == 0
         untracked = now.value("ona_taskrun_tracked_executions", connection="default") == 0
-        return now if done and idle and untracked else None
+        # Events go out after the writes they tell of: all 6 (3 Succeeded, Failed,
+        # StartOutcomeUnknown, Adopted) counted once the API server has answered.
+        posted = _moved(before, now, kube, method="POST", resource="events", code="201") >= 6
+        return now if done and idle and untracked and posted else None
 
-    after = wait_for(settled, timeout=30, what="3 SUCCEEDED TaskRuns, an idle queue")
+    after = wait_for(settled, timeout=30, what="3 SUCCEEDED TaskRuns, an idle queue, 6 Events")
     assert after.value("ona_taskrun_taskruns", namespace=ns, phase="FAILED") == 1
     assert after.value("ona_taskrun_workqueue_longest_wait_seconds") == 0
     assert after.value("ona_taskrun_leader") == 1

@@ -345,4 +345,8 @@ def test_the_restarted_operator_keeps_to_one_run_per_slot(timeline: Timeline) ->
         timeout=seconds_until(m1) + 45,
         what="the M1 run",
     )
-    assert tl.status(tl.b, "crashy")["lastScheduleTime"] == rfc3339(m1)
+    # The schedule creates the run, then records the slot in its status.
+    wait_for(
+        lambda: tl.status(tl.b, "crashy").get("lastScheduleTime") == rfc3339(m1),
+        what="the M1 slot recorded in the schedule's status",
+    )
