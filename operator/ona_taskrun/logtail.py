@@ -85,6 +85,7 @@ class LogTails:
         self._outcomes: dict[str, TailOutcome] = {}
         self._reading: dict[str, asyncio.Task[None]] = {}
         self._tokens: dict[tuple[ConnectionKey, str], CachedToken] = {}
+        self._token_locks: dict[tuple[ConnectionKey, str], asyncio.Lock] = {}
         self._limit: asyncio.Semaphore | None = None
 
     # ------------------------------------------------------------------ reconciler hooks
@@ -194,8 +195,12 @@ class LogTails:
         environment_id = await self._environment(body, status, remote)
         client = remote.client
 
+        held = ""
+
         async def token(renew: bool) -> str:
-            return await self._token(remote, environment_id, renew)
+            nonlocal held
+            held = await self._token(remote, environment_id, refused=held if renew else None)
+            return held
 
         lines: deque[str] = deque(maxlen=settings.tail_lines)
         async for line in read_log(
@@ -217,16 +222,28 @@ class LogTails:
         execution = await remote.client.get_task_execution(status.task_execution_id)
         return execution.metadata.environment_id
 
-    async def _token(self, remote: Remote, environment_id: str, renew: bool) -> str:
+    async def _token(
+        self, remote: Remote, environment_id: str, *, refused: str | None = None
+    ) -> str:
         """The connection's logs token for the environment: the cached one while it is
-        good, a new one when it is about to expire or was refused."""
+        good, a new one when it is about to expire or is the one just `refused`. Reads
+        that want the same token together wait for one request rather than each making
+        their own (runs of one environment often end together)."""
         key = (remote.key, environment_id)
-        cached = self._tokens.get(key)
-        if not renew and cached is not None and usable(cached, self._clock()):
-            return cached.token
-        token = await remote.client.create_environment_logs_token(environment_id)
-        now = self._clock()
-        for stale in [k for k, c in self._tokens.items() if not usable(c, now)]:
-            del self._tokens[stale]
-        self._tokens[key] = CachedToken(token, now)
-        return token
+        lock = self._token_locks.get(key)
+        if lock is None:
+            lock = self._token_locks[key] = asyncio.Lock()
+        async with lock:
+            cached = self._tokens.get(key)
+            if cached is not None and usable(cached, self._clock()) and cached.token != refused:
+                return cached.token
+            token = await remote.client.create_environment_logs_token(environment_id)
+            now = self._clock()
+            for stale in [k for k, c in self._tokens.items() if not usable(c, now)]:
+                del self._tokens[stale]
+            self._tokens[key] = CachedToken(token, now)
+            # Locks of environments with no token kept (expired, or never got one).
+            locks = self._token_locks
+            for idle in [k for k in locks if k not in self._tokens and not locks[k].locked()]:
+                del locks[idle]
+            return token

@@ -149,6 +149,24 @@ async def test_reads_the_tail_beside_the_reconcile_and_caches_the_token(
     assert [c["requestId"] for c in token_calls] == [environment]
 
 
+async def test_runs_of_one_environment_ending_together_share_one_token_request(
+    simulator: SimulatorHandle, remote: Remote
+) -> None:
+    seen = Seen()
+    tails = LogTails(enqueue=seen.enqueue, post=seen.post, retry_delay=0.01)
+    environment = str(uuid.uuid4())
+    bodies = [await ended_run(simulator, environment) for _ in range(3)]
+    issued = simulator.control.logs_settings()["tokensIssued"]
+    for index, body in enumerate(bodies):
+        tails.after_write(f"ns/run-{index}", body, (), remote)
+    assert tails.reading == 3  # all three read at once
+    await settle(tails, seen, 3)
+    for index, body in enumerate(bodies):
+        status = tails.fold(f"ns/run-{index}", core.Status.from_dict(body["status"]))
+        assert status.log_tail.endswith("] error: disk full")
+    assert simulator.control.logs_settings()["tokensIssued"] == issued + 1
+
+
 async def test_nothing_is_read_for_runs_that_do_not_want_a_tail(
     simulator: SimulatorHandle, remote: Remote
 ) -> None:
