@@ -1,11 +1,13 @@
 """A short chaos run in the test suite: 24 TaskRuns of every form (two of them retrying
 failed executions), a third of each through a second connection (an OnaConnection with a
 token of its own), while the operator is SIGKILLed twice (once through a crash point),
-every fault kind and a 15 s outage hit the Ona API, and kube-apiserver restarts. Nothing
-may start twice (for a retrying run: twice in one attempt), no run may make more attempts
-than allowed, nothing may be lost, and nothing may be done with the other connection's
-token, counted from the simulator's own records. Runs its own control plane, simulator and
-operator, because restarting the API server would disturb the session's other tests."""
+every fault kind and a 15 s outage hit the Ona API, and kube-apiserver restarts; a
+TaskRunSchedule makes a run every minute throughout. Nothing may start twice (for a
+retrying run: twice in one attempt), no run may make more attempts than allowed, nothing
+may be lost, nothing may be done with the other connection's token, and no minute slot may
+go without its one run, counted from the simulator's own records and the TaskRuns. Runs
+its own control plane, simulator and operator, because restarting the API server would
+disturb the session's other tests."""
 
 from __future__ import annotations
 
@@ -52,6 +54,13 @@ def test_short_chaos_run_starts_nothing_twice_and_loses_nothing(
     assert figures["duplicate_environments"] == 0, details
     assert figures["leaked_environments"] == 0, details
     assert figures["taskruns"] >= 24
+    # The every-minute schedule made exactly one TaskRun for each slot while it was on
+    # (through kills, the API server restart and the outage), judged like the rest.
+    assert figures["schedule_slots"] >= 1
+    assert figures["missed_slots"] == 0, details
+    assert figures["unexpected_slots"] == 0, details
+    assert figures["scheduled_runs"] >= figures["schedule_slots"]
+    assert figures["taskruns_by_form"]["scheduled"] == figures["scheduled_runs"]
     # Retrying TaskRuns were judged attempt by attempt, and really retried.
     assert figures["retrying_taskruns"] >= 2
     assert figures["retry_attempts_judged"] > figures["retrying_taskruns"]

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from tools.chaos.plan import PROJECT, TEAM_CONNECTION, Settings, make_plan
+from tools.chaos.plan import (
+    PROJECT,
+    SCHEDULE,
+    TEAM_CONNECTION,
+    Settings,
+    make_plan,
+    schedule_manifest,
+)
 from tools.chaos.verify import FORMS
 
 
@@ -72,3 +81,27 @@ def test_a_full_plan_kills_once_between_a_stop_record_and_the_stop() -> None:
     for run in runs:
         assert run.spec()["timeout"] == "2s"
         assert "sim:hang" in run.command
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(taskruns=24, kills=2, seed=7)])
+def test_the_schedule_is_on_through_every_fault_and_off_at_the_end(settings: Settings) -> None:
+    plan = make_plan(settings)
+    on = [e.at for e in plan.events if e.kind == "schedule-on"]
+    off = [e.at for e in plan.events if e.kind == "schedule-off"]
+    assert on == [0.0]
+    assert off == [plan.length]  # with the outage's end, the plan's last event
+    # Long enough for at least one minute slot; the full run has several.
+    assert off[0] - on[0] >= 60
+    assert not [
+        e for e in make_plan(replace(settings, schedule=False)).events if "schedule" in e.kind
+    ]
+
+
+def test_the_schedule_makes_a_run_every_minute_through_the_team_connection() -> None:
+    manifest = schedule_manifest("chaos-ns")
+    assert manifest["metadata"] == {"name": SCHEDULE, "namespace": "chaos-ns"}
+    spec = manifest["spec"]
+    assert (spec["schedule"], spec["concurrencyPolicy"]) == ("* * * * *", "Allow")
+    # Every run is kept, so each slot can be judged at the end.
+    assert spec["successfulRunsHistoryLimit"] == spec["failedRunsHistoryLimit"] == 100
+    assert spec["taskRunTemplate"]["spec"]["connectionRef"] == {"name": TEAM_CONNECTION}

@@ -3,10 +3,13 @@ and accept what a correct operator leaves behind (including a stall waiting for 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from tools.chaos.verify import INLINE, REF_ID, SHARED, Planned, verify
+from tools.chaos.plan import SCHEDULE, TEAM_CONNECTION
+from tools.chaos.run import scheduled_runs
+from tools.chaos.verify import INLINE, REF_ID, SHARED, Planned, Verdict, judge_schedule, verify
 
 SHARED_TASK = "11111111-1111-4111-8111-111111111111"
 OWN_TASK = "22222222-2222-4222-8222-222222222222"
@@ -575,3 +578,60 @@ def test_an_environment_of_the_project_nobody_owns_is_a_duplicate() -> None:
         [environment("env-1", "p-uid-p"), environment("stray", "someone-else")]
     )
     assert duplicates == ["environment stray belongs to no TaskRun"]
+
+
+# ---------------------------------------------------------------- the schedule's slots
+
+CREATED = datetime(2026, 11, 30, 12, 0, 20, tzinfo=UTC)
+SUSPENDED = datetime(2026, 11, 30, 12, 3, 30, tzinfo=UTC)
+
+
+def slot_name(hour: int, minute: int) -> str:
+    at = datetime(2026, 11, 30, hour, minute, tzinfo=UTC)
+    return f"every-{int(at.timestamp()) // 60}"
+
+
+def judged(names: list[str], suspended: datetime = SUSPENDED) -> Verdict:
+    verdict = Verdict()
+    judge_schedule(verdict, "every", CREATED, suspended, names)
+    return verdict
+
+
+def test_one_run_for_every_slot_while_on_passes() -> None:
+    verdict = judged([slot_name(12, 1), slot_name(12, 2), slot_name(12, 3)])
+    assert verdict.ok
+    assert (verdict.schedule_slots, verdict.scheduled_runs) == (3, 3)
+
+
+def test_a_slot_without_its_run_is_missed() -> None:
+    verdict = judged([slot_name(12, 1), slot_name(12, 3)])
+    assert not verdict.ok
+    assert [f.taskrun for f in verdict.schedule_missed] == [slot_name(12, 2)]
+    assert "12:02:00 slot" in verdict.schedule_missed[0].detail
+
+
+def test_runs_before_creation_or_after_suspension_are_unexpected() -> None:
+    early, late = slot_name(12, 0), slot_name(12, 5)  # 12:00 is before 12:00:20
+    verdict = judged([early, slot_name(12, 1), slot_name(12, 2), slot_name(12, 3), late])
+    assert [f.taskrun for f in verdict.schedule_unexpected] == sorted([early, late])
+    assert verdict.schedule_missed == []
+    assert not verdict.ok
+
+
+def test_a_slot_at_the_moment_of_suspension_may_go_either_way() -> None:
+    at_suspension = datetime(2026, 11, 30, 12, 3, 2, tzinfo=UTC)
+    without = judged([slot_name(12, 1), slot_name(12, 2)], suspended=at_suspension)
+    with_it = judged([slot_name(12, 1), slot_name(12, 2), slot_name(12, 3)], at_suspension)
+    assert without.ok
+    assert with_it.ok
+    assert without.schedule_slots == 2
+
+
+def test_only_the_schedule_s_own_taskruns_are_taken_as_scheduled() -> None:
+    items = [
+        {"metadata": {"name": "a", "labels": {"automation.ona.com/schedule": SCHEDULE}}},
+        {"metadata": {"name": "b", "labels": {"automation.ona.com/schedule": "another"}}},
+        {"metadata": {"name": "c", "labels": None}},
+        {"metadata": {"name": "d"}},
+    ]
+    assert scheduled_runs(items) == [Planned("a", INLINE, connection=TEAM_CONNECTION)]

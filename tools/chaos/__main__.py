@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--outage", type=float, default=45.0, help="seconds of the full outage (45)"
     )
+    parser.add_argument(
+        "--no-schedule",
+        action="store_true",
+        help="leave out the every-minute TaskRunSchedule and the check of its slots",
+    )
     parser.add_argument("--state-dir", type=Path, default=None, help="(.local/chaos/<time>)")
     parser.add_argument(
         "--keep-state",
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         duration_budget=args.duration_budget,
         fault_window=args.fault_window,
         outage=args.outage,
+        schedule=not args.no_schedule,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     _log(f"chaos: state in {state_dir}")

@@ -28,6 +28,11 @@ HANG_MS = 5000
 # operator-level token.
 TEAM_CONNECTION = "chaos-team"
 CONNECTION_EVERY = 3
+# A TaskRunSchedule making a run every minute through the team connection, on from the
+# start of the chaos phase to the end of the outage: its slots meet the kills, the API
+# server restart and the outage like everything else.
+SCHEDULE = "chaos-every-minute"
+SCHEDULED_COMMAND = "make scheduled # sim:duration=1s"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Settings:
     outage: float = 45.0  # seconds of the full outage (and of the quiet window before it)
     fault_share: float = 0.3  # share of calls a partial fault hits
     lost_share: float = 0.5  # share of StartTask responses lost in a lost-response window
+    schedule: bool = True  # run the every-minute TaskRunSchedule through the chaos phase
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,8 @@ class PlannedRun:
 @dataclass(frozen=True)
 class Event:
     at: float  # seconds after the chaos phase began
-    kind: str  # wave, fault-on, fault-off, kill, restart-apiserver, quiet-on, quiet-off
+    kind: str  # wave, fault-on, fault-off, kill, restart-apiserver, quiet-on, quiet-off,
+    # schedule-on, schedule-off
     wave: int = -1
     fault: FaultKind | None = None
     pause: float = 0.0  # kill: seconds before the operator is started again
@@ -145,6 +152,32 @@ class Plan:
 
     def wave_runs(self, wave: int) -> list[PlannedRun]:
         return [r for r in self.runs if r.wave == wave]
+
+
+def schedule_manifest(namespace: str) -> dict[str, Any]:
+    """The chaos TaskRunSchedule: every minute, overlapping runs allowed, every run kept so
+    each slot can be judged."""
+    return {
+        "apiVersion": "automation.ona.com/v1alpha1",
+        "kind": "TaskRunSchedule",
+        "metadata": {"name": SCHEDULE, "namespace": namespace},
+        "spec": {
+            "schedule": "* * * * *",
+            "concurrencyPolicy": "Allow",
+            "successfulRunsHistoryLimit": 100,
+            "failedRunsHistoryLimit": 100,
+            "taskRunTemplate": {
+                "spec": {
+                    "task": {
+                        "environmentId": ENVIRONMENTS[1],
+                        "name": SCHEDULE,
+                        "command": SCHEDULED_COMMAND,
+                    },
+                    "connectionRef": {"name": TEAM_CONNECTION},
+                }
+            },
+        },
+    }
 
 
 def _command(rng: random.Random, index: int, fail: bool) -> str:
@@ -190,6 +223,9 @@ def make_plan(settings: Settings) -> Plan:
     plan.events.append(Event(outage_on, "fault-on", fault=OUTAGE))
     plan.events.append(Event(outage_off, "fault-off", fault=OUTAGE))
     plan.events.append(Event(round(faults_end * 0.4, 1), "restart-apiserver"))
+    if settings.schedule:
+        plan.events.append(Event(0.0, "schedule-on"))
+        plan.events.append(Event(outage_off, "schedule-off"))
 
     # Kills before the quiet window, so the quiet and outage figures measure the API alone.
     kill_times = sorted(rng.uniform(3.0, faults_end - 2.0) for _ in range(settings.kills))

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -28,6 +28,7 @@ from ona_taskrun.simulator.control_client import SimulatorControl
 from tools.chaos.plan import (
     ENVIRONMENTS,
     PROJECT,
+    SCHEDULE,
     TEAM_CONNECTION,
     Event,
     FaultKind,
@@ -35,19 +36,24 @@ from tools.chaos.plan import (
     PlannedRun,
     Settings,
     make_plan,
+    schedule_manifest,
 )
 from tools.chaos.stack import Stack, StackError
 from tools.chaos.verify import (
     DEFAULT_CONNECTION,
+    INLINE,
     SHARED,
     Finding,
     Planned,
     Verdict,
+    judge_schedule,
     settled,
     verify,
 )
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
+SCHEDULES = "taskrunschedules"
+SCHEDULE_LABEL = "automation.ona.com/schedule"
 WRONG_CONNECTION_LINES = 20  # a systematic mix-up would list every call: show a few
 T = TypeVar("T")
 Log = Callable[[str], None]
@@ -76,6 +82,9 @@ class _State:
     created: list[Planned] = field(default_factory=list)
     timeline: list[str] = field(default_factory=list)
     pending_start: float | None = None  # monotonic time to start the operator again
+    # The chaos TaskRunSchedule: its creationTimestamp, and when it was suspended.
+    schedule_created: datetime | None = None
+    schedule_suspended: datetime | None = None
 
 
 def run_chaos(
@@ -236,6 +245,10 @@ class _Runner:
             return lambda: self._window_on("quiet")
         if event.kind == "quiet-off":
             return lambda: self._window_off("quiet")
+        if event.kind == "schedule-on":
+            return self._schedule_on
+        if event.kind == "schedule-off":
+            return self._schedule_off
         raise ValueError(event.kind)
 
     # ------------------------------------------------------------------ actions
@@ -335,6 +348,42 @@ class _Runner:
                 run.from_project,
             )
         )
+
+    def _schedule_on(self) -> None:
+        api = self.stack.custom()
+        body = schedule_manifest(self.stack.namespace)
+
+        def create() -> dict[str, Any]:
+            try:
+                made: Any = api.create_namespaced_custom_object(
+                    GROUP, VERSION, self.stack.namespace, SCHEDULES, body
+                )
+            except client.ApiException as exc:
+                if exc.status != 409:  # 409: an earlier attempt whose answer was lost
+                    raise
+                made = api.get_namespaced_custom_object(
+                    GROUP, VERSION, self.stack.namespace, SCHEDULES, SCHEDULE
+                )
+            return cast(dict[str, Any], made)
+
+        made = self.kube(create, f"creating TaskRunSchedule {SCHEDULE}")
+        stamp = str(made["metadata"]["creationTimestamp"])
+        self.state.schedule_created = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        self.note(f"TaskRunSchedule {SCHEDULE} created ({stamp}): a TaskRun every minute")
+
+    def _schedule_off(self) -> None:
+        api = self.stack.custom()
+        patch = {"spec": {"suspend": True}}
+        self.kube(
+            lambda: api.patch_namespaced_custom_object(
+                GROUP, VERSION, self.stack.namespace, SCHEDULES, SCHEDULE, patch
+            ),
+            f"suspending TaskRunSchedule {SCHEDULE}",
+        )
+        # Taken after the API server said yes: a slot after this is one the operator may
+        # not have known was suspended; judge_schedule leaves a slack either side.
+        self.state.schedule_suspended = datetime.now(UTC)
+        self.note(f"TaskRunSchedule {SCHEDULE} suspended")
 
     def _stop_edit(self, name: str) -> Callable[[], None]:
         def edit() -> None:
@@ -502,8 +551,9 @@ class _Runner:
         executions = self.control.executions()
         calls = self.control.calls()
         tasks = self.control.tasks()
+        scheduled = scheduled_runs(items)
         verdict = verify(
-            self.state.created,
+            [*self.state.created, *scheduled],
             items,
             executions,
             subjects=self.subjects,
@@ -511,6 +561,11 @@ class _Runner:
             tasks=tasks,
             environments=self.control.environments(),
         )
+        created, suspended = self.state.schedule_created, self.state.schedule_suspended
+        if created is not None:
+            if suspended is None:
+                raise ChaosError(f"TaskRunSchedule {SCHEDULE} was created but never suspended")
+            judge_schedule(verdict, SCHEDULE, created, suspended, (p.name for p in scheduled))
         reported = (self.connection_status.get("subject") or {}).get("id")
         if reported != self.subjects[TEAM_CONNECTION]:
             verdict.wrong_connection.append(
@@ -534,11 +589,21 @@ class _Runner:
                 "outage_seconds": self.settings.outage,
                 "duration_budget_seconds": self.settings.duration_budget,
             },
-            "taskruns": len(self.state.created),
-            "taskruns_by_form": dict(Counter(p.form for p in self.state.created)),
+            # Planned and scheduled TaskRuns alike (verdict.taskruns says the same).
+            "taskruns": len(self.state.created) + len(scheduled),
+            "taskruns_by_form": {
+                **Counter(p.form for p in self.state.created),
+                **({"scheduled": len(scheduled)} if scheduled else {}),
+            },
             "connections": {
-                _label(name): sum(1 for p in self.state.created if p.connection == name)
+                _label(name): sum(
+                    1 for p in [*self.state.created, *scheduled] if p.connection == name
+                )
                 for name in self.subjects
+            },
+            "schedule": {
+                "created": created.isoformat() if created else None,
+                "suspended": suspended.isoformat() if suspended else None,
             },
             "subjects": {_label(name): subject for name, subject in self.subjects.items()},
             "connection_ready_seconds": self.connection_ready_seconds,
@@ -583,6 +648,16 @@ class _Runner:
         self.log(summary(figures, verdict))
         self.log(f"figures written to {path}")
         return figures
+
+
+def scheduled_runs(items: Iterable[Mapping[str, Any]]) -> list[Planned]:
+    """The chaos schedule's TaskRuns (by the label the operator puts on them), to be judged
+    like planned inline runs of the team connection."""
+    return [
+        Planned(str(t["metadata"]["name"]), INLINE, connection=TEAM_CONNECTION)
+        for t in items
+        if ((t.get("metadata") or {}).get("labels") or {}).get(SCHEDULE_LABEL) == SCHEDULE
+    ]
 
 
 def _label(connection: str) -> str:
@@ -643,6 +718,9 @@ def summary(figures: Mapping[str, Any], verdict: Verdict) -> str:
         f"environments:           {verdict.environments_checked} fromProject TaskRuns, "
         f"{len(verdict.environment_duplicates)} duplicates, "
         f"{len(verdict.environment_leaks)} leaked",
+        f"schedule:               {verdict.scheduled_runs} scheduled TaskRuns for "
+        f"{verdict.schedule_slots} slots due, {len(verdict.schedule_missed)} missed, "
+        f"{len(verdict.schedule_unexpected)} for no due slot",
         f"wrong-connection calls: {len(verdict.wrong_connection)} "
         f"(checked {checked.get('executions', 0)} executions, "
         f"{checked.get('inline_tasks', 0)} inline tasks, {checked.get('calls', 0)} calls)",
@@ -662,6 +740,8 @@ def summary(figures: Mapping[str, Any], verdict: Verdict) -> str:
         ("mismatch", verdict.mismatches),
         ("stalled", verdict.stalled),
         ("not settled", verdict.not_converged),
+        ("missed slot", verdict.schedule_missed),
+        ("unexpected slot", verdict.schedule_unexpected),
     ):
         lines.extend(f"  {title}: {f.taskrun}: {f.detail}" for f in found)
     lines.extend(

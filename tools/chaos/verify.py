@@ -16,6 +16,12 @@ calls: an execution, an inline task, or a call about one TaskRun's task or execu
 (StartTask, CreateTask, GetTask, DeleteTask, GetTaskExecution, StopTaskExecution) made by
 another subject than the one of the connection the TaskRun names.
 
+Given a TaskRunSchedule's life (`judge_schedule`: when it was created and suspended, and
+the names of the TaskRuns it made), it counts minute slots with no run and runs for no
+slot: every slot while it was on must have exactly its one TaskRun, named
+`<schedule>-<minutes since the epoch>` as docs/schedules.md promises. Its TaskRuns are
+judged like planned inline ones (pass them in `planned`).
+
 A TaskRun with `spec.retries` may have one execution per attempt: each must be the one an
 attempt recorded (`status.attempts[]`, then `status.taskExecutionId`), an execution no
 attempt recorded is a duplicate start within an attempt, and more executions or attempts
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 INLINE, REF_ID, REF_REFERENCE, SHARED = "inline", "ref-id", "ref-reference", "shared"
@@ -100,6 +107,12 @@ class Verdict:
     environments_checked: int = 0
     environment_duplicates: list[Finding] = field(default_factory=list)
     environment_leaks: list[Finding] = field(default_factory=list)
+    # A TaskRunSchedule's slots while it was on: how many were due, and any without its
+    # run or any run of a slot that was not due.
+    schedule_slots: int = 0
+    scheduled_runs: int = 0
+    schedule_missed: list[Finding] = field(default_factory=list)
+    schedule_unexpected: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -112,6 +125,8 @@ class Verdict:
             or self.wrong_connection
             or self.environment_duplicates
             or self.environment_leaks
+            or self.schedule_missed
+            or self.schedule_unexpected
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -132,6 +147,10 @@ class Verdict:
             "environments_checked": self.environments_checked,
             "duplicate_environments": len(self.environment_duplicates),
             "leaked_environments": len(self.environment_leaks),
+            "schedule_slots": self.schedule_slots,
+            "scheduled_runs": self.scheduled_runs,
+            "missed_slots": len(self.schedule_missed),
+            "unexpected_slots": len(self.schedule_unexpected),
             "connection_checked": dict(self.connection_checked),
             "stalled": len(self.stalled),
             "shared_task_unrecorded_executions": self.shared_unrecorded,
@@ -146,6 +165,8 @@ class Verdict:
             "excess_attempts_detail": listed(self.excess_attempts),
             "duplicate_environments_detail": listed(self.environment_duplicates),
             "leaked_environments_detail": listed(self.environment_leaks),
+            "missed_slots_detail": listed(self.schedule_missed),
+            "unexpected_slots_detail": listed(self.schedule_unexpected),
         }
 
 
@@ -338,6 +359,44 @@ def verify(
 
 
 _GONE = ("ENVIRONMENT_PHASE_DELETING", "ENVIRONMENT_PHASE_DELETED")
+# Slots this close to the suspension may or may not have been taken: neither is judged.
+SUSPEND_SLACK = timedelta(seconds=5)
+
+
+def judge_schedule(
+    verdict: Verdict,
+    schedule: str,
+    created: datetime,
+    suspended: datetime,
+    names: Iterable[str],
+) -> None:
+    """An every-minute schedule created at `created` (its creationTimestamp) and suspended
+    at `suspended` made the TaskRuns `names`: one for each minute slot after its creation
+    and before its suspension, and none for any other slot."""
+    present = set(names)
+    verdict.scheduled_runs += len(present)
+    first = created.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    due: list[datetime] = []
+    slot = first
+    while slot <= suspended + SUSPEND_SLACK:
+        due.append(slot)
+        slot += timedelta(minutes=1)
+    allowed = {f"{schedule}-{int(s.timestamp()) // 60}": s for s in due}
+    for name, at in allowed.items():
+        if at <= suspended - SUSPEND_SLACK:
+            verdict.schedule_slots += 1
+            if name not in present:
+                verdict.schedule_missed.append(
+                    Finding(name, f"no TaskRun for the {at:%H:%M:%S} slot of {schedule}")
+                )
+    for name in sorted(present - set(allowed)):
+        verdict.schedule_unexpected.append(
+            Finding(
+                name,
+                f"made by {schedule}, created {created:%H:%M:%S} and suspended "
+                f"{suspended:%H:%M:%S}, for no slot while it was on",
+            )
+        )
 
 
 def _judge_environments(
