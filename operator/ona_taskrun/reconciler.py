@@ -349,6 +349,27 @@ class Reconciler:
     def _claimed_elsewhere(self, key: str) -> frozenset[str]:
         return frozenset(e for e, k in self._claims.items() if k != key)
 
+    def _reserve(self, key: str, run: core.TaskRun, decision: core.Decision) -> str:
+        """An execution this TaskRun is about to record (an adoption) is held for it from
+        the decision on, not from the write's answer: another TaskRun deciding meanwhile
+        sees it taken. Returns the id newly held, to release if the write fails."""
+        execution = decision.track
+        if not execution or execution == run.status.task_execution_id:
+            return ""
+        if execution in self._claims:
+            return ""  # already held (by this TaskRun: decide never adopts another's)
+        self._claims[execution] = key
+        return execution
+
+    def _release(self, key: str, execution: str) -> None:
+        """The write that would have recorded `execution` failed: hold it no longer,
+        unless the TaskRun as last seen records it after all."""
+        if not execution or self._claims.get(execution) != key:
+            return
+        body = self._objects.get(key) or {}
+        if (body.get("status") or {}).get("taskExecutionId") != execution:
+            del self._claims[execution]
+
     async def reconcile(self, key: str) -> None:
         body = self._objects.get(key)
         if body is None or self.kube is None:
@@ -365,12 +386,19 @@ class Reconciler:
             obs = replace(obs, connection=view)
             if remote is not None:
                 obs = await self._observe_remote(key, run, obs, remote)
+            if run.status.start_requested_at and not run.status.task_execution_id:
+                # Only an adoption needs to know which executions other TaskRuns hold. Read
+                # here, with no wait between this, the decision and the reservation below:
+                # TaskRuns of one task deciding at once must not adopt the same execution.
+                obs = replace(obs, claimed_elsewhere=self._claimed_elsewhere(key))
             decision = core.decide(run, obs, _now(), self.settings)
             decision = replace(decision, status=self.logtails.fold(key, decision.status))
             if self._backing_off(key, decision.action, remote):
                 # Woken by a watch event (often our own write) before the back-off ends:
                 # no remote call, and no claim written for a start that is not made now.
                 return
+            reserved = self._reserve(key, run, decision)
+            written: dict[str, Any] | None = None
             try:
                 written = await self._write_status(
                     key, body, run, decision.status, decision.action, finalizer_due
@@ -383,6 +411,9 @@ class Reconciler:
                 continue
             except Gone:
                 return
+            finally:
+                if written is None:
+                    self._release(key, reserved)
             wrote, body = written is not body, written
             await self._post(body, self.logtails.after_write(key, body, decision.events, remote))
             self._follow(key, body, decision, remote, run.status.task_execution_id)
@@ -466,11 +497,8 @@ class Reconciler:
         else:
             if key in self._failures and obs.remote_failure is None:
                 obs = replace(obs, remote_failure=self._failures[key])
-            if run.status.start_requested_at:
-                # Only an adoption needs to know which executions other TaskRuns hold.
-                obs = replace(obs, claimed_elsewhere=self._claimed_elsewhere(key))
-                if not remote.principal:
-                    await remote.ask_principal()
+            if run.status.start_requested_at and not remote.principal:
+                await remote.ask_principal()
         return replace(obs, own_principal=remote.principal)
 
     def _backing_off(self, key: str, action: core.Action | None, remote: Remote | None) -> bool:

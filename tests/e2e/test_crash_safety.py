@@ -212,6 +212,41 @@ def test_ambiguous_start_stalls_until_a_person_names_the_execution(
     assert len(_executions_of_task(e2e_simulator, task["id"])) == 2
 
 
+def test_unknown_starts_of_one_task_looked_at_together_adopt_its_execution_once(
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+) -> None:
+    """Five TaskRuns of one task whose starts all ended unknown, and one execution of the
+    task: looked at together (an operator starting with a backlog), exactly one of them
+    may adopt it; the others find nothing left and start anew."""
+    task = e2e_simulator.control.seed_task(
+        environment_id=ENVIRONMENT_ID, reference=unique_reference(), command="x # sim:duration=1s"
+    )
+    names = [f"together-{index}" for index in range(5)]
+    # The first operator records each claim, meets a 503 (before the call took effect,
+    # though it cannot know), and would wait ten minutes before looking.
+    e2e_simulator.control.set_faults("StartTask", error_503=1.0, count=len(names))
+    first = operator_factory(namespace, extra_env={"ONA_START_SETTLE": "600"})
+    for name in names:
+        taskruns.apply(name, {"taskRef": {"id": task["id"]}})
+    for name in names:
+        taskruns.wait_condition(name, "Succeeded", "Unknown", "StartOutcomeUnknown")
+    assert _executions_of_task(e2e_simulator, task["id"]) == []
+    # One execution appears, by the operator's own principal, after every claim.
+    theirs = _start_directly(e2e_simulator, task["id"])
+    first.kill()
+
+    operator_factory(namespace)
+    finals = [taskruns.wait_phase(name, "SUCCEEDED", timeout=60) for name in names]
+    recorded = [f["taskExecutionId"] for f in finals]
+    assert len(set(recorded)) == len(names), f"one execution recorded twice: {recorded}"
+    assert recorded.count(theirs) == 1
+    executions = {e["id"] for e in _executions_of_task(e2e_simulator, task["id"])}
+    assert executions == set(recorded)  # the four others started one each, nothing more
+
+
 def test_outage_keeps_the_last_status_and_converges_after(
     operator: OperatorProcess, taskruns: TaskRuns, e2e_simulator: SimulatorHandle
 ) -> None:
