@@ -30,6 +30,8 @@ ATTEMPTS_ANNOTATION = "automation.ona.com/start-attempts"
 # The attempt (spec.retries) the start claim is for: a claim never carries over to the
 # next attempt (see retry_core).
 CLAIM_ATTEMPT_ANNOTATION = "automation.ona.com/start-attempt"
+# How soon an adoption that waits for another TaskRun's start of the same task looks again.
+START_IN_FLIGHT_RECHECK = 0.5
 
 
 class Phase(enum.StrEnum):
@@ -513,6 +515,9 @@ class Observation:
     candidates: tuple[RemoteExecution, ...] | None = None
     # Execution ids already recorded by other TaskRuns: never adopt those.
     claimed_elsewhere: frozenset[str] = frozenset()
+    # Other TaskRuns' StartTask calls of this TaskRun's task whose answer is not yet
+    # recorded: an execution found now may be one of theirs.
+    starts_in_flight: int = 0
     # The subject id the Ona API records as creator of what this operator starts.
     own_principal: str = ""
     # Outcomes of deletion-time clean-up already done in this pass.
@@ -945,6 +950,14 @@ def _decide_start(
                     requeue_after=min(5.0, (give_up_at - now).total_seconds()),
                 )
             why = "the operator's own principal is unknown, so it cannot tell whose they are"
+    if candidates and obs.starts_in_flight:
+        # Another TaskRun of this task is starting it right now: until its execution is
+        # recorded (and so claimed), it cannot be told apart from this run's own.
+        msg = "waiting for another TaskRun's start of the same task to be recorded"
+        return Decision(
+            _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
+            requeue_after=START_IN_FLIGHT_RECHECK,
+        )
     if len(candidates) == 1 and not why:
         chosen = candidates[0]
         new = replace(status, task_execution_id=chosen.id)

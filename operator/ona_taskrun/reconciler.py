@@ -10,12 +10,13 @@ round again until the core has nothing more to do, then requeues when the core a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import random
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -109,6 +110,8 @@ class Reconciler:
         self.merge_window = merge_window
         self._objects: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, str] = {}  # execution id -> key of the TaskRun holding it
+        # Task id -> keys of TaskRuns whose StartTask of it is under way or unrecorded.
+        self._starts: dict[str, set[str]] = {}
         # Two lanes: news of a remote execution (urgent) goes before TaskRuns waiting to
         # start, so a finished run is mirrored at once even behind a backlog of starts.
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
@@ -346,6 +349,26 @@ class Reconciler:
                 if key in self._dirty:
                     self.enqueue(key, self._dirty.pop(key))
 
+    @contextlib.contextmanager
+    def _starting(self, key: str, action: core.Action) -> Iterator[None]:
+        """A StartTask from its call until its outcome is recorded: meanwhile, another
+        TaskRun of the same task does not adopt an execution it finds (it may be this
+        one's)."""
+        if action.kind is not core.ActionKind.START or not action.task_id:
+            yield
+            return
+        starting = self._starts.setdefault(action.task_id, set())
+        starting.add(key)
+        try:
+            yield
+        finally:
+            starting.discard(key)
+            if not starting:
+                del self._starts[action.task_id]
+
+    def _starts_in_flight(self, key: str, task_id: str) -> int:
+        return len(self._starts.get(task_id, set()) - {key}) if task_id else 0
+
     def _claimed_elsewhere(self, key: str) -> frozenset[str]:
         return frozenset(e for e, k in self._claims.items() if k != key)
 
@@ -390,7 +413,11 @@ class Reconciler:
                 # Only an adoption needs to know which executions other TaskRuns hold. Read
                 # here, with no wait between this, the decision and the reservation below:
                 # TaskRuns of one task deciding at once must not adopt the same execution.
-                obs = replace(obs, claimed_elsewhere=self._claimed_elsewhere(key))
+                obs = replace(
+                    obs,
+                    claimed_elsewhere=self._claimed_elsewhere(key),
+                    starts_in_flight=self._starts_in_flight(key, run.status.task_id),
+                )
             decision = core.decide(run, obs, _now(), self.settings)
             decision = replace(decision, status=self.logtails.fold(key, decision.status))
             if self._backing_off(key, decision.action, remote):
@@ -447,21 +474,25 @@ class Reconciler:
                 crash(self.crash_point, "after-stop-claim")
             if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
                 crash(self.crash_point, "after-environment-claim")
-            result = await self._perform_through(remote, action, run, body)
-            if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
-                crash(self.crash_point, "after-environment-create")
-            opened_before = remote.breaker.opened
-            remote.breaker.record(ok=not _api_trouble(result.failure))
-            if remote.breaker.opened > opened_before:
-                log.warning(
-                    "the Ona API keeps failing through %s: pausing its remote calls", remote.key
-                )
-            if action.kind is core.ActionKind.START:
-                crash(self.crash_point, "after-start")
-                if result.execution is not None:
-                    log.info("%s: started execution %s", key, result.execution.id)
-            new_run, obs, events = core.apply_result(run, action, result, obs, _now())
-            recorded = await self._write_result(key, body, run, action, result, obs)
+            with self._starting(key, action):
+                result = await self._perform_through(remote, action, run, body)
+                if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
+                    crash(self.crash_point, "after-environment-create")
+                opened_before = remote.breaker.opened
+                remote.breaker.record(ok=not _api_trouble(result.failure))
+                if remote.breaker.opened > opened_before:
+                    log.warning(
+                        "the Ona API keeps failing through %s: pausing its remote calls", remote.key
+                    )
+                if action.kind is core.ActionKind.START:
+                    crash(self.crash_point, "after-start")
+                    if result.execution is not None:
+                        log.info("%s: started execution %s", key, result.execution.id)
+                        # Its own start: held for it at once, though its record may wait
+                        # for the merge window.
+                        self._claims[result.execution.id] = key
+                new_run, obs, events = core.apply_result(run, action, result, obs, _now())
+                recorded = await self._write_result(key, body, run, action, result, obs)
             if recorded is None:
                 return
             body = recorded

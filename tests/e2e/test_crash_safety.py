@@ -7,6 +7,7 @@ import json
 import signal
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -245,6 +246,46 @@ def test_unknown_starts_of_one_task_looked_at_together_adopt_its_execution_once(
     assert recorded.count(theirs) == 1
     executions = {e["id"] for e in _executions_of_task(e2e_simulator, task["id"])}
     assert executions == set(recorded)  # the four others started one each, nothing more
+
+
+def test_an_unknown_start_does_not_adopt_an_execution_another_taskrun_is_starting(
+    operator_factory: OperatorFactory,
+    namespace: str,
+    taskruns: TaskRuns,
+    e2e_simulator: SimulatorHandle,
+) -> None:
+    """B's start of a task ended unknown; A's start of the same task has just created its
+    execution, whose answer is still on its way, when B looks: the execution is A's, and
+    B must not take it."""
+    task = e2e_simulator.control.seed_task(
+        environment_id=ENVIRONMENT_ID, reference=unique_reference(), command="x # sim:duration=1s"
+    )
+    e2e_simulator.control.set_faults("StartTask", error_503=1.0, count=1)
+    first = operator_factory(namespace, extra_env={"ONA_START_SETTLE": "600"})
+    taskruns.apply("b-unknown", {"taskRef": {"id": task["id"]}})
+    taskruns.wait_condition("b-unknown", "Succeeded", "Unknown", "StartOutcomeUnknown")
+    first.kill()
+    claimed = datetime.fromisoformat(taskruns.status("b-unknown")["startRequestedAt"])
+
+    # A's StartTask takes effect at once and is answered 1.5 s later (within the 2 s
+    # request timeout); B's look (ListTaskExecutions, 0.7 s late) sees A's execution.
+    taskruns.apply("a-starting", {"taskRef": {"id": task["id"]}})
+    e2e_simulator.control.set_faults(
+        "StartTask", lost_response=1.0, lost_response_mode="hang", hang_ms=1500, count=1
+    )
+    e2e_simulator.control.set_faults("ListTaskExecutions", latency_ms=700)
+    # B looks at once when the next operator starts: its claim is past the 3 s settle.
+    wait_for(
+        lambda: datetime.now(UTC) - claimed > timedelta(seconds=5),
+        timeout=15,
+        what="b-unknown's claim to be past the settle",
+    )
+    operator_factory(namespace)
+    a = taskruns.wait_phase("a-starting", "SUCCEEDED", timeout=60)
+    b = taskruns.wait_phase("b-unknown", "SUCCEEDED", timeout=60)
+    assert a["taskExecutionId"] != b["taskExecutionId"]
+    executions = {e["id"] for e in _executions_of_task(e2e_simulator, task["id"])}
+    assert executions == {a["taskExecutionId"], b["taskExecutionId"]}
 
 
 def test_outage_keeps_the_last_status_and_converges_after(

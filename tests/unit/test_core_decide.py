@@ -286,6 +286,38 @@ UNKNOWN_START = [
         Observation(candidates=claim_candidates(at(-19)), claimed_elsewhere=frozenset({"exec-1"})),
     ),
     case(
+        "a-candidate-while-another-start-of-the-task-is-in-flight-waits",
+        taskrun(ref_id_spec(), REF_CLAIMED),
+        Expect(
+            status={"taskExecutionId": ABSENT, "startRequestedAt": at(-20)},
+            conditions=pending("StartOutcomeUnknown"),
+            requeue=core.START_IN_FLIGHT_RECHECK,
+        ),
+        Observation(candidates=claim_candidates(at(-19)), starts_in_flight=1, own_principal=OWN),
+    ),
+    case(
+        "several-candidates-while-another-start-is-in-flight-wait-rather-than-stall",
+        taskrun(ref_id_spec(), REF_CLAIMED),
+        Expect(
+            status={"taskExecutionId": ABSENT, "startRequestedAt": at(-20)},
+            conditions=pending("StartOutcomeUnknown"),
+            requeue=core.START_IN_FLIGHT_RECHECK,
+        ),
+        Observation(
+            candidates=claim_candidates(at(-19), at(-18)), starts_in_flight=2, own_principal=OWN
+        ),
+    ),
+    case(
+        "no-candidate-restarts-even-while-another-start-is-in-flight",
+        taskrun(ref_id_spec(), REF_CLAIMED),
+        Expect(
+            status={"taskExecutionId": ABSENT, "startRequestedAt": ABSENT},
+            conditions=pending("Starting"),
+            events=[("Normal", "Restarting")],
+        ),
+        Observation(candidates=(), starts_in_flight=1, own_principal=OWN),
+    ),
+    case(
         "no-candidate-means-nothing-started-so-start-again",
         taskrun(inline_spec(), CLAIMED),
         Expect(
