@@ -112,18 +112,24 @@ class App:
             # A standby acts on nothing, not even during its first sync.
             self.reconciler.active.clear()
         if first:
-            self._tasks.append(
-                asyncio.create_task(
-                    self.reconciler.initial_sync(self.config.namespaces), name="initial-sync"
-                )
-            )
+            watches: list[Watch] = []
             for namespace in self.config.namespaces or ("",):
                 watch = Watch(
                     _CurrentKube(self), PLURAL, "TaskRun", namespace, self.observe_taskrun
                 )
+                watches.append(watch)
                 self._tasks.append(
                     asyncio.create_task(watch.run(), name=f"watch-taskruns-{namespace or 'all'}")
                 )
+            # The watches' first lists are the initial sync: TaskRuns are listed once.
+            self._tasks.append(
+                asyncio.create_task(
+                    self.reconciler.initial_sync(
+                        self.config.namespaces, [w.listed for w in watches]
+                    ),
+                    name="initial-sync",
+                )
+            )
         if self.config.leader_election and first:
             elector = LeaderElector(
                 self.reconciler.kube,

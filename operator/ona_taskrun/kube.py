@@ -192,9 +192,6 @@ class KubeClient:
     async def get_taskrun(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._request("GET", self._path(namespace, name))
 
-    async def list_taskruns(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        return await self.list_objects(PLURAL, namespace)
-
     async def list_objects(
         self, plural: str, namespace: str | None = None, *, label_selector: str = ""
     ) -> list[dict[str, Any]]:

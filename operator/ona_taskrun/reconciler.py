@@ -239,26 +239,13 @@ class Reconciler:
         self._written_at.pop(key, None)
         self.logtails.forget(key)
 
-    async def initial_sync(self, namespaces: tuple[str, ...]) -> None:
-        """Read every watched TaskRun once, retrying until the API server answers."""
-        assert self.kube is not None
+    async def initial_sync(
+        self, namespaces: tuple[str, ...], listed: Iterable[asyncio.Event]
+    ) -> None:
+        """Wait until the TaskRun watches have delivered their first lists (they list,
+        and retry, themselves: `watch.Watch`), then read the Ona connections once."""
+        await asyncio.gather(*(event.wait() for event in listed))
         delay = 1.0
-        while True:
-            try:
-                if namespaces:
-                    bodies = [b for ns in namespaces for b in await self.kube.list_taskruns(ns)]
-                else:
-                    bodies = await self.kube.list_taskruns()
-                break
-            except KubeError as exc:
-                log.warning("cannot list TaskRuns yet (%s); retrying in %.0fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        now = asyncio.get_running_loop().time()
-        for body in bodies:
-            self._remember(key_of(body), body)
-            self._written_at.setdefault(key_of(body), now)
-            self.enqueue(key_of(body))
         while True:
             try:
                 await self.connections.list_all(namespaces, check=self.active.is_set())
@@ -268,7 +255,7 @@ class Reconciler:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         # Harnesses wait for this line: keep its wording.
-        log.info("read %d TaskRuns; reconciling", len(bodies))
+        log.info("read %d TaskRuns; reconciling", len(self._objects))
         self.synced.set()
 
     def wake_users(self, connection: ConnectionKey) -> None:

@@ -76,6 +76,8 @@ class Watch:
         # What this watch has said exists, by namespace/name: its uid.
         self._known: dict[str, str] = {}
         self.resource_version = ""
+        # Set once the first list has been delivered: everything that existed is known.
+        self.listed = asyncio.Event()
 
     def _scope(self) -> str:
         return f"{self._plural} in {self._namespace or 'all namespaces'}"
@@ -119,6 +121,7 @@ class Watch:
         for item in items:
             self._deliver("ADDED", item)
         self.resource_version = version
+        self.listed.set()
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

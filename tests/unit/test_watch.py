@@ -165,3 +165,22 @@ async def test_gone_lists_again_and_says_deleted_for_what_went_meanwhile(
     assert script.listed == 2
     assert script.watched_from[-1] == "42"
     assert delays == []
+
+
+async def test_listed_is_set_once_the_first_list_has_been_delivered() -> None:
+    # The reconciler's initial sync waits for it: every TaskRun listed must be known first.
+    script = Script(lists=[([obj("a", 1), obj("b", 2)], "2")], sessions=[])
+    set_while_delivering: list[bool] = []
+
+    def deliver(kind: str, body: dict[str, Any]) -> None:
+        set_while_delivering.append(watch.listed.is_set())
+
+    async def sleep(delay: float) -> None:
+        raise AssertionError("nothing failed: no back-off")
+
+    watch = Watch(script, "taskruns", "TaskRun", "ns", deliver, sleep=sleep)
+    assert not watch.listed.is_set()
+    with pytest.raises(Done):
+        await watch.run()
+    assert set_while_delivering == [False, False]
+    assert watch.listed.is_set()
