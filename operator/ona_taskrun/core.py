@@ -515,8 +515,8 @@ class Observation:
     candidates: tuple[RemoteExecution, ...] | None = None
     # Execution ids already recorded by other TaskRuns: never adopt those.
     claimed_elsewhere: frozenset[str] = frozenset()
-    # Other TaskRuns' StartTask calls of this TaskRun's task whose answer is not yet
-    # recorded: an execution found now may be one of theirs.
+    # Other TaskRuns' StartTask calls of this TaskRun's task not answered yet: an
+    # execution found now may be one of theirs.
     starts_in_flight: int = 0
     # The subject id the Ona API records as creator of what this operator starts.
     own_principal: str = ""
@@ -951,9 +951,9 @@ def _decide_start(
                 )
             why = "the operator's own principal is unknown, so it cannot tell whose they are"
     if candidates and obs.starts_in_flight:
-        # Another TaskRun of this task is starting it right now: until its execution is
-        # recorded (and so claimed), it cannot be told apart from this run's own.
-        msg = "waiting for another TaskRun's start of the same task to be recorded"
+        # Another TaskRun of this task is starting it right now: until its answer names
+        # its execution (held for it from then on), that cannot be told from this run's.
+        msg = "waiting for another TaskRun's start of the same task to be answered"
         return Decision(
             _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
             requeue_after=START_IN_FLIGHT_RECHECK,

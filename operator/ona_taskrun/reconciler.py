@@ -110,7 +110,7 @@ class Reconciler:
         self.merge_window = merge_window
         self._objects: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, str] = {}  # execution id -> key of the TaskRun holding it
-        # Task id -> keys of TaskRuns whose StartTask of it is under way or unrecorded.
+        # Task id -> keys of TaskRuns whose StartTask of it awaits its answer.
         self._starts: dict[str, set[str]] = {}
         # Two lanes: news of a remote execution (urgent) goes before TaskRuns waiting to
         # start, so a finished run is mirrored at once even behind a backlog of starts.
@@ -338,9 +338,9 @@ class Reconciler:
 
     @contextlib.contextmanager
     def _starting(self, key: str, action: core.Action) -> Iterator[None]:
-        """A StartTask from its call until its outcome is recorded: meanwhile, another
-        TaskRun of the same task does not adopt an execution it finds (it may be this
-        one's)."""
+        """A StartTask from its call until its answer (whose execution is then held for
+        the TaskRun at once): meanwhile, another TaskRun of the same task does not adopt
+        an execution it finds (it may be this one's)."""
         if action.kind is not core.ActionKind.START or not action.task_id:
             yield
             return
@@ -463,23 +463,23 @@ class Reconciler:
                 crash(self.crash_point, "after-environment-claim")
             with self._starting(key, action):
                 result = await self._perform_through(remote, action, run, body)
-                if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
-                    crash(self.crash_point, "after-environment-create")
-                opened_before = remote.breaker.opened
-                remote.breaker.record(ok=not _api_trouble(result.failure))
-                if remote.breaker.opened > opened_before:
-                    log.warning(
-                        "the Ona API keeps failing through %s: pausing its remote calls", remote.key
-                    )
-                if action.kind is core.ActionKind.START:
-                    crash(self.crash_point, "after-start")
-                    if result.execution is not None:
-                        log.info("%s: started execution %s", key, result.execution.id)
-                        # Its own start: held for it at once, though its record may wait
-                        # for the merge window.
-                        self._claims[result.execution.id] = key
-                new_run, obs, events = core.apply_result(run, action, result, obs, _now())
-                recorded = await self._write_result(key, body, run, action, result, obs)
+            if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
+                crash(self.crash_point, "after-environment-create")
+            opened_before = remote.breaker.opened
+            remote.breaker.record(ok=not _api_trouble(result.failure))
+            if remote.breaker.opened > opened_before:
+                log.warning(
+                    "the Ona API keeps failing through %s: pausing its remote calls", remote.key
+                )
+            if action.kind is core.ActionKind.START:
+                crash(self.crash_point, "after-start")
+                if result.execution is not None:
+                    log.info("%s: started execution %s", key, result.execution.id)
+                    # Its own start: held for it from the answer on (no await since),
+                    # though its record may wait for the merge window.
+                    self._claims[result.execution.id] = key
+            new_run, obs, events = core.apply_result(run, action, result, obs, _now())
+            recorded = await self._write_result(key, body, run, action, result, obs)
             if recorded is None:
                 return
             body = recorded
