@@ -363,32 +363,21 @@ def test_conflicting_writes_are_retried_without_losing_the_run(
     operator: OperatorProcess,
     taskruns: TaskRuns,
     e2e_simulator: SimulatorHandle,
-    control_plane: Any,
 ) -> None:
     """Another writer keeps changing the TaskRun, so the operator's status writes, which
     carry the resourceVersion they read, keep meeting 409 Conflict."""
     # Long enough for several progress writes (at most one per merge window) to meet edits.
-    taskruns.apply("contended", {"task": inline_task("x # sim:duration=8s sim:steps=8")})
-    edits = 0
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        control_plane.kubectl_run(
-            "-n",
-            taskruns.namespace,
-            "annotate",
-            "--overwrite",
-            "taskrun",
-            "contended",
-            f"example.com/edit={edits}",
+    taskruns.apply("contended", {"task": inline_task("x # sim:duration=12s sim:steps=12")})
+    with taskruns.edited("contended") as edits:
+        wait_for(
+            lambda: "(409)" in operator.log(),  # the writes really did conflict
+            timeout=60,
+            what="a write of the operator that met 409 Conflict",
         )
-        edits += 1
-        if taskruns.status("contended").get("phase") == "SUCCEEDED":
-            break
-    final = taskruns.wait_phase("contended", "SUCCEEDED", timeout=30)
-    assert edits > 5
+    final = taskruns.wait_phase("contended", "SUCCEEDED", timeout=60)
+    assert edits() > 5
     assert [e["id"] for e in _executions_of_task(e2e_simulator, final["taskId"])] == [
         final["taskExecutionId"]
     ]
-    assert [s["phase"] for s in final["steps"]] == ["SUCCEEDED"] * 8
-    assert "(409)" in operator.log()  # the writes really did conflict
+    assert [s["phase"] for s in final["steps"]] == ["SUCCEEDED"] * 12
     assert operator.running

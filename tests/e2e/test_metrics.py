@@ -3,17 +3,9 @@ succeed, fail, meet Ona API faults and conflicting writes."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import threading
-
 import pytest
-from kubernetes import client
 
 from tests.support.operator_fixtures import (
-    GROUP,
-    PLURAL,
-    VERSION,
     OperatorFactory,
     TaskRuns,
     free_port,
@@ -59,30 +51,13 @@ def test_counters_and_histograms_follow_runs_that_succeed_fail_and_meet_faults(
     # moves a step a second: the operator's status writes, which carry the
     # resourceVersion they read, meet 409 Conflict and are re-read and retried.
     taskruns.apply("contended", {"task": inline_task("x # sim:duration=15s sim:steps=15")})
-    stop_editing = threading.Event()
-
-    def edit() -> None:
-        for count in itertools.count():
-            if stop_editing.is_set():
-                return
-            with contextlib.suppress(client.ApiException):
-                taskruns.api.patch_namespaced_custom_object(
-                    GROUP, VERSION, ns, PLURAL, "contended",
-                    {"metadata": {"annotations": {"example.com/edit": str(count)}}},
-                )  # fmt: skip
-
-    editor = threading.Thread(target=edit, name="editor", daemon=True)
-    editor.start()
-    try:
-        kube = "ona_taskrun_kube_requests_total"
+    kube = "ona_taskrun_kube_requests_total"
+    with taskruns.edited("contended"):
         wait_for(
             lambda: _moved(before, scrape(metrics_port), kube, code="409"),
             timeout=60,
             what="a status write that met 409 Conflict",
         )
-    finally:
-        stop_editing.set()
-        editor.join(timeout=10)
     taskruns.wait_phase("contended", "SUCCEEDED", timeout=60)
 
     # Gauges are read at scrape time; wait for the last writes to be seen.

@@ -5,12 +5,14 @@ way a user does (kubectl and the official Kubernetes client).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -289,6 +291,33 @@ class TaskRuns:
             json.dumps({"spec": dict(spec)}),
             check=False,
         )
+
+    @contextlib.contextmanager
+    def edited(self, name: str) -> Iterator[Callable[[], int]]:
+        """Another writer: annotates the TaskRun again and again, as fast as the API server
+        takes it, in a thread, until the block ends. The operator's writes, which carry
+        the resourceVersion they read, then meet 409 Conflict. Yields how many edits
+        have been made."""
+        stop = threading.Event()
+        made = 0
+
+        def edit() -> None:
+            nonlocal made
+            while not stop.is_set():
+                with contextlib.suppress(client.ApiException):
+                    self.api.patch_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, PLURAL, name,
+                        {"metadata": {"annotations": {"example.com/edit": str(made)}}},
+                    )  # fmt: skip
+                    made += 1
+
+        editor = threading.Thread(target=edit, name=f"editing {name}", daemon=True)
+        editor.start()
+        try:
+            yield lambda: made
+        finally:
+            stop.set()
+            editor.join(timeout=10)
 
     def wait_events(self, name: str, *reasons: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Wait until Events with all these reasons exist: they are posted after the status
