@@ -75,6 +75,7 @@ class App:
             ),
             crash_point=config.crash_point,
             merge_window=config.merge_window,
+            operator_namespace=config.operator_namespace,
         )
         self.schedules = Schedules(self._enqueue, crash_point=config.crash_point)
         self.reconciler.handlers[schedule_core.KIND] = self.schedules.reconcile

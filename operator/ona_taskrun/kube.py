@@ -279,6 +279,12 @@ class KubeClient:
         """One Secret by name: the operator never lists or watches Secrets."""
         return await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
 
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a Secret (the operator's own, in its namespace); Conflict if it exists."""
+        return await self._request(
+            "POST", f"/api/v1/namespaces/{namespace}/secrets", json=dict(body)
+        )
+
     async def get_namespace(self, name: str) -> dict[str, Any]:
         return await self._request("GET", f"/api/v1/namespaces/{name}")
 

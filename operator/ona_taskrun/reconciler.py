@@ -10,6 +10,8 @@ round again until the core has nothing more to do, then requeues when the core a
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import itertools
 import logging
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import core, environment_actions, environment_core, metrics
+from .claims import KEY_FIELD, KEY_SECRET, SIGNATURE_ANNOTATION, ClaimSigner, new_key
 from .connection_core import ConnectionKey, is_connection_key, key_for
 from .connections import Connections, Remote
 from .eventpost import EventPoster
@@ -45,7 +48,10 @@ def key_of(body: Mapping[str, Any]) -> str:
     return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
-def parse_taskrun(body: Mapping[str, Any]) -> core.TaskRun:
+def parse_taskrun(body: Mapping[str, Any], signer: ClaimSigner | None = None) -> core.TaskRun:
+    """The core's view of a TaskRun body. The start claim in its annotations counts only
+    when `signer` verifies it as the operator's own (see `claims`); otherwise the claim
+    the status mirrors is the run's."""
     meta = body.get("metadata", {})
     spec: core.Spec | core.InvalidSpec
     try:
@@ -53,7 +59,9 @@ def parse_taskrun(body: Mapping[str, Any]) -> core.TaskRun:
     except core.InvalidSpec as exc:
         spec = exc
     status = core.Status.from_dict(body.get("status"))
-    claim = _claim_of(body)
+    claim = _claim_of(body, signer)
+    if claim is not None and claim[1] < status.start_attempts:
+        claim = None  # an older claim of this run, written back: the status is newer
     if claim is not None:
         status = replace(
             status, start_requested_at=claim[0], start_attempts=claim[1], claim_attempt=claim[2]
@@ -69,21 +77,23 @@ def parse_taskrun(body: Mapping[str, Any]) -> core.TaskRun:
     )
 
 
-def _claim_of(body: Mapping[str, Any]) -> tuple[str, int, int] | None:
-    """The start claim as written in the annotations (an empty time: no claim), with the
-    StartTask count and the attempt it is for (0: not said, as older versions wrote), or
-    None when no claim was ever written there (the status then says, as older versions
-    wrote)."""
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    if core.CLAIM_ANNOTATION not in annotations:
+def _claim_of(body: Mapping[str, Any], signer: ClaimSigner | None) -> tuple[str, int, int] | None:
+    """The start claim as the operator wrote it in the annotations (an empty time: no
+    claim), with the StartTask count and the attempt it is for; None when the annotations
+    hold no claim the operator signed (the status then says)."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if core.CLAIM_ANNOTATION not in annotations or signer is None:
         return None
     attempts = str(annotations.get(core.ATTEMPTS_ANNOTATION, "0"))
     attempt = str(annotations.get(core.CLAIM_ATTEMPT_ANNOTATION, "0"))
-    return (
-        str(annotations[core.CLAIM_ANNOTATION]),
-        int(attempts) if attempts.isdigit() else 0,
-        int(attempt) if attempt.isdigit() else 0,
-    )
+    if not (attempts.isdigit() and attempt.isdigit()) or len(attempts) + len(attempt) > 12:
+        return None
+    claim = (str(annotations[core.CLAIM_ANNOTATION]), int(attempts), int(attempt))
+    signature = str(annotations.get(SIGNATURE_ANNOTATION, ""))
+    if not signer.verify(str(meta.get("uid", "")), *claim, signature):
+        return None
+    return claim
 
 
 def crash(point: str, wanted: str) -> None:
@@ -102,12 +112,17 @@ class Reconciler:
         settings: core.Settings | None = None,
         crash_point: str = "",
         merge_window: float = 1.0,
+        operator_namespace: str = "ona-system",
     ) -> None:
         self.connections = connections
         self._kube: KubeClient | None = None
         self.settings = settings or core.Settings()
         self.crash_point = crash_point
         self.merge_window = merge_window
+        # Verifies the start claims in TaskRuns' annotations; loaded before the first
+        # reconcile (initial_sync), from a Secret only the operator reads.
+        self.claim_signer: ClaimSigner | None = None
+        self.claim_key_secret = (operator_namespace, KEY_SECRET)
         self._objects: dict[str, dict[str, Any]] = {}
         self._claims: dict[str, str] = {}  # execution id -> key of the TaskRun holding it
         # Task id -> keys of TaskRuns whose StartTask of it awaits its answer.
@@ -245,6 +260,8 @@ class Reconciler:
         """Wait until the TaskRun watches have delivered their first lists (they list,
         and retry, themselves: `watch.Watch`), then read the Ona connections once."""
         await asyncio.gather(*(event.wait() for event in listed))
+        if self.claim_signer is None:
+            self.claim_signer = await self._load_claim_key()
         delay = 1.0
         while True:
             try:
@@ -257,6 +274,58 @@ class Reconciler:
         # Harnesses wait for this line: keep its wording.
         log.info("read %d TaskRuns; reconciling", len(self._objects))
         self.synced.set()
+
+    async def _load_claim_key(self) -> ClaimSigner:
+        """The key that signs start claims: read from its Secret, or created there by the
+        first operator to start (a replica that loses the race reads the winner's). Until
+        it is known no TaskRun is reconciled: a claim cannot be told from a forgery."""
+        namespace, name = self.claim_key_secret
+        delay = 1.0
+        while True:
+            assert self.kube is not None
+            try:
+                return ClaimSigner(await self._claim_key(namespace, name))
+            except (KubeError, ValueError) as exc:
+                log.warning(
+                    "cannot read or create the start-claim key Secret %s/%s (%s); TaskRuns "
+                    "wait for it, retrying in %.0fs",
+                    namespace,
+                    name,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _claim_key(self, namespace: str, name: str) -> bytes:
+        assert self.kube is not None
+        try:
+            secret = await self.kube.get_secret(namespace, name)
+        except Gone:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": name,
+                    "labels": {"app.kubernetes.io/name": "ona-taskrun-operator"},
+                    "annotations": {
+                        "automation.ona.com/purpose": "signs the operator's TaskRun start "
+                        "claims; deleting it voids claims of starts under way"
+                    },
+                },
+                "type": "Opaque",
+                "data": {KEY_FIELD: base64.b64encode(new_key()).decode("ascii")},
+            }
+            try:
+                secret = await self.kube.create_secret(namespace, body)
+                log.info("created the start-claim key Secret %s/%s", namespace, name)
+            except Conflict:
+                secret = await self.kube.get_secret(namespace, name)  # another replica won
+        raw = (secret.get("data") or {}).get(KEY_FIELD, "")
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"its {KEY_FIELD!r} is not base64") from None
 
     def wake_users(self, connection: ConnectionKey) -> None:
         """Queue every TaskRun that uses this connection: it became usable, or not."""
@@ -392,7 +461,9 @@ class Reconciler:
             finalizer_due = not run.has_finalizer and not run.deleting
             if finalizer_due:
                 run = replace(run, has_finalizer=True)
-            view, remote = await self.connections.view(_namespace(key), run)
+            view, usable = await self.connections.view(_namespace(key), run)
+            # A run the connection does not serve gets no remote read or action at all.
+            remote = usable if view.access is not core.Access.REFUSED else None
             obs = replace(obs, connection=view)
             if remote is not None:
                 obs = await self._observe_remote(key, run, obs, remote)
@@ -583,7 +654,7 @@ class Reconciler:
     def _parse(self, key: str, body: Mapping[str, Any]) -> core.TaskRun:
         """The TaskRun as the object says, with the status decided but not written yet:
         only this operator writes status, so what it holds is newer."""
-        run = parse_taskrun(body)
+        run = parse_taskrun(body, self.claim_signer)
         held = self._unwritten.get(key)
         return run if held is None else replace(run, status=held)
 
@@ -642,17 +713,20 @@ class Reconciler:
         finalizer_due: bool,
     ) -> dict[str, Any]:
         meta = body["metadata"]
-        written = _claim_of(body)
+        written = _claim_of(body, self.claim_signer)
         if written is None:
             before = core.Status.from_dict(body.get("status"))
             written = (before.start_requested_at, before.start_attempts, 0)
         patch: dict[str, Any] = {}
         wanted = (status.start_requested_at, status.start_attempts, status.claim_attempt)
         if wanted[:2] != written[:2] or (status.start_requested_at and wanted[2] != written[2]):
+            assert self.claim_signer is not None, "no TaskRun is reconciled before the key"
+            signature = self.claim_signer.sign(str(meta.get("uid", "")), *wanted)
             patch["annotations"] = {
                 core.CLAIM_ANNOTATION: status.start_requested_at,
                 core.ATTEMPTS_ANNOTATION: str(status.start_attempts),
                 core.CLAIM_ATTEMPT_ANNOTATION: str(status.claim_attempt),
+                SIGNATURE_ANNOTATION: signature,
             }
         needs_finalizer = bool(patch) or (action is not None and action.kind in _NEED_FINALIZER)
         if finalizer_due and needs_finalizer:
