@@ -83,7 +83,7 @@ class Config:
     identity: str = ""
     crash_point: str = ""
     operator_namespace: str = "ona-system"
-    default_namespaces: selectors.LabelSelector = selectors.EVERYTHING
+    default_namespaces: selectors.LabelSelector = selectors.NOTHING
     connection_recheck: float = 300.0
     secret_resync: float = 60.0
     allowed_base_urls: AllowedUrls = ONA_ONLY
@@ -108,8 +108,9 @@ environment variables (flags win over them):
   ONA_API_TOKEN_FILE      file holding the token (e.g. a mounted Secret); wins over ONA_API_TOKEN;
                           read again after the API refuses the token
   DEFAULT_CONNECTION_NAMESPACE_SELECTOR
-                          label selector (kubectl -l syntax) of the namespaces whose TaskRuns
-                          may use the default connection; empty: all
+                          the namespaces whose TaskRuns may use the default connection:
+                          * for all, or a label selector (kubectl -l syntax); unset or
+                          empty: none (a fresh install lends its token to no namespace)
   OPERATOR_NAMESPACE      the operator's namespace, where ClusterOnaConnection Secrets live
                           (default ona-system)
   CONNECTION_ALLOWED_BASE_URLS     comma-separated Ona API base URLs a connection's spec.baseUrl
@@ -294,13 +295,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         raise ConfigError(
             f"OPERATOR_NAMESPACE={operator_namespace!r} is not a valid Kubernetes namespace name"
         )
-    try:
-        default_namespaces = selectors.parse(
-            env.get("DEFAULT_CONNECTION_NAMESPACE_SELECTOR", ""),
-            where="DEFAULT_CONNECTION_NAMESPACE_SELECTOR",
-        )
-    except selectors.SelectorError as exc:
-        raise ConfigError(str(exc)) from None
+    default_namespaces = _default_namespaces(env)
     try:
         allowed = AllowedUrls.parse(
             env.get("CONNECTION_ALLOWED_BASE_URLS", DEFAULT_ALLOWED_BASE_URLS), always=[base_url]
@@ -342,6 +337,21 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         environment_timeout=_number(env, "ENVIRONMENT_START_TIMEOUT", 600.0, minimum=1),
         environment_keepalive=_number(env, "ENVIRONMENT_KEEPALIVE_SECONDS", 300.0, minimum=0.5),
     )
+
+
+def _default_namespaces(env: Mapping[str, str]) -> selectors.LabelSelector:
+    """Which namespaces the operator-level token serves: none unless the installer says
+    (`*` for all, written out, or a label selector), so a fresh install lends its token
+    to no team by accident."""
+    raw = env.get("DEFAULT_CONNECTION_NAMESPACE_SELECTOR", "").strip()
+    if not raw:
+        return selectors.NOTHING
+    if raw == "*":
+        return selectors.EVERYTHING
+    try:
+        return selectors.parse(raw, where="DEFAULT_CONNECTION_NAMESPACE_SELECTOR")
+    except selectors.SelectorError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _backoff_base(env: Mapping[str, str]) -> float:

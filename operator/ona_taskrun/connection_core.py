@@ -169,6 +169,12 @@ def check_policy(
     project_id: str = "",
 ) -> str | None:
     """Why the connection refuses this run (naming the rule), or None if it allows it."""
+    if policy.namespaces.nothing:
+        return (
+            f"{key} does not serve namespace {namespace}: {policy.namespaces_from} is not set, "
+            "so it serves no namespace (the installer sets it to * for all namespaces or to a "
+            "label selector)"
+        )
     if not policy.namespaces.matches(namespace_labels):
         return (
             f"{key} does not serve namespace {namespace}: {policy.namespaces_from} "

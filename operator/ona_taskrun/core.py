@@ -724,7 +724,8 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         return Decision(new, events=(Event("Warning", "InvalidSpec", str(run.spec)),))
     spec = run.spec
 
-    if status.finished and spec.environment is not None:
+    refused = obs.connection.access is Access.REFUSED
+    if status.finished and spec.environment is not None and not refused:
         cleanup = environment_core.after_finish(run, spec, obs)
         if cleanup is not None:
             return cleanup
@@ -755,6 +756,14 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         return Decision(
             _pending(run, status, now, view.reason, view.message, view.failure),
             requeue_after=cfg.connection_wait,
+        )
+    if view.access is Access.REFUSED:
+        # Claimed or started, and the connection no longer serves the run (its namespace
+        # or policy changed): nothing more is done in Ona for it, not even a stop.
+        msg = f"{view.message}; {_left_behind(run, spec) or 'nothing was left in Ona'}"
+        return Decision(
+            _finish(run, status, now, "NotPermitted", msg, ok=False),
+            events=(Event("Warning", "NotPermitted", msg),),
         )
     if view.access is Access.WAITING:
         # Started, but its connection is gone: keep the last status and say why.
@@ -1113,8 +1122,9 @@ def _decide_deletion(run: TaskRun, obs: Observation) -> Decision:
     cleanup = _deletion_cleanup(run, spec, obs) or environment_core.on_delete(run, spec, obs)
     if cleanup is None:
         return remove
-    if obs.connection.access is Access.WAITING:
-        # Deletion never hangs on a connection that is gone: say what was left behind.
+    if obs.connection.access is not Access.READY:
+        # Deletion never hangs on a connection that is gone or no longer serves the run:
+        # say what was left behind.
         msg = f"{_left_behind(run, spec)} on delete: {obs.connection.message}"
         return replace(remove, events=(Event("Warning", "CleanupSkipped", msg),))
     return Decision(status, action=cleanup)

@@ -161,6 +161,8 @@ class LabelSelector:
     """
 
     requirements: tuple[Requirement, ...] = ()
+    # Selects no namespace at all (a setting left unset where the safe default is none).
+    nothing: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "requirements", tuple(sorted(set(self.requirements), key=_order)))
@@ -170,9 +172,13 @@ class LabelSelector:
         return cls(())
 
     def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.nothing:
+            return False
         return all(req.matches(labels) for req in self.requirements)
 
     def __str__(self) -> str:
+        if self.nothing:
+            return "<nothing>"
         if not self.requirements:
             return "<everything>"
         return ",".join(str(req) for req in self.requirements)
@@ -447,3 +453,6 @@ def parse(text: str, *, where: str = "selector") -> LabelSelector:
 
 # The selector that selects every namespace: a default for settings and policies.
 EVERYTHING = LabelSelector()
+# The selector that selects none: what a setting left unset grants, where granting all
+# would be the unsafe default.
+NOTHING = LabelSelector(nothing=True)

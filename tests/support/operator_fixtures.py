@@ -40,6 +40,9 @@ FAST_ENV = {
     "LOG_LEVEL": "DEBUG",
     # Any free port: several operators may run at once.
     "METRICS_PORT": "0",
+    # Each test's namespace is its own; the operator-level token serves it (a fresh
+    # install serves none until told).
+    "DEFAULT_CONNECTION_NAMESPACE_SELECTOR": "*",
 }
 T = TypeVar("T")
 

@@ -233,8 +233,21 @@ def test_connection_settings() -> None:
     assert (cfg.connection_recheck, cfg.secret_resync) == (120.0, 15.0)
     defaults = load()
     assert defaults.operator_namespace == "ona-system"
-    assert defaults.default_namespaces.matches({})
     assert (defaults.connection_recheck, defaults.secret_resync) == (300.0, 60.0)
+
+
+@pytest.mark.parametrize("unset", [None, "", "   "])
+def test_a_fresh_install_lends_the_operator_token_to_no_namespace(unset: str | None) -> None:
+    env = {} if unset is None else {"DEFAULT_CONNECTION_NAMESPACE_SELECTOR": unset}
+    cfg = load(**env)
+    assert not cfg.default_namespaces.matches({})
+    assert not cfg.default_namespaces.matches({"kubernetes.io/metadata.name": "default"})
+
+
+def test_all_namespaces_must_be_written_out() -> None:
+    cfg = load(DEFAULT_CONNECTION_NAMESPACE_SELECTOR="*")
+    assert cfg.default_namespaces.matches({})
+    assert cfg.default_namespaces.matches({"team": "x"})
 
 
 def test_connections_may_name_only_allowed_base_urls_and_the_operators_own() -> None:

@@ -1007,12 +1007,29 @@ CONNECTION = [
         Observation(connection=NO_CONNECTION),
     ),
     case(
-        "policy-is-not-asked-once-a-start-is-claimed",
+        "a-claimed-run-the-policy-refuses-does-nothing-more-in-ona",
         taskrun(inline_spec(connectionRef={"name": "ona"}), CLAIMED_RECENT),
         Expect(
-            conditions=pending("StartOutcomeUnknown"),
-            requeue=11.0,
+            conditions=finished("False", "NotPermitted", stalled=True),
+            messages={"Succeeded": ["may have made was not stopped"]},
+            events=[("Warning", "NotPermitted")],
         ),
+        Observation(connection=REFUSED),
+    ),
+    case(
+        "a-running-run-the-policy-refuses-is-not-followed-or-stopped",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), RUNNING),
+        Expect(
+            conditions=finished("False", "NotPermitted", stalled=True),
+            messages={"Succeeded": [f"execution {EXEC} was not stopped"]},
+            events=[("Warning", "NotPermitted")],
+        ),
+        Observation(connection=REFUSED, execution=execution(phase=Phase.RUNNING, version=9)),
+    ),
+    case(
+        "deleting-a-run-the-policy-refuses-stops-nothing-and-says-what-was-left",
+        taskrun(inline_spec(connectionRef={"name": "ona"}), RUNNING, deleting=True),
+        Expect(action=REMOVE, events=[("Warning", "CleanupSkipped")]),
         Observation(connection=REFUSED),
     ),
     case(

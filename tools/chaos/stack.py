@@ -172,6 +172,7 @@ class Stack:
             "ONA_BASE_URL": self.base_url,
             "ONA_API_TOKEN": self.token,
             "WATCH_NAMESPACES": self.namespace,
+            "DEFAULT_CONNECTION_NAMESPACE_SELECTOR": "*",
             "LOG_LEVEL": "INFO",
             # Any free port: a restarted operator may overlap the one it replaces.
             "METRICS_PORT": "0",
