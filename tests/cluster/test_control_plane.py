@@ -146,16 +146,17 @@ def test_operator_is_allowed_within_its_grants(
     )
     assert event["metadata"]["uid"]
 
-    lease = _plain(
-        client.CoordinationV1Api(operator_api).create_namespaced_lease(
-            namespace,
-            client.V1Lease(
-                metadata=client.V1ObjectMeta(name="probe"),
-                spec=client.V1LeaseSpec(holder_identity="probe"),
-            ),
-        )
+    # Leases only in the operator's own namespace (its Role), never in a team's.
+    probe = client.V1Lease(
+        metadata=client.V1ObjectMeta(name=f"probe-{uuid.uuid4().hex[:8]}"),
+        spec=client.V1LeaseSpec(holder_identity="probe"),
     )
+    leases = client.CoordinationV1Api(operator_api)
+    lease = _plain(leases.create_namespaced_lease("ona-system", probe))
     assert lease["spec"]["holderIdentity"] == "probe"
+    with pytest.raises(client.ApiException) as elsewhere:
+        leases.create_namespaced_lease(namespace, probe)
+    assert elsewhere.value.status == 403
 
     crd = _plain(client.ApiextensionsV1Api(k8s_admin).read_custom_resource_definition(CRD_NAME))
     version = next(v["name"] for v in crd["spec"]["versions"] if v["storage"])

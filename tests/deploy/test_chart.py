@@ -5,6 +5,7 @@ scripts/sync-monitoring keeps in step."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,14 @@ def env(deployment: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(deployment)["env"]}
 
 
-@pytest.mark.parametrize("sets", [[], [*MONITORING_ON, "leaderElection.enabled=true"]])
+LOCKED_DOWN = [
+    "rbac.secretNamespaces={team-a,team-b}",
+    "metrics.networkPolicy.enabled=true",
+    "defaultConnection.namespaceSelector=ona.com/default-token=true",
+]
+
+
+@pytest.mark.parametrize("sets", [[], [*MONITORING_ON, "leaderElection.enabled=true"], LOCKED_DOWN])
 def test_helm_lint_accepts_the_chart(sets: list[str]) -> None:
     args = ["lint", "--strict", str(CHART)]
     for value in sets:
@@ -71,18 +79,31 @@ def test_lint_refuses_a_broken_chart(tmp_path: Path) -> None:
 
 def test_defaults_render_what_the_manifests_install_but_the_namespace() -> None:
     kinds = sorted(o["kind"] for o in template())
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
 
 
 def test_the_chart_grants_exactly_the_manifests_rbac(objects: list[dict[str, Any]]) -> None:  # noqa: F811
     chart = template()
     assert one(chart, "ClusterRole")["rules"] == one(objects, "ClusterRole")["rules"]
-    binding = one(chart, "ClusterRoleBinding")
+    assert one(chart, "Role")["rules"] == one(objects, "Role")["rules"]
     account = one(chart, "ServiceAccount")
-    assert binding["roleRef"]["name"] == one(chart, "ClusterRole")["metadata"]["name"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "ona-system"}
-    ]
+    subject = {
+        "kind": "ServiceAccount",
+        "name": account["metadata"]["name"],
+        "namespace": "ona-system",
+    }
+    for kind in ("ClusterRole", "Role"):
+        binding = one(chart, f"{kind}Binding")
+        assert binding["roleRef"]["kind"] == kind
+        assert binding["roleRef"]["name"] == one(chart, kind)["metadata"]["name"]
+        assert binding["subjects"] == [subject]
     assert (
         one(chart, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
         == (account["metadata"]["name"])
@@ -133,7 +154,7 @@ def test_values_for_image_token_namespaces_leader_election_and_metrics() -> None
     settings = env(deployment)
     assert settings["WATCH_NAMESPACES"] == "team-a,team-b"
     assert settings["LEADER_ELECTION"] == "true"
-    assert settings["LEASE_NAMESPACE"] == "ona-system"
+    assert settings["LEASE_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert settings["METRICS_PORT"] == "9200"
     assert {"name": "metrics", "containerPort": 9200, "protocol": "TCP"} in main["ports"]
     assert deployment["spec"]["replicas"] == 2
@@ -142,6 +163,82 @@ def test_values_for_image_token_namespaces_leader_election_and_metrics() -> None
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v)
     assert volume["secret"]["secretName"] == "team-token"
     assert volume["secret"]["items"] == [{"key": "pat", "path": "token"}]
+
+
+def rules_on(role: dict[str, Any], resource: str) -> list[dict[str, Any]]:
+    return [rule for rule in role["rules"] if resource in rule["resources"]]
+
+
+@pytest.mark.parametrize("namespace", ["ona-system", "platform"])
+def test_leases_and_creating_secrets_are_granted_in_the_release_namespace_only(
+    namespace: str,
+) -> None:
+    objs = template(namespace=namespace)
+    assert rules_on(one(objs, "ClusterRole"), "leases") == []
+    role, binding = one(objs, "Role"), one(objs, "RoleBinding")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    assert binding["subjects"][0]["namespace"] == namespace
+    assert {v for r in rules_on(role, "leases") for v in r["verbs"]} == {"get", "create", "update"}
+    assert {v for r in rules_on(role, "secrets") for v in r["verbs"]} == {"get", "create"}
+    # Cluster-wide, the operator creates only Events and (for schedules) TaskRuns.
+    cluster_creates = [r for r in one(objs, "ClusterRole")["rules"] if "create" in r["verbs"]]
+    assert [r["resources"] for r in cluster_creates] == [["events"], ["taskruns"]]
+
+
+def test_secret_namespaces_turn_the_cluster_wide_get_into_roles() -> None:
+    objs = template("rbac.secretNamespaces={team-a,team-b,team-a,ona-system}")
+    assert rules_on(one(objs, "ClusterRole"), "secrets") == []
+    assert rules_on(one(objs, "ClusterRole"), "leases") == []
+    account = one(objs, "ServiceAccount")["metadata"]["name"]
+    roles = {o["metadata"]["namespace"]: o for o in objs if o["kind"] == "Role"}
+    bindings = {o["metadata"]["namespace"]: o for o in objs if o["kind"] == "RoleBinding"}
+    # Each listed namespace once, and the operator's own always (its own Role reads there).
+    assert sorted(roles) == sorted(bindings) == ["ona-system", "team-a", "team-b"]
+    for namespace in ("team-a", "team-b"):
+        assert roles[namespace]["rules"] == [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+        ]
+        assert bindings[namespace]["roleRef"]["name"] == roles[namespace]["metadata"]["name"]
+        assert bindings[namespace]["subjects"] == [
+            {"kind": "ServiceAccount", "name": account, "namespace": "ona-system"}
+        ]
+    assert {"get"} <= {v for r in rules_on(roles["ona-system"], "secrets") for v in r["verbs"]}
+
+
+def test_without_secret_namespaces_the_cluster_role_gets_secrets_everywhere() -> None:
+    objs = template()
+    assert rules_on(one(objs, "ClusterRole"), "secrets") == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+    ]
+    assert [o["metadata"]["namespace"] for o in objs if o["kind"] == "Role"] == ["ona-system"]
+
+
+def test_a_secret_namespace_that_is_no_namespace_name_is_refused() -> None:
+    result = tools.run(
+        "helm", "template", "x", str(CHART), "--set", "rbac.secretNamespaces={Team_A}"
+    )
+    assert result.returncode != 0
+    assert 'rbac.secretNamespaces: "Team_A" is not a namespace name' in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        pytest.param([], "", id="default-none"),
+        pytest.param(["defaultConnection.namespaceSelector=*"], "*", id="all"),
+        pytest.param(
+            ["defaultConnection.namespaceSelector=ona.com/default-token=true"],
+            "ona.com/default-token=true",
+            id="selector",
+        ),
+    ],
+)
+def test_the_default_connection_namespace_selector_comes_from_its_value(
+    sets: list[str], expected: str
+) -> None:
+    assert env(one(template(*sets), "Deployment"))["DEFAULT_CONNECTION_NAMESPACE_SELECTOR"] == (
+        expected
+    )
 
 
 def test_no_token_secret_means_no_default_connection() -> None:
@@ -154,6 +251,56 @@ def test_metrics_can_be_switched_off() -> None:
     deployment = one(template("metrics.enabled=false"), "Deployment")
     assert env(deployment)["METRICS_ENABLED"] == "false"
     assert [p["name"] for p in container(deployment)["ports"]] == ["health"]
+
+
+def test_no_network_policy_unless_asked() -> None:
+    assert [o for o in template(*MONITORING_ON) if o["kind"] == "NetworkPolicy"] == []
+
+
+def test_the_network_policy_lets_only_prometheus_reach_the_metrics_port() -> None:
+    prometheus = {"matchLabels": {"app.kubernetes.io/name": "prometheus", "team": "sre"}}
+    monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}
+    objs = template(
+        "metrics.networkPolicy.enabled=true",
+        "metrics.port=9200",
+        "metrics.networkPolicy.podSelector.matchLabels.team=sre",
+        "metrics.networkPolicy.namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name="
+        "observability",
+    )
+    policy, deployment = one(objs, "NetworkPolicy"), one(objs, "Deployment")
+    assert policy["metadata"]["namespace"] == "ona-system"
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"]
+        == (deployment["spec"]["selector"]["matchLabels"])
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ingress = policy["spec"]["ingress"]
+    # The metrics port: from Prometheus's pods in its namespace (one peer: both must match).
+    to_metrics = [rule for rule in ingress if {"port": 9200, "protocol": "TCP"} in rule["ports"]]
+    assert to_metrics == [
+        {
+            "from": [{"namespaceSelector": monitoring, "podSelector": prometheus}],
+            "ports": [{"port": 9200, "protocol": "TCP"}],
+        }
+    ]
+    # The health port stays open for the kubelet's probes, and nothing else is allowed.
+    probe = container(deployment)["livenessProbe"]["httpGet"]["port"]
+    (health,) = (p["containerPort"] for p in container(deployment)["ports"] if p["name"] == probe)
+    assert [rule for rule in ingress if rule not in to_metrics] == [
+        {"ports": [{"port": health, "protocol": "TCP"}]}
+    ]
+
+
+def test_the_network_policy_allows_the_kustomize_components_ingress(tmp_path: Path) -> None:
+    """Both kits let the same peers reach the same ports by default."""
+    component = yaml.safe_load(
+        (MANIFESTS / "monitoring" / "networkpolicy" / "networkpolicy.yaml").read_text()
+    )
+    chart = one(template("metrics.networkPolicy.enabled=true"), "NetworkPolicy")
+    assert chart["spec"]["ingress"] == component["spec"]["ingress"]
+    assert chart["spec"]["policyTypes"] == component["spec"]["policyTypes"]
 
 
 def test_monitoring_renders_the_same_rules_and_dashboard_as_the_component() -> None:
@@ -192,14 +339,26 @@ def test_the_chart_copies_are_in_step_with_their_sources() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("locked_down", [False, True], ids=["defaults", "locked-down"])
 def test_api_server_accepts_the_chart_and_the_restricted_policy_admits_its_pod(
-    control_plane: ControlPlane,
+    control_plane: ControlPlane, namespace: str, locked_down: bool
 ) -> None:
-    objs = template()
+    sets = [f"rbac.secretNamespaces={{{namespace},default}}", *LOCKED_DOWN[1:]]
+    objs = template(*sets) if locked_down else template()
     applied = control_plane.kubectl_run(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(objs)
     )
     assert "deployment.apps/ona-taskrun-operator created (server dry run)" in applied.stdout
+    # Each object the API server took, whether new to it or already applied by the tests.
+    accepted = [line.split()[0] for line in applied.stdout.splitlines()]
+    kinds = {
+        "Role": "role.rbac.authorization.k8s.io",
+        "RoleBinding": "rolebinding.rbac.authorization.k8s.io",
+        "NetworkPolicy": "networkpolicy.networking.k8s.io",
+    }
+    expected = [f"{kinds[o['kind']]}/{o['metadata']['name']}" for o in objs if o["kind"] in kinds]
+    assert len(expected) == (7 if locked_down else 2)
+    assert Counter(expected) <= Counter(accepted), applied.stdout
     template_ = one(objs, "Deployment")["spec"]["template"]
     pod = {
         "apiVersion": "v1",

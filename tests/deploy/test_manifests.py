@@ -78,6 +78,8 @@ def test_one_apply_installs_namespace_crd_rbac_and_operator(objects: list[dict[s
         ("ServiceAccount", "ona-taskrun-operator"),
         ("ClusterRole", "ona-taskrun-operator"),
         ("ClusterRoleBinding", "ona-taskrun-operator"),
+        ("Role", "ona-taskrun-operator"),
+        ("RoleBinding", "ona-taskrun-operator"),
         ("Deployment", "ona-taskrun-operator"),
     }
 
@@ -136,14 +138,28 @@ def test_token_comes_from_the_secret_by_reference(
     assert only(objects, "Secret") == []
 
 
+@pytest.mark.parametrize("name", ["OPERATOR_NAMESPACE", "LEASE_NAMESPACE"])
 def test_operator_knows_its_own_namespace_from_the_downward_api(
+    deployment: dict[str, Any], name: str
+) -> None:
+    """The Lease must be where the Role grants Leases: the pod's own namespace."""
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env[name] == {
+        "name": name,
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    }
+
+
+def test_the_default_connection_serves_no_namespace_until_the_installer_decides(
     deployment: dict[str, Any],
 ) -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["OPERATOR_NAMESPACE"] == {
-        "name": "OPERATOR_NAMESPACE",
-        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    # Written out, empty: the operator reads that as no namespace ("*" would be all).
+    assert env["DEFAULT_CONNECTION_NAMESPACE_SELECTOR"] == {
+        "name": "DEFAULT_CONNECTION_NAMESPACE_SELECTOR",
+        "value": "",
     }
 
 
@@ -161,9 +177,21 @@ def test_crds_kustomization_lists_every_crd() -> None:
         assert crd["spec"]["names"]["categories"] == ["ona"]
 
 
-def rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rules(objects: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
     return [
-        rule for kind in ("ClusterRole", "Role") for o in only(objects, kind) for rule in o["rules"]
+        rule
+        for kind in kinds or ("ClusterRole", "Role")
+        for o in only(objects, kind)
+        for rule in o["rules"]
+    ]
+
+
+def secret_rules(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        rule
+        for rule in found
+        if "secrets" in rule["resources"]
+        or any(r.startswith("secrets/") for r in rule["resources"])
     ]
 
 
@@ -174,19 +202,57 @@ def test_rbac_has_no_wildcards_and_only_gets_secrets(objects: list[dict[str, Any
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(field, []), rule
         assert not rule.get("nonResourceURLs"), rule
-    # Secrets: `get` by name and nothing else (no list, no watch, no writes), in a rule of
-    # their own, so that no other verb reaches them through a shared rule.
-    secret_rules = [
-        rule
-        for rule in found
-        if "secrets" in rule["resources"]
-        or any(r.startswith("secrets/") for r in rule["resources"])
+    # Secrets, cluster-wide: `get` by name and nothing else (no list, no watch, no writes),
+    # in a rule of their own, so that no other verb reaches them through a shared rule.
+    assert secret_rules(rules(objects, "ClusterRole")) == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
     ]
-    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     (binding,) = only(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "ona-taskrun-operator", "namespace": "ona-system"}
     ]
+
+
+def test_no_cluster_role_grants_leases(objects: list[dict[str, Any]]) -> None:
+    """Cluster-wide Leases would let the operator rewrite kube-system's leader elections."""
+    assert [r for r in rules(objects, "ClusterRole") if "leases" in r["resources"]] == []
+    assert [
+        r for r in rules(objects, "ClusterRole") if "coordination.k8s.io" in r["apiGroups"]
+    ] == []
+
+
+def test_the_role_grants_leases_and_creating_secrets_in_the_operator_namespace_only(
+    objects: list[dict[str, Any]],
+) -> None:
+    (role,) = only(objects, "Role")
+    (binding,) = only(objects, "RoleBinding")
+    (account,) = only(objects, "ServiceAccount")
+    assert role["metadata"]["namespace"] == account["metadata"]["namespace"] == "ona-system"
+    assert binding["metadata"]["namespace"] == "ona-system"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ona-taskrun-operator", "namespace": "ona-system"}
+    ]
+    # What the leader elector does: read, create, renew (an update with resourceVersion).
+    leases = [r for r in role["rules"] if "leases" in r["resources"]]
+    assert leases == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    # The claim key: created once if missing, never updated; get for it and for
+    # ClusterOnaConnection Secrets, which live here too. Nothing that lists or rewrites.
+    assert secret_rules(role["rules"]) == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]
+    assert len(role["rules"]) == 3
 
 
 def granted(objects: list[dict[str, Any]], group: str, resource: str) -> set[str]:
@@ -223,6 +289,36 @@ def test_rbac_lets_schedules_create_and_delete_their_taskruns_and_nothing_more(
         "create",
         "delete",
     }
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("question", "allowed"),
+    [
+        pytest.param(["create", "leases", "-n", "ona-system"], True, id="create-own-lease"),
+        pytest.param(["update", "leases", "-n", "ona-system"], True, id="renew-own-lease"),
+        pytest.param(["get", "leases", "-n", "ona-system"], True, id="read-own-lease"),
+        pytest.param(["update", "leases", "-n", "kube-system"], False, id="no-kube-system"),
+        pytest.param(["create", "leases", "-n", "default"], False, id="no-lease-elsewhere"),
+        pytest.param(["delete", "leases", "-n", "ona-system"], False, id="no-lease-delete"),
+        pytest.param(["create", "secrets", "-n", "ona-system"], True, id="create-claim-key"),
+        pytest.param(["create", "secrets", "-n", "default"], False, id="no-secret-elsewhere"),
+        pytest.param(["update", "secrets", "-n", "ona-system"], False, id="no-secret-update"),
+        pytest.param(["delete", "secrets", "-n", "ona-system"], False, id="no-secret-delete"),
+        pytest.param(["list", "secrets", "-n", "ona-system"], False, id="no-secret-list"),
+        pytest.param(["get", "secrets", "-n", "ona-system"], True, id="get-own-secret"),
+        pytest.param(["get", "secrets", "-n", "default"], True, id="get-team-secret"),
+    ],
+)
+def test_the_applied_rbac_holds_leases_and_secret_writes_to_the_operator_namespace(
+    control_plane: ControlPlane, operator_kubeconfig: Path, question: list[str], allowed: bool
+) -> None:
+    """As the API server decides for the operator's identity, with manifests/rbac applied
+    (the control plane applies it after manifests/namespace.yaml)."""
+    result = control_plane.kubectl_run(
+        "auth", "can-i", *question, kubeconfig=operator_kubeconfig, check=False
+    )
+    assert result.stdout.strip() == ("yes" if allowed else "no"), result.stderr
 
 
 @pytest.mark.e2e
