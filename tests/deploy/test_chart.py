@@ -241,6 +241,25 @@ def test_the_default_connection_namespace_selector_comes_from_its_value(
     )
 
 
+def notes(*sets: str) -> str:
+    args = ["install", "ona-taskrun-operator", str(CHART), "-n", "ona-system", "--dry-run=client"]
+    for value in sets:
+        args += ["--set-string", value]
+    result = tools.run("helm", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.partition("NOTES:")[2]
+
+
+def test_a_fresh_install_says_its_token_serves_no_namespace_yet() -> None:
+    assert "It serves no namespace yet" in notes()
+    assert "It serves the TaskRuns of every namespace" in notes(
+        "defaultConnection.namespaceSelector=*"
+    )
+    chosen = notes("defaultConnection.namespaceSelector=ona.com/default-token=true")
+    assert 'whose labels match "ona.com/default-token=true"' in chosen
+    assert "no namespace yet" not in chosen
+
+
 def test_no_token_secret_means_no_default_connection() -> None:
     deployment = one(template("ona.tokenSecret.name="), "Deployment")
     assert "ONA_API_TOKEN_FILE" not in env(deployment)
