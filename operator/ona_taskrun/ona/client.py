@@ -543,7 +543,9 @@ class OnaClient:
         def redact(text: str) -> str:
             return self._redact(text).replace(logs_token, "[redacted]")
 
-        return open_log(self._http, log_url, logs_token, limits=timeout, redact=redact)
+        return open_log(
+            self._http, log_url, logs_token, limits=timeout, redact=redact, base_url=self._base_url
+        )
 
     # -- tasks ------------------------------------------------------------------------
 
