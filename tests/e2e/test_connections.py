@@ -216,6 +216,15 @@ def test_cluster_connection_serves_selected_namespaces_only(
     token = _token()
     subject = e2e_simulator.control.add_token(token)
     kube.secret(operator_namespace, "shared-token", token)
+    # The operator may create its claim key only in ona-system (its Role); an installer
+    # of another namespace grants the same there, which this stands in for.
+    kube.core.create_namespaced_secret(
+        operator_namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="ona-taskrun-claim-key"),
+            data={"key": base64.b64encode(uuid.uuid4().bytes * 2).decode()},
+        ),
+    )
     name = f"shared-{uuid.uuid4().hex[:8]}"
     kube.apply(
         {
