@@ -9,6 +9,10 @@ seconds, then goes out with one in flight at a time (so a queue that never empti
 not hold Events back for ever); once no TaskRun waits, up to `idle_in_flight` at a time.
 The queue is bounded; past the bound the oldest Event is dropped (Events are best
 effort) and the drop is logged.
+
+An Event's message may quote what came from outside (a failure message, log lines): it is
+scrubbed of every token the operator holds (`logs.scrub`) as it is queued, so no token
+waits in the queue or reaches the API server.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import replace
 from typing import Any
 
-from . import core
+from . import core, logs
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,9 @@ class EventPoster:
         return len(self._waiting)
 
     def submit(self, body: Mapping[str, Any], event: core.Event) -> None:
+        message = logs.scrub(event.message)
+        if message != event.message:
+            event = replace(event, message=message)
         self._waiting.append((self._clock(), body, event))
         if len(self._waiting) > self._limit:
             _, _, gone = self._waiting.popleft()

@@ -10,6 +10,11 @@ it into the status (`fold`) and writes it like any other change, with the same
 resourceVersion precondition. A log that cannot be read becomes a short note in the
 Succeeded condition's message. The run's `Failed` (or `TimedOut`) Event waits for the
 read, bounded by `READ_TIMEOUT`, so it can carry the last lines.
+
+A log is the task's to fill: its URL is checked before anything is asked for it
+(`ona.logurl`), it is read a chunk at a time with long lines cut (`ona.logs`), only its
+end is kept (`TailRing`, a few KiB whatever the log holds), and every token the operator
+holds, the logs token included, is scrubbed from it before it is kept (`logs.scrub`).
 """
 
 from __future__ import annotations
@@ -17,19 +22,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from . import core, metrics
+from . import core, logs, metrics
 from .connection_core import ConnectionKey
 from .connections import Remote
 from .logtail_core import (
+    TOKEN_LIFETIME,
     CachedToken,
     LogSettings,
     TailOutcome,
+    TailRing,
     apply_outcome,
     event_message,
     has_note,
@@ -38,7 +44,7 @@ from .logtail_core import (
     usable,
     wants_tail,
 )
-from .ona import errors
+from .ona import errors, logurl
 from .ona.logs import read_log
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,8 @@ Post = Callable[[Mapping[str, Any], tuple[core.Event, ...]], Awaitable[None]]
 def _problem(exc: errors.OnaError) -> str:
     """A short note for the condition message: what failed, not the whole error."""
     status = f"HTTP {exc.http_status}" if exc.http_status is not None else "no response"
+    if isinstance(exc, logurl.LogUrlRefused):
+        return exc.message
     if isinstance(exc, errors.Unauthenticated):
         return f"the logs token was refused ({status})"
     if exc.method == "CreateEnvironmentLogsToken":
@@ -169,7 +177,7 @@ class LogTails:
             outcome = TailOutcome(problem=f"reading the log took over {self._read_timeout:.0f}s")
         except errors.OnaError as exc:
             result = exc.code
-            outcome = TailOutcome(problem=_problem(exc))
+            outcome = TailOutcome(problem=logs.scrub(_problem(exc)))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -185,15 +193,20 @@ class LogTails:
             log.info("%s: no log tail: %s", key, outcome.problem)
         self._outcomes[key] = outcome
         if held:
-            events = tuple(replace(e, message=event_message(e.message, outcome.tail)) for e in held)
+            # Scrubbed before `event_message` shortens it: a token is masked whole.
+            events = tuple(
+                replace(e, message=event_message(logs.scrub(e.message), outcome.tail)) for e in held
+            )
             await self._post(body, events)
         self._enqueue(key)
 
     async def _tail(
         self, body: Mapping[str, Any], status: core.Status, settings: LogSettings, remote: Remote
     ) -> TailOutcome:
-        environment_id = await self._environment(body, status, remote)
         client = remote.client
+        # Refused before a token is asked for (`open_log` checks again, at each try).
+        await logurl.check(status.log_url, client.base_url)
+        environment_id = await self._environment(body, status, remote)
 
         held = ""
 
@@ -202,14 +215,14 @@ class LogTails:
             held = await self._token(remote, environment_id, refused=held if renew else None)
             return held
 
-        lines: deque[str] = deque(maxlen=settings.tail_lines)
+        ring = TailRing(settings.tail_lines, scrub=logs.scrub)
         async for line in read_log(
             lambda current: client.open_log(status.log_url, current, idle_timeout=IDLE_TIMEOUT),
             token,
             delay=self._retry_delay,
         ):
-            lines.append(line)
-        return outcome_of(list(lines), settings)
+            ring.push(line)
+        return outcome_of(ring.lines(), settings)
 
     async def _environment(
         self, body: Mapping[str, Any], status: core.Status, remote: Remote
@@ -238,6 +251,8 @@ class LogTails:
             if cached is not None and usable(cached, self._clock()) and cached.token != refused:
                 return cached.token
             token = await remote.client.create_environment_logs_token(environment_id)
+            # Out of every tail, Event and log record, for longer than it is good for.
+            logs.protect(token, lifetime=2 * TOKEN_LIFETIME)
             now = self._clock()
             for stale in [k for k, c in self._tokens.items() if not usable(c, now)]:
                 del self._tokens[stale]

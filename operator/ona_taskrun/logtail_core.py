@@ -1,6 +1,6 @@
-"""Log tails, the pure part: whether a run's log tail is wanted, how the tail is cut to
-its bounds, what it adds to the status and to the run's Event, and when a cached logs
-token must be renewed.
+"""Log tails, the pure part: whether a run's log tail is wanted, the ring that keeps the
+end of a log as it streams by, how the tail is cut to its bounds, what it adds to the
+status and to the run's Event, and when a cached logs token must be renewed.
 
 No I/O: `logtail` (the edge) reads the log and calls these. Every rule is a row in
 `tests/unit/test_logtail_core.py`.
@@ -8,12 +8,14 @@ No I/O: `logtail` (the edge) reads the log and calls these. Every rule is a row 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .core import SUCCEEDED, Condition, Phase, Status, parse_time
+from .ona.logs import cut_line, split_cut
 
 DEFAULT_TAIL_LINES: Final = 20
 MAX_TAIL_LINES: Final = 100  # the CRD's bound on spec.logs.tailLines
@@ -28,6 +30,11 @@ RECENT: Final = timedelta(minutes=15)
 # Marks the Succeeded message of a run whose tail was tried: never tried again.
 NOTE_MARK: Final = "(log tail: "
 TRUNCATED: Final = "..."
+# A line in the tail keeps at most this much of its start (UTF-8), so that a long line
+# leaves room in `MAX_TAIL_BYTES` for the lines around it, its cut marker included.
+TAIL_LINE_BYTES: Final = 1024
+# What the ring holds at most, whatever the log: the last lines that fit, each already cut.
+RING_BYTES: Final = 2 * MAX_TAIL_BYTES
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,63 @@ def wants_tail(status: Status, settings: LogSettings, now: datetime) -> bool:
     if phase is Phase.FAILED or (cond is not None and cond.reason == "TimedOut"):
         return True
     return phase is Phase.SUCCEEDED and settings.tail_on_success
+
+
+class Scrub(Protocol):
+    def __call__(self, text: str, *, cut: bool = False) -> str: ...
+
+
+def _unscrubbed(text: str, *, cut: bool = False) -> str:
+    return text
+
+
+class TailRing:
+    """The last lines of a log as it streams by, in bounded memory: at most `max_lines`
+    lines and `max_bytes` of UTF-8 (the newest line is always kept), each line scrubbed
+    of secrets, then cut to its first `line_bytes` with a marker saying how much of it
+    was left out (lines a reader already cut keep their marker, its count grown)."""
+
+    def __init__(
+        self,
+        max_lines: int,
+        *,
+        max_bytes: int = RING_BYTES,
+        line_bytes: int = TAIL_LINE_BYTES,
+        scrub: Scrub = _unscrubbed,
+    ) -> None:
+        self._max_lines = max(0, max_lines)
+        self._max_bytes = max_bytes
+        self._line_bytes = line_bytes
+        self._scrub = scrub
+        self._lines: deque[tuple[str, int]] = deque()  # (line, its size in bytes)
+        self._size = 0
+
+    def push(self, line: str) -> None:
+        if self._max_lines == 0:
+            return
+        head, dropped = split_cut(line)
+        # Scrubbed before it is cut: a secret across the cut is masked whole.
+        head = self._scrub(head, cut=dropped > 0)
+        raw = head.encode()
+        if len(raw) > self._line_bytes:
+            dropped += len(raw) - self._line_bytes
+            head = raw[: self._line_bytes].decode(errors="ignore")
+        kept = cut_line(head, dropped) if dropped else head
+        size = len(kept.encode())
+        self._lines.append((kept, size))
+        self._size += size
+        while len(self._lines) > 1 and (
+            len(self._lines) > self._max_lines or self._size > self._max_bytes
+        ):
+            self._size -= self._lines.popleft()[1]
+
+    def lines(self) -> list[str]:
+        return [line for line, _ in self._lines]
+
+    @property
+    def size(self) -> int:
+        """The bytes of UTF-8 the ring holds."""
+        return self._size
 
 
 def tail_text(lines: Sequence[str], max_lines: int, max_bytes: int = MAX_TAIL_BYTES) -> str:

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from ona_taskrun import core
+from ona_taskrun import core, logs
 from ona_taskrun.connection_core import ConnectionKey
 from ona_taskrun.connections import Remote, RemoteSettings
 from ona_taskrun.logtail import LogTails
+from ona_taskrun.logtail_core import TAIL_LINE_BYTES
 from ona_taskrun.ona import OnaClient
 from tests.support.simulator_fixtures import SimulatorHandle
 
@@ -215,3 +216,82 @@ async def test_a_deleted_run_is_forgotten(simulator: SimulatorHandle, remote: Re
     await asyncio.wait_for(tails.stop(), 5)
     assert seen.queued == []
     assert read_seconds()[0] == counted  # a read given up is not a read with a result
+
+
+async def test_a_log_url_at_a_metadata_address_is_refused_before_a_token_is_asked(
+    simulator: SimulatorHandle, remote: Remote
+) -> None:
+    seen = Seen()
+    tails = LogTails(enqueue=seen.enqueue, post=seen.post, retry_delay=0.01)
+    body = await ended_run(simulator, str(uuid.uuid4()))
+    body["status"]["logUrl"] = "http://169.254.169.254/latest/meta-data/iam"
+    tokens_before, refused_before = (
+        simulator.control.logs_settings()["tokensIssued"],
+        reads("refused"),
+    )
+    tails.after_write("ns/run", body, (core.Event("Warning", "Failed", "disk full"),), remote)
+    await settle(tails, seen, 1)
+    succeeded = tails.fold("ns/run", core.Status.from_dict(body["status"])).condition("Succeeded")
+    assert succeeded is not None
+    assert succeeded.message == (
+        "disk full (log tail: log URL refused: "
+        "host 169.254.169.254 is a link-local and metadata address)"
+    )
+    assert simulator.control.logs_settings()["tokensIssued"] == tokens_before
+    assert reads("refused") == refused_before + 1
+    assert seen.posted[0].message == "disk full"
+
+
+async def test_a_line_of_many_mib_leaves_a_bounded_tail_with_the_cut_marker(
+    simulator: SimulatorHandle, remote: Remote
+) -> None:
+    seen = Seen()
+    tails = LogTails(enqueue=seen.enqueue, post=seen.post, retry_delay=0.01)
+    command = (
+        'x sim:pending=20ms sim:duration=50ms sim:log_lines=0 sim:long_line=32M sim:fail="boom"'
+    )
+    body = await ended_run(simulator, str(uuid.uuid4()), command)
+    tails.after_write("ns/run", body, (core.Event("Warning", "Failed", "boom"),), remote)
+    await settle(tails, seen, 1)
+    tail = tails.fold("ns/run", core.Status.from_dict(body["status"])).log_tail
+    label = simulator.control.execution_log(body["status"]["taskExecutionId"])[0].split("]")[0]
+    kept = TAIL_LINE_BYTES - len(label) - 2  # the line's `[label] ` start counts
+    assert tail.split("\n") == [
+        f"{label}] started",
+        f"{label}] " + "x" * kept + f"… [line cut: {32 * 2**20 - kept} bytes]",
+        f"{label}] error: boom",
+    ]
+    assert len(tail.encode()) <= 4096
+    # The Event carries the last lines that fit its bound.
+    assert seen.posted[0].message.endswith("] error: boom")
+    assert len(seen.posted[0].message) <= 1024
+
+
+async def test_tails_and_events_are_scrubbed_of_the_tokens_the_operator_holds(
+    simulator: SimulatorHandle, remote: Remote
+) -> None:
+    seen = Seen()
+    tails = LogTails(enqueue=seen.enqueue, post=seen.post, retry_delay=0.01)
+    environment = str(uuid.uuid4())
+    # A connection's token, as its Secret's reading registers it.
+    logs.protect(simulator.token)
+    before = set(logs.protected())
+    leaky = f'x sim:pending=20ms sim:duration=50ms sim:fail="auth {simulator.token} failed"'
+    first = await ended_run(simulator, environment, leaky)
+    failed = core.Event("Warning", "Failed", f"failed: auth {simulator.token} failed")
+    tails.after_write("ns/first", first, (failed,), remote)
+    await settle(tails, seen, 1)
+    tail = tails.fold("ns/first", core.Status.from_dict(first["status"])).log_tail
+    assert tail.endswith("] error: auth *** failed")
+    assert seen.posted[0].message.startswith("failed: auth *** failed; last log lines:")
+    assert simulator.token not in seen.posted[0].message
+
+    # The logs token the read was given is held too: a log that prints it hides it.
+    (logs_token,) = {s for s in logs.protected() if s.startswith("sim-logs-")} - before
+    printing = f'x sim:pending=20ms sim:duration=50ms sim:fail="got {logs_token}"'
+    second = await ended_run(simulator, environment, printing)
+    tails.after_write("ns/second", second, (), remote)
+    await settle(tails, seen, 2)
+    tail = tails.fold("ns/second", core.Status.from_dict(second["status"])).log_tail
+    assert tail.endswith("] error: got ***")
+    assert logs_token not in tail
