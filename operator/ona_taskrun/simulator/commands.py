@@ -21,6 +21,9 @@ Directives (durations take `ms`, `s` or `m` suffixes, a bare number is seconds, 
 - `sim:stop_delay=DUR` time from StopTaskExecution to phase STOPPED (default 0.1s)
 - `sim:log_lines=N`    lines each step prints to the execution's log while it runs,
                        spread evenly over its time (0..1000, default 2; see `logs`)
+- `sim:long_line=SIZE` each step also prints one line of SIZE bytes when it starts
+                       (`K`, `M`, `G` or `KiB`, `MiB`, `GiB`: powers of 1024; up to 4G),
+                       streamed by the log endpoint, never held (default: none)
 
 Values may be quoted with double quotes (backslash escapes `"` and `\\`) or single quotes.
 A directive the simulator does not understand is an error at CreateTask, so a typo in a
@@ -43,6 +46,7 @@ DEFAULT_LOG_LINES: Final = 2
 MAX_LOG_LINES: Final = 1000
 MAX_STEPS: Final = 50
 MAX_OUTPUT_VALUE: Final = 4096
+MAX_LONG_LINE: Final = 4 << 30
 
 _DIRECTIVE_RE: Final = re.compile(
     r"""sim:(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)
@@ -50,6 +54,7 @@ _DIRECTIVE_RE: Final = re.compile(
     re.VERBOSE,
 )
 _DURATION_RE: Final = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m)?$")
+_SIZE_RE: Final = re.compile(r"^(?P<number>\d+)(?:(?P<unit>[KMG])(?:iB)?)?$")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class RunPlan:
     # Only the task's first N executions fail; 0: every execution follows the plan.
     fail_first: int = 0
     log_lines: int = DEFAULT_LOG_LINES
+    # Bytes of the one long line each step prints when it starts (0: none).
+    long_line: int = 0
 
     def for_execution(self, index: int) -> RunPlan:
         """The plan of the task's execution number `index` (0-based, in start order)."""
@@ -105,6 +112,17 @@ def parse_duration(text: str, where: str) -> float:
     return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
 
 
+def parse_size(text: str, where: str) -> int:
+    match = _SIZE_RE.match(text)
+    if match:
+        size = int(match["number"]) << {None: 0, "K": 10, "M": 20, "G": 30}[match["unit"]]
+        if size <= MAX_LONG_LINE:
+            return size
+    raise invalid(
+        f"spec.command: simulator directive {where}={text!r} must be a size of 0..4G bytes"
+    )
+
+
 def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         return re.sub(r"\\(.)", r"\1", value[1:-1])
@@ -131,6 +149,7 @@ def parse_command(command: str) -> RunPlan:
     fail_first = 0
     outputs: dict[str, str] = {}
     log_lines = DEFAULT_LOG_LINES
+    long_line = 0
     for match in _DIRECTIVE_RE.finditer(command):
         key = match["key"]
         raw = match["value"]
@@ -163,6 +182,8 @@ def parse_command(command: str) -> RunPlan:
                     f"0..{MAX_LOG_LINES}"
                 )
             log_lines = int(value)
+        elif key == "long_line":
+            long_line = parse_size(value, where)
         elif key.startswith("output.") and len(key) > len("output."):
             if len(value) > MAX_OUTPUT_VALUE:
                 raise invalid(
@@ -192,4 +213,5 @@ def parse_command(command: str) -> RunPlan:
         stop_delay_s=stop_delay,
         fail_first=fail_first,
         log_lines=log_lines,
+        long_line=long_line,
     )

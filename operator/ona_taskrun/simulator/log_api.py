@@ -6,7 +6,9 @@ CreateEnvironmentLogsToken route, and the control endpoints for logs.
 printed, one per `\\n`, until the execution has ended. A missing, wrong, expired or
 other-environment token gets 401 before anything else. The fault rule (see
 `logs.LogFaultRule`) may answer 502 or 401 instead, or drop the connection after some lines.
-Every read is in the call log as method `ReadLog` (no token in it).
+Every read is in the call log as method `ReadLog` (no token in it). A long line
+(`sim:long_line`) is written a MiB at a time, each write waiting for the reader to keep
+up, so the simulator holds one MiB of it however long it is.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from aiohttp import web
 from ona_taskrun.simulator.api import SIMULATOR_KEY, error_response, json_response, unary
 from ona_taskrun.simulator.control import PREFIX
 from ona_taskrun.simulator.core import CallRecord, Simulator
-from ona_taskrun.simulator.logs import READ_LOG, LogFaultRule
+from ona_taskrun.simulator.logs import READ_LOG, ExecutionLog, LogFaultRule
 from ona_taskrun.simulator.wire import JSON, ConnectError, parse_body
 
 ENVIRONMENT_SERVICE: Final = "gitpod.v1.EnvironmentService"
 LOG_PATH: Final = "/logs/task-executions"
 # How long a follower sleeps at most between looks, whatever it waits for.
 _POLL_S: Final = 0.5
+_FILLER: Final = b"x" * (1 << 20)
 
 
 def _text(status: int, text: str, content_type: str = "text/plain") -> web.Response:
@@ -85,13 +88,12 @@ async def read_log(request: web.Request) -> web.StreamResponse:
             fresh = lines[sent:]
             if drop_after is not None and sent + len(fresh) >= drop_after:
                 fresh = fresh[: drop_after - sent]
-                if fresh:
-                    await response.write("".join(f"{line}\n" for line in fresh).encode())
+                await _write_lines(response, log, fresh, sent)
                 call.fault = f"drop after {drop_after} lines"
                 _abort(request)
                 return response
             if fresh:
-                await response.write("".join(f"{line}\n" for line in fresh).encode())
+                await _write_lines(response, log, fresh, sent)
                 sent = len(lines)
             if log.ended and sent >= len(log.lines):
                 break
@@ -104,6 +106,27 @@ async def read_log(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
         pass
     return response
+
+
+async def _write_lines(
+    response: web.StreamResponse, log: ExecutionLog, lines: list[str], first: int
+) -> None:
+    """Write `lines`, the first of them line number `first` of the log."""
+    text: list[str] = []
+    for index, line in enumerate(lines, start=first):
+        filler = log.filler.get(index, 0)
+        if not filler:
+            text.append(f"{line}\n")
+            continue
+        text.append(line)
+        await response.write("".join(text).encode())
+        text = ["\n"]
+        while filler > 0:
+            size = min(filler, len(_FILLER))
+            await response.write(_FILLER if size == len(_FILLER) else _FILLER[:size])
+            filler -= size
+    if text:
+        await response.write("".join(text).encode())
 
 
 def _abort(request: web.Request) -> None:

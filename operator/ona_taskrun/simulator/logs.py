@@ -6,6 +6,9 @@ runs, each step prints `sim:log_lines` lines spread evenly over the group's time
 group ends, each step prints `done`, `error: <failure message>` or `stopped`. Lines that
 are due but not yet fixed by a status change are computed from the clock when read, so
 the ticker needs no work of its own for them, and what a reader sees only ever grows.
+With `sim:long_line=SIZE`, each step also prints one line of SIZE bytes when it starts:
+its `[<step label>] ` start is in `lines`, and `filler` says how many `x` the log endpoint
+streams after it, so a line of gigabytes costs the simulator nothing to hold.
 
 `LogService` holds the logs tokens `EnvironmentService/CreateEnvironmentLogsToken`
 hands out (each bound to one environment and expiring after `token_ttl_s`, one hour by
@@ -53,6 +56,8 @@ class ExecutionLog:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        # Line index -> bytes of `x` that follow the line's text (its long part).
+        self.filler: dict[int, int] = {}
         self.ended = False
         self._opened: set[int] = set()
         self._group: int | None = None  # the group whose steps are printing now
@@ -148,6 +153,10 @@ class ExecutionLog:
             self._interval = plan.group_duration_s / (self._count + 1)
         self._printed = 0
         self.lines.extend(f"[{label}] started" for label in self._labels)
+        if plan.long_line:
+            for label in self._labels:
+                self.filler[len(self.lines)] = plan.long_line
+                self.lines.append(f"[{label}] ")
 
     def _close_group(self, execution: Execution, now: float) -> None:
         group = self._group
