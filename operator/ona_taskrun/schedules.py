@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import core, schedule_core
+from . import core, logs, schedule_core
 from .kube import PLURAL, SCHEDULES, Conflict, Gone, KubeClient, KubeError
 from .reconciler import crash
 from .schedule_core import Created, CreateOutcome, Schedule
@@ -224,7 +224,8 @@ class Schedules:
             del said[:-_SAID_LIMIT]
             log.info("%s: %s: %s", key, event.reason, event.message)
             task = asyncio.get_running_loop().create_task(
-                self.kube.post_event(body, event.type, event.reason, event.message)
+                # A schedule's Event may quote an API answer: no token goes out in it.
+                self.kube.post_event(body, event.type, event.reason, logs.scrub(event.message))
             )
             self._posting.add(task)
             task.add_done_callback(self._posting.discard)
