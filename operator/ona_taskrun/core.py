@@ -110,7 +110,8 @@ class Spec:
     # spec.retries and spec.ttlSecondsAfterFinished (see retry_core).
     retries: int = 0
     ttl_after_finished: timedelta | None = None
-    # spec.environment; None: the environment is not looked at (as before it existed).
+    # spec.environment; None: its defaults, at no call while the environment runs
+    # (environment_core.IMPLIED).
     environment: environment_core.EnvironmentSpec | None = None
 
     @property
@@ -525,7 +526,7 @@ class Observation:
     task_deleted: bool = False
     # Whether the owned task was looked up and found missing.
     owned_task_missing: bool = False
-    # The run's environment as read in this pass (spec.environment only).
+    # The run's environment as read in this pass.
     environment: environment_core.RemoteEnvironment | None = None
     # Environments found by name after a creation whose outcome is unknown.
     environment_candidates: tuple[environment_core.RemoteEnvironment, ...] | None = None
@@ -769,13 +770,12 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
         # Started, but its connection is gone: keep the last status and say why.
         return Decision(_unfollowable(run, status, now, view), requeue_after=cfg.connection_wait)
 
-    if spec.environment is not None:
+    def rest(checked: TaskRun) -> Decision:
+        return _decide_run(checked, spec, obs, now, cfg)
 
-        def rest(checked: TaskRun) -> Decision:
-            return _decide_run(checked, spec, obs, now, cfg)
-
-        return environment_core.decide(run, spec, spec.environment, obs, now, cfg, rest)
-    return _decide_run(run, spec, obs, now, cfg)
+    # Every run goes through its environment's handling: spec.environment, or the defaults,
+    # which cost no call while the environment runs.
+    return environment_core.decide(run, spec, environment_core.of(spec), obs, now, cfg, rest)
 
 
 def _decide_run(
@@ -1197,8 +1197,9 @@ def apply_result(
         and failure is not None
         and failure.reason == "FailedPrecondition"
         and isinstance(run.spec, Spec)
-        and run.spec.environment is not None
     ):
+        # The environment is not running: every run starts it (or fails as whenStopped
+        # says), with or without spec.environment.
         return environment_core.start_refused(run, failure, obs, now)
     events: list[Event] = []
     obs = replace(obs, remote_failure=failure if failure and failure.transient else None)

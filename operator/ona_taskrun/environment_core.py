@@ -1,4 +1,4 @@
-"""Pure decisions about a TaskRun's environment (`spec.environment`).
+"""Pure decisions about a TaskRun's environment (`spec.environment`, or its defaults).
 
 An Ona task runs inside an environment, and environments stop on their own after an idle
 timeout. For a TaskRun with `spec.environment` the operator, before it creates or starts
@@ -20,6 +20,13 @@ environment that stops or fails under a running execution ends the run with reas
 with `deletionPolicy: Stop`), an environment created for it is deleted, stopped or kept
 as `cleanup` says.
 
+A TaskRun without `spec.environment` gets `whenStopped: Start` and `keepAlive: true`
+(`IMPLIED`) at no cost while its environment runs: nothing is read before the start, and
+only StartTask's `failed_precondition` sends it down the path above (read, start, wait,
+start the task once). Its first look and signal come one keep-alive period after the
+execution is first followed (with spec.environment they come at once), so a run shorter
+than that makes no environment call at all.
+
 Like `core`, nothing here does I/O; `core.decide` and `core.apply_result` call in here.
 """
 
@@ -37,6 +44,9 @@ ENVIRONMENT_READY = "EnvironmentReady"
 # A person resolves an ambiguous environment creation with this annotation.
 ADOPT_ENVIRONMENT_ANNOTATION = "automation.ona.com/adopt-environment"
 ACTIVITY_SOURCE = "ona-taskrun-operator"
+# The EnvironmentReady reason of a run whose StartTask was refused with failed_precondition
+# although its environment had just been read running.
+START_REFUSED = "StartRefused"
 
 # Environment phases in the short form the TaskRun status uses.
 CREATING, STARTING, RUNNING, UPDATING = "CREATING", "STARTING", "RUNNING", "UPDATING"
@@ -70,6 +80,18 @@ class EnvironmentSpec:
     keep_alive: bool = True
     from_project: FromProject | None = None
     cleanup: Cleanup = Cleanup.DELETE
+    # Read the environment before the start (spec.environment says so). False: the run's
+    # StartTask tells, by failed_precondition, that the environment is not running.
+    look_first: bool = True
+
+
+# What a run without spec.environment gets: the defaults, at no call while it runs.
+IMPLIED = EnvironmentSpec(look_first=False)
+
+
+def of(spec: core.Spec) -> EnvironmentSpec:
+    """The environment handling a run gets: its spec.environment, or the defaults."""
+    return spec.environment if spec.environment is not None else IMPLIED
 
 
 def parse_environment(raw: Any) -> EnvironmentSpec | None:
@@ -173,14 +195,24 @@ def decide(
     cfg: core.Settings,
     rest: Callable[[core.TaskRun], core.Decision],
 ) -> core.Decision:
-    """The decision for a TaskRun with spec.environment that is not over; `rest` is the
-    ordinary decision (task, start, tracking), asked once the environment allows it."""
+    """The decision for a TaskRun that is not over, as `env_spec` (see `of`) asks; `rest`
+    is the ordinary decision (task, start, tracking), asked once the environment allows."""
     status = run.status
     if status.task_execution_id or status.start_requested_at:
-        return _while_started(run, env_spec, obs, now, cfg, rest)
+        return _while_started(run, spec, env_spec, obs, now, cfg, rest)
     if env_spec.from_project is not None and not status.environment_id:
         return _create(run, env_spec.from_project, obs, now, cfg)
+    if not env_spec.look_first and not _waiting_for_it(status):
+        # The happy path of a run without spec.environment: no look before the start.
+        return rest(run)
     return _before_start(run, spec, env_spec, obs, now, cfg, rest)
+
+
+def _waiting_for_it(status: core.Status) -> bool:
+    """Whether the run is waiting for its environment (a StartTask said it is not running,
+    or a look since found it not running yet)."""
+    ready = status.condition(ENVIRONMENT_READY)
+    return ready is not None and ready.status != "True"
 
 
 def _ready(
@@ -210,6 +242,7 @@ def _waiting(
 
 _WAITING_REASONS = {
     "Checking": "CheckingEnvironment",
+    START_REFUSED: "CheckingEnvironment",
     "Creating": "EnvironmentCreating",
     "Starting": "EnvironmentStarting",
     "Stopped": "EnvironmentStopping",
@@ -236,11 +269,22 @@ def _transient(obs: core.Observation) -> core.RemoteFailure | None:
     return failure if failure is not None and failure.transient else None
 
 
-def _get(status: core.Status, spec: core.Spec | None = None) -> core.Action:
-    """Read the environment; a task named by id alone tells it by its task."""
-    env_id = status.environment_id or (spec.environment_id if spec else None) or ""
+def _get(
+    status: core.Status,
+    spec: core.Spec | None = None,
+    execution: core.RemoteExecution | None = None,
+) -> core.Action:
+    """Read the environment; a task named by id alone tells it by its execution, or else
+    by its task (GetTask, once per task)."""
+    env_id = (
+        status.environment_id
+        or (spec.environment_id if spec else None)
+        or (execution.environment_id if execution else "")
+    )
     task_id = status.task_id or (spec.task_ref.id if spec and spec.task_ref else None) or ""
-    return core.Action(core.ActionKind.GET_ENVIRONMENT, environment_id=env_id, task_id=task_id)
+    return core.Action(
+        core.ActionKind.GET_ENVIRONMENT, environment_id=env_id or "", task_id=task_id
+    )
 
 
 def _before_start(
@@ -265,7 +309,11 @@ def _before_start(
         )
     status = replace(status, environment_id=env.id, environment_phase=env.phase)
     if env.up:
-        status = _ready(run, status, now, "True", "Running", f"environment {env.id} is running")
+        if _ready_reason_now(status) != START_REFUSED:
+            msg = f"environment {env.id} is running"
+            status = _ready(run, status, now, "True", "Running", msg)
+        # else: running, yet StartTask was refused in it a moment ago. It is started once
+        # more; a second refusal in a running environment ends the run (start_refused).
         status = replace(status, environment_requested_at="")
         return rest(replace(run, status=status))
     label = env.phase or "UNKNOWN"
@@ -317,6 +365,11 @@ def _before_start(
         requeue_after=cfg.environment_poll,
         wait_environment=env.id,
     )
+
+
+def _ready_reason_now(status: core.Status) -> str:
+    ready = status.condition(ENVIRONMENT_READY)
+    return ready.reason if ready is not None else ""
 
 
 def _ready_reason(phase: str) -> str:
@@ -400,6 +453,7 @@ def _create(
 
 def _while_started(
     run: core.TaskRun,
+    spec: core.Spec,
     env_spec: EnvironmentSpec,
     obs: core.Observation,
     now: datetime,
@@ -410,23 +464,43 @@ def _while_started(
     exec_id = status.task_execution_id
     if not exec_id:
         return rest(run)  # a start whose outcome is being resolved: the core's business
+    if _ready_reason_now(status) == START_REFUSED:
+        # The start went through after all: the environment runs.
+        msg = f"environment {status.environment_id} is running"
+        status = _ready(run, status, now, "True", "Running", msg)
     execution = obs.execution if obs.execution and obs.execution.id == exec_id else None
     phase = (
         execution.phase if execution and execution.phase else core.Phase.from_remote(status.phase)
     )
     stopped_by_us = bool(status.stop_requested_at) and status.stop_reason != "EnvironmentStopped"
     if phase is core.Phase.SUCCEEDED or stopped_by_us:
-        return rest(run)
+        return rest(replace(run, status=status))
     final = phase is not None and phase.final
+    if not env_spec.look_first and not status.environment_checked_at:
+        # Without spec.environment the keep-alive clock starts when the execution is first
+        # followed (its environment was running when it started), and goes out with the
+        # status write that records the execution: a run shorter than one period makes no
+        # environment call at all. With it, the first look and signal come at once.
+        status = replace(status, environment_checked_at=core.rfc3339(now))
     checked = core.parse_time(status.environment_checked_at)
     due_at = checked + cfg.keepalive if checked is not None else now
     due = now >= due_at
     env = obs.environment
-    wanted = due or final or status.stop_reason == "EnvironmentStopped"
+    # An execution that ended other than succeeded may have ended with its environment: a
+    # look names it as the reason. A run without spec.environment is not charged that
+    # call; its execution says how it ended.
+    wanted = due or (final and env_spec.look_first) or status.stop_reason == "EnvironmentStopped"
     if env is None and wanted and not obs.environment_looked:
         return core.Decision(
-            core._observe(status, run.generation), action=_get(status), track=exec_id
+            core._observe(status, run.generation),
+            action=_get(status, spec, execution),
+            track=exec_id,
         )
+    if env is None and due and obs.environment_looked:
+        # The look was refused (a token without rights on environments, say): the run is
+        # followed without it, and the next look comes a period later, not at once.
+        status = replace(status, environment_checked_at=core.rfc3339(now))
+        due_at = now + cfg.keepalive
     if env is not None:
         status = replace(status, environment_id=env.id, environment_phase=env.phase)
         if env.failure_message or env.phase in _DOWN:
@@ -443,8 +517,8 @@ def _while_started(
                     track=exec_id,
                 )
     decision = rest(replace(run, status=status))
-    if decision.status.finished:
-        return decision
+    if decision.status.finished or decision.action is not None:
+        return decision  # an action comes first; the next decision sets the wait
     wait = max((due_at - now).total_seconds(), 0.1)
     requeue = decision.requeue_after
     return replace(decision, requeue_after=wait if requeue is None else min(requeue, wait))
@@ -635,12 +709,36 @@ def apply_result(
 def start_refused(
     run: core.TaskRun, failure: core.RemoteFailure, obs: core.Observation, now: datetime
 ) -> tuple[core.TaskRun, core.Observation, tuple[core.Event, ...]]:
-    """StartTask said failed_precondition: the environment stopped between the look and
-    the start. Nothing was started; look at the environment again."""
-    msg = f"StartTask was refused because the environment is not running: {failure.message}"
+    """StartTask said failed_precondition: the environment is not running (a run without
+    spec.environment learns it so; with it, the environment stopped between the look and
+    the start). Nothing was started, so the claim is void and the next start is claimed
+    anew, for the same attempt. The environment is looked at (and started, or the run
+    refused as whenStopped says) before the task is started again.
+
+    Refused in an environment read as running in this very pass, the start is tried once
+    more after another look; refused again so, the precondition is not the environment's
+    and the run ends as any refused start does, reason InvalidTask."""
     status = replace(run.status, start_requested_at="")
-    status = _waiting(run, status, now, "Stopped", msg)
-    return replace(run, status=status), replace(obs, environment=None, remote_failure=None), ()
+    seen = obs.environment
+    obs = replace(obs, environment=None, remote_failure=None)
+    if seen is not None and seen.up:
+        if _ready_reason_now(status) == START_REFUSED:
+            msg = (
+                f"StartTask was refused although environment {seen.id} is running: "
+                f"{failure.message}"
+            )
+            status = core._finish(run, status, now, "InvalidTask", msg, ok=False)
+            return replace(run, status=status), obs, (core.Event("Warning", "InvalidTask", msg),)
+        msg = (
+            f"StartTask was refused although environment {seen.id} was running: "
+            f"{failure.message}; looking at the environment again"
+        )
+        return replace(run, status=_waiting(run, status, now, START_REFUSED, msg)), obs, ()
+    msg = (
+        f"StartTask was refused because the environment is not running: {failure.message}; "
+        "looking at the environment"
+    )
+    return replace(run, status=_waiting(run, status, now, "Checking", msg)), obs, ()
 
 
 _CALLS = {

@@ -13,6 +13,7 @@ import pytest
 
 from ona_taskrun import core
 from ona_taskrun.core import Action, ActionKind, FailureKind, Observation, Phase, Result
+from ona_taskrun.environment_core import RemoteEnvironment
 
 from .builders import (
     EXEC,
@@ -91,6 +92,36 @@ def row(
     marks: Any = (),
 ) -> Any:
     return pytest.param(run, action, result, obs or Observation(), expect, id=id_, marks=marks)
+
+
+# StartTask in an environment that is not running, as the Ona client reports it.
+NOT_RUNNING = core.RemoteFailure(
+    FailureKind.INVALID_ARGUMENT,
+    "StartTask: failed_precondition (HTTP 400): environment env-1 is not running",
+    reason="FailedPrecondition",
+)
+
+
+def waiting_for_environment(ready: str) -> dict[str, Any]:
+    return {**pending("CheckingEnvironment"), "EnvironmentReady": ("False", ready)}
+
+
+def start_refused_as_not_running(id_: str, spec: Mapping[str, Any]) -> Any:
+    """With or without spec.environment (and whatever whenStopped says: the look that
+    follows decides), a start refused as not running voids its claim and looks."""
+    return row(
+        id_,
+        taskrun(spec, CLAIMED),
+        START,
+        Result(failure=NOT_RUNNING),
+        Expect(
+            status={"startRequestedAt": ABSENT, "taskExecutionId": ABSENT, "startAttempts": 1},
+            conditions=waiting_for_environment("Checking"),
+            messages={"EnvironmentReady": ["is not running"]},
+            obs={"environment": None, "remote_failure": None},
+            events=[],
+        ),
+    )
 
 
 def terminal_start(kind: FailureKind, reason: str, text: str) -> Any:
@@ -191,6 +222,61 @@ ROWS = [
     terminal_start(FailureKind.INVALID_ARGUMENT, "InvalidTask", "StartTask was refused"),
     transient_start(FailureKind.RATE_LIMITED),
     transient_start(FailureKind.UNAVAILABLE),
+    start_refused_as_not_running(
+        "start-refused-not-running-without-spec-environment-looks-at-the-environment",
+        {"taskRef": {"id": TASK}},
+    ),
+    start_refused_as_not_running(
+        "start-refused-not-running-inline-without-spec-environment-looks-too",
+        inline_spec(),
+    ),
+    start_refused_as_not_running(
+        "start-refused-not-running-when-stopped-fail-looks-before-refusing",
+        inline_spec(environment={"whenStopped": "Fail"}),
+    ),
+    row(
+        "start-refused-not-running-in-an-environment-just-read-running-looks-once-more",
+        taskrun(inline_spec(), CLAIMED),
+        START,
+        Result(failure=NOT_RUNNING),
+        Expect(
+            status={"startRequestedAt": ABSENT, "taskExecutionId": ABSENT},
+            conditions=waiting_for_environment("StartRefused"),
+            messages={"EnvironmentReady": ["although environment env-1 was running"]},
+            obs={"environment": None},
+        ),
+        Observation(environment=RemoteEnvironment(id="env-1", phase="RUNNING")),
+    ),
+    row(
+        "start-refused-not-running-twice-in-a-running-environment-ends-as-invalid-task",
+        taskrun(
+            inline_spec(),
+            {
+                **CLAIMED,
+                "conditions": [
+                    *CLAIMED["conditions"],
+                    {
+                        **CLAIMED["conditions"][0],
+                        "type": "EnvironmentReady",
+                        "status": "False",
+                        "reason": "StartRefused",
+                    },
+                ],
+            },
+        ),
+        START,
+        Result(failure=NOT_RUNNING),
+        Expect(
+            status={"startRequestedAt": ABSENT, "taskExecutionId": ABSENT},
+            conditions={
+                **finished("False", "InvalidTask", stalled=True),
+                "EnvironmentReady": ("False", "StartRefused"),
+            },
+            messages={"Succeeded": ["although environment env-1 is running", "is not running"]},
+            events=[("Warning", "InvalidTask")],
+        ),
+        Observation(environment=RemoteEnvironment(id="env-1", phase="RUNNING")),
+    ),
     row(
         "stop-not-found-counts-as-stopped",
         taskrun(inline_spec(), RUNNING, deleting=True),

@@ -51,6 +51,41 @@ def started(**status: Any) -> dict[str, Any]:
     }
 
 
+def refused_ready(reason: str = "Checking") -> list[dict[str, Any]]:
+    """The conditions of a run whose StartTask was refused: it waits for its environment."""
+    return [
+        cond("Succeeded", "Unknown", "CheckingEnvironment"),
+        cond(environment_core.ENVIRONMENT_READY, "False", reason),
+    ]
+
+
+def waiting_plain(ready: str = "Checking", **status: Any) -> dict[str, Any]:
+    """A run whose first StartTask was refused with failed_precondition: the claim is
+    void, the count of StartTask calls kept."""
+    return {
+        "taskId": TASK,
+        "startAttempts": 1,
+        "attempt": 1,
+        "conditions": refused_ready(ready),
+        **status,
+    }
+
+
+def plain_started(**status: Any) -> dict[str, Any]:
+    """A run without spec.environment whose execution runs (never looked at its
+    environment)."""
+    return {
+        "taskId": TASK,
+        "taskExecutionId": EXEC,
+        "phase": "RUNNING",
+        "statusVersion": "2",
+        "startRequestedAt": at(-40),
+        "startAttempts": 1,
+        "conditions": [cond("Succeeded", "Unknown", "Running")],
+        **status,
+    }
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -311,6 +346,141 @@ ROWS = [
         succeeded=("True", "Succeeded"),
         events=("Succeeded",),
     ),
+    # ---- without spec.environment: whenStopped Start and keepAlive true, at no cost
+    Row(
+        "no spec.environment, not started: no look, the task is started",
+        taskrun(inline_spec(), {"taskId": TASK}),
+        action=Action(ActionKind.START, task_id=TASK),
+    ),
+    Row(
+        "no spec.environment, StartTask said not running: read it (through the task)",
+        taskrun({"taskRef": {"id": TASK}}, waiting_plain()),
+        action=Action(ActionKind.GET_ENVIRONMENT, task_id=TASK),
+        succeeded=("Unknown", "CheckingEnvironment"),
+        ready=("False", "Checking"),
+    ),
+    Row(
+        "no spec.environment, taskRef names its environment: read it by id",
+        taskrun({"taskRef": {"environmentId": ENV, "reference": "nightly"}}, waiting_plain()),
+        action=Action(ActionKind.GET_ENVIRONMENT, environment_id=ENV, task_id=TASK),
+    ),
+    Row(
+        "no spec.environment, found stopped: StartEnvironment, the wait begins",
+        taskrun({"taskRef": {"id": "task-ref"}}, waiting_plain()),
+        Observation(environment=env("STOPPED")),
+        action=Action(ActionKind.START_ENVIRONMENT, environment_id=ENV),
+        status={"environmentId": ENV, "environmentRequestedAt": at(0)},
+        succeeded=("Unknown", "EnvironmentStarting"),
+        ready=("False", "Starting"),
+        events=("EnvironmentStarting",),
+    ),
+    Row(
+        "no spec.environment, starting: wait for it (woken by its watch)",
+        taskrun({"taskRef": {"id": "task-ref"}}, waiting_plain(environmentRequestedAt=at(-3))),
+        Observation(environment=env("STARTING")),
+        succeeded=("Unknown", "EnvironmentStarting"),
+        requeue=2.0,
+    ),
+    Row(
+        "no spec.environment, running again: the task is started, claimed anew",
+        taskrun({"taskRef": {"id": "task-ref"}}, waiting_plain(environmentRequestedAt=at(-3))),
+        Observation(environment=env("RUNNING")),
+        action=Action(ActionKind.START, task_id=TASK),
+        status={"startRequestedAt": at(0), "startAttempts": 2, "attempt": 1},
+        succeeded=("Unknown", "Starting"),
+        ready=("True", "Running"),
+    ),
+    Row(
+        "no spec.environment, not started after the timeout: EnvironmentNotReady",
+        taskrun({"taskRef": {"id": "task-ref"}}, waiting_plain(environmentRequestedAt=at(-121))),
+        Observation(environment=env("STARTING")),
+        succeeded=("False", "EnvironmentNotReady"),
+        events=("EnvironmentNotReady",),
+    ),
+    Row(
+        "taskRef, whenStopped Fail, StartTask said not running: EnvironmentNotRunning",
+        taskrun(
+            {"taskRef": {"id": "task-ref"}, "environment": {"whenStopped": "Fail"}}, waiting_plain()
+        ),
+        Observation(environment=env("STOPPED")),
+        succeeded=("False", "EnvironmentNotRunning"),
+        ready=("False", "Stopped"),
+        events=("EnvironmentNotRunning",),
+    ),
+    Row(
+        "running again after a start refused in a running environment: one more start",
+        taskrun(with_env(), waiting_plain(ready=environment_core.START_REFUSED)),
+        Observation(environment=env("RUNNING")),
+        action=Action(ActionKind.START, task_id=TASK),
+        ready=("False", environment_core.START_REFUSED),
+    ),
+    Row(
+        "no spec.environment, execution first followed: the keep-alive clock starts",
+        taskrun(inline_spec(), plain_started()),
+        Observation(execution=execution()),
+        status={"environmentCheckedAt": at(0)},
+        succeeded=("Unknown", "Running"),
+        requeue=30.0,
+    ),
+    Row(
+        "no spec.environment, within the period: no call",
+        taskrun(inline_spec(), plain_started(environmentCheckedAt=at(-10))),
+        Observation(execution=execution()),
+        requeue=20.0,
+    ),
+    Row(
+        "no spec.environment, a period run: read it (the execution names it)",
+        taskrun({"taskRef": {"id": TASK}}, plain_started(environmentCheckedAt=at(-31))),
+        Observation(execution=replace(execution(), environment_id="env-7")),
+        action=Action(ActionKind.GET_ENVIRONMENT, environment_id="env-7", task_id=TASK),
+    ),
+    Row(
+        "no spec.environment, a period run, running: signal activity",
+        taskrun(inline_spec(), plain_started(environmentCheckedAt=at(-31))),
+        Observation(environment=env("RUNNING"), execution=execution()),
+        action=Action(ActionKind.MARK_ENVIRONMENT_ACTIVE, environment_id=ENV),
+        status={"environmentCheckedAt": at(0), "environmentId": ENV},
+    ),
+    Row(
+        "no spec.environment, environment stopped under the run: stop it, say why",
+        taskrun(inline_spec(), plain_started(environmentCheckedAt=at(-31))),
+        Observation(environment=env("STOPPED"), execution=execution()),
+        action=Action(ActionKind.STOP, execution_id=EXEC, reason="EnvironmentStopped"),
+        succeeded=("Unknown", "EnvironmentStopped"),
+    ),
+    Row(
+        "no spec.environment, quick run succeeded: no environment call",
+        taskrun(inline_spec(), plain_started()),
+        Observation(execution=execution(phase=Phase.SUCCEEDED, version=3)),
+        succeeded=("True", "Succeeded"),
+        events=("Succeeded",),
+    ),
+    Row(
+        "no spec.environment, execution failed: no look, it ends as the execution says",
+        taskrun(inline_spec(), plain_started()),
+        Observation(execution=execution(phase=Phase.FAILED, version=3)),
+        succeeded=("False", "Failed"),
+        events=("Failed",),
+    ),
+    Row(
+        "a look refused mid-run: looked at again a period later, not at once",
+        taskrun(with_env(), started(environmentCheckedAt=at(-31))),
+        Observation(environment_looked=True, execution=execution()),
+        status={"environmentCheckedAt": at(0)},
+        requeue=30.0,
+    ),
+    Row(
+        "started after a start refused in a running environment: ready again",
+        taskrun(
+            with_env(),
+            started(
+                environmentCheckedAt=at(-10),
+                conditions=refused_ready(environment_core.START_REFUSED),
+            ),
+        ),
+        Observation(execution=execution()),
+        ready=("True", "Running"),
+    ),
     # ---- clean-up
     Row(
         "over, fromProject, cleanup Delete: the environment is deleted",
@@ -477,17 +647,107 @@ def test_rate_limited_create_voids_the_claim_and_waits() -> None:
     assert obs.remote_failure == limited
 
 
-def test_start_task_refused_for_a_stopped_environment_looks_again() -> None:
-    run = taskrun(with_env(), {"taskId": TASK, "startRequestedAt": at(0), "startAttempts": 1})
-    refused = replace(failure(FailureKind.INVALID_ARGUMENT), reason="FailedPrecondition")
-    new, obs, _ = apply(run, Action(ActionKind.START, task_id=TASK), core.Result(failure=refused))
+NOT_RUNNING = core.RemoteFailure(
+    FailureKind.INVALID_ARGUMENT,
+    "StartTask: failed_precondition (HTTP 400): environment env-1 is not running",
+    reason="FailedPrecondition",
+)
+START = Action(ActionKind.START, task_id=TASK)
+CLAIMED = {"taskId": TASK, "startRequestedAt": at(0), "startAttempts": 1, "attempt": 1}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [with_env(), inline_spec(), {"taskRef": {"id": TASK}}, with_env(whenStopped="Fail")],
+    ids=["spec.environment", "inline", "taskRef", "whenStopped Fail"],
+)
+def test_start_task_refused_as_not_running_voids_the_claim_and_looks(spec: Any) -> None:
+    new, obs, events = apply(taskrun(spec, CLAIMED), START, core.Result(failure=NOT_RUNNING))
+    # Nothing was started: the claim is void, the attempt and the count of calls stay.
     assert not new.status.start_requested_at
+    assert (new.status.start_attempts, new.status.attempt) == (1, 1)
     assert not new.status.finished
+    ready = new.status.condition(environment_core.ENVIRONMENT_READY)
+    assert ready is not None
+    assert (ready.status, ready.reason) == ("False", "Checking")
+    assert "not running" in ready.message
     assert obs.environment is None
-    # The same refusal without spec.environment ends the run as before.
-    plain = taskrun(inline_spec(), {"taskId": TASK, "startRequestedAt": at(0)})
-    ended, _, _ = apply(plain, Action(ActionKind.START, task_id=TASK), core.Result(failure=refused))
-    assert ended.status.finished
+    assert not events
+
+
+def test_a_plain_run_in_a_stopped_environment_starts_it_waits_and_starts_once() -> None:
+    """The nightly run: taskRef, no spec.environment, its environment idled out. Each
+    decision's status is what the edge writes; each action's outcome is folded back in."""
+    run = taskrun({"taskRef": {"id": TASK}}, {"observedGeneration": 1})
+    obs = Observation()
+    now = NOW
+    calls: list[ActionKind] = []
+    answers = {
+        ActionKind.GET_ENVIRONMENT: [
+            core.Result(environment=env("STOPPED")),
+            core.Result(environment=env("STARTING")),
+            core.Result(environment=env("RUNNING")),
+        ],
+        ActionKind.START: [
+            core.Result(failure=NOT_RUNNING),
+            core.Result(execution=execution(phase=Phase.PENDING, version=1, created_at=at(20))),
+        ],
+        ActionKind.START_ENVIRONMENT: [core.Result()],
+    }
+    for _ in range(12):
+        decision = core.decide(run, obs, now, CFG)
+        run = replace(run, status=core.Status.from_dict(decision.status.to_dict()))
+        if decision.action is None:
+            if run.status.task_execution_id:
+                break
+            # Waiting for the environment: its watch wakes the run, a new pass begins.
+            assert decision.wait_environment == ENV
+            now += timedelta(seconds=1)
+            obs = Observation()
+            continue
+        calls.append(decision.action.kind)
+        result = answers[decision.action.kind].pop(0)
+        run, obs, _ = core.apply_result(run, decision.action, result, obs, now)
+    assert calls == [
+        ActionKind.START,  # refused: failed_precondition
+        ActionKind.GET_ENVIRONMENT,  # through the task
+        ActionKind.START_ENVIRONMENT,
+        ActionKind.GET_ENVIRONMENT,  # STARTING: wait
+        ActionKind.GET_ENVIRONMENT,  # RUNNING
+        ActionKind.START,
+    ]
+    status = run.status
+    assert status.task_execution_id == EXEC
+    # One start claim that started something; the refused one was voided, same attempt.
+    assert (status.start_attempts, status.attempt) == (2, 1)
+    assert status.environment_id == ENV
+    ready = status.condition(environment_core.ENVIRONMENT_READY)
+    assert ready is not None
+    assert (ready.status, ready.reason) == ("True", "Running")
+    # Followed from here at no environment call until a keep-alive period has passed.
+    followed = core.decide(run, Observation(execution=execution()), now, CFG)
+    assert followed.action is None
+    assert followed.requeue_after == pytest.approx(30.0)
+
+
+def test_a_second_refusal_in_a_running_environment_ends_as_invalid_task() -> None:
+    seen = Observation(environment=env("RUNNING"))
+    first, _, _ = core.apply_result(
+        taskrun(inline_spec(), CLAIMED), START, core.Result(failure=NOT_RUNNING), seen, NOW
+    )
+    assert not first.status.finished  # the environment may have stopped just then
+    ready = first.status.condition(environment_core.ENVIRONMENT_READY)
+    assert ready is not None
+    assert ready.reason == environment_core.START_REFUSED
+    again = core.decide(first, seen, NOW, CFG)
+    assert again.action == START
+    claimed = replace(first, status=again.status)
+    second, _, events = core.apply_result(
+        claimed, START, core.Result(failure=NOT_RUNNING), seen, NOW
+    )
+    assert second.status.finished
+    assert second.status.condition("Succeeded").reason == "InvalidTask"  # type: ignore[union-attr]
+    assert [e.reason for e in events] == ["InvalidTask"]
 
 
 def test_clean_up_records_the_environment_going() -> None:
