@@ -11,6 +11,7 @@ the table-driven tests of this module.
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -125,6 +126,9 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+MAX_TIMEOUT = timedelta(hours=720)
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse a Go-style duration such as `30m`, `1h30m` or `1.5s`."""
     pos, total = 0, 0.0
@@ -134,9 +138,12 @@ def parse_duration(text: str) -> timedelta:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
     if not text or pos != len(text):
-        raise InvalidSpec(f"spec.timeout {text!r} is not a duration such as 30m or 1h30m")
+        raise InvalidSpec(f"spec.timeout {text[:40]!r} is not a duration such as 30m or 1h30m")
     if total <= 0:
         raise InvalidSpec(f"spec.timeout {text!r} must be longer than zero")
+    if not total <= MAX_TIMEOUT.total_seconds():
+        # Also what the CRD says; checked here too for objects that predate that rule.
+        raise InvalidSpec(f"spec.timeout {text[:40]!r} must be at most 720h (30 days)")
     return timedelta(seconds=total)
 
 
@@ -878,19 +885,13 @@ def _decide_start(
         return Decision(new, action=Action(ActionKind.START, task_id=status.task_id))
 
     # A start was under way and no execution id was recorded: the outcome is unknown.
-    adopt = run.annotations.get(ADOPT_ANNOTATION, "").strip()
+    # A person may name the execution to adopt; the name is a request, honoured only for
+    # an execution the run's own look would have found (below).
+    adopt = run.annotations.get(ADOPT_ANNOTATION, "").strip()[:_MAX_ID]
     if adopt in retry_core.past_executions(status):
         adopt = ""  # named for an earlier attempt, which already has its execution
-    if adopt:
-        if adopt in obs.claimed_elsewhere:
-            msg = f"execution {adopt} named by {ADOPT_ANNOTATION} belongs to another TaskRun"
-            return Decision(_stall_start(run, status, now, msg))
-        new = replace(status, task_execution_id=adopt)
-        return Decision(
-            _pending(run, new, now, "Adopted", f"adopted execution {adopt} as annotated"),
-            events=(Event("Normal", "Adopted", f"adopted execution {adopt} as annotated"),),
-            track=adopt,
-        )
+    if adopt and _adoption_refused(status, adopt):
+        adopt = ""  # refused before; the person was told, and may name another
     if run.annotations.get(ALLOW_RESTART_ANNOTATION, "").lower() == "true" and _stalled(status):
         new = replace(status, start_requested_at="")
         return Decision(_pending(run, new, now, "Starting", "a new start was allowed"))
@@ -922,7 +923,7 @@ def _decide_start(
             _finish(run, new, now, "Stopped", msg, ok=False),
             events=(Event("Normal", "Stopped", msg),),
         )
-    if _stalled(status):
+    if _stalled(status) and not adopt:
         # Waiting for a person; only note which generation was seen.
         return Decision(_observe(status, run.generation))
     if obs.candidates is None:
@@ -959,6 +960,8 @@ def _decide_start(
                     requeue_after=min(5.0, (give_up_at - now).total_seconds()),
                 )
             why = "the operator's own principal is unknown, so it cannot tell whose they are"
+    if adopt:
+        return _adopt_by_hand(run, status, now, adopt, [] if why else candidates)
     if candidates and obs.starts_in_flight:
         # Another TaskRun of this task is starting it right now: until its answer names
         # its execution (held for it from then on), that cannot be told from this run's.
@@ -995,6 +998,50 @@ def _decide_start(
     return Decision(
         _stall_start(run, status, now, msg),
         events=(Event("Warning", "StartOutcomeUnknown", msg),),
+    )
+
+
+_MAX_ID = 128  # longer than any Ona id: an annotation is cut to it before any use
+_REFUSED_MARK = "refused adoption "
+
+
+def _fingerprint(value: str) -> str:
+    # A refused name is not repeated in status or Events (it may be another principal's
+    # execution); its digest lets the core tell a name it has refused already.
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
+
+
+def _adoption_refused(status: Status, adopt: str) -> bool:
+    stalled = status.condition(STALLED)
+    mark = f"({_REFUSED_MARK}{_fingerprint(adopt)})"
+    return stalled is not None and stalled.status == "True" and mark in stalled.message
+
+
+def _adopt_by_hand(
+    run: TaskRun, status: Status, now: datetime, adopt: str, eligible: Sequence[RemoteExecution]
+) -> Decision:
+    """Adopt the execution a person named, if it is one this run may adopt: of the run's
+    own task, created by the connection's principal within the current attempt's window,
+    and held by no other TaskRun (`eligible`, as the run's own look found them)."""
+    chosen = next((c for c in eligible if c.id == adopt), None)
+    if chosen is not None:
+        new = apply_execution(replace(status, task_execution_id=chosen.id), chosen)
+        msg = f"adopted execution {chosen.id} as annotated"
+        return Decision(
+            _pending(run, new, now, "Adopted", msg),
+            events=(Event("Normal", "Adopted", msg),),
+            track=chosen.id,
+        )
+    msg = (
+        f"the execution named by {ADOPT_ANNOTATION} was refused: only an execution of this "
+        "run's own task, created by the connection's principal since this attempt's start "
+        "claim and held by no other TaskRun, can be adopted "
+        f"({_REFUSED_MARK}{_fingerprint(adopt)}); name another, or set "
+        f"{ALLOW_RESTART_ANNOTATION}=true to start anew"
+    )
+    return Decision(
+        _stall_start(run, status, now, msg),
+        events=(Event("Warning", "AdoptionRefused", msg),),
     )
 
 

@@ -19,6 +19,7 @@ def to_environment(env: Environment) -> RemoteEnvironment:
         phase=env.status.phase.value.removeprefix("ENVIRONMENT_PHASE_").replace("UNSPECIFIED", ""),
         failure_message="; ".join(m for m in env.status.failure_message if m),
         name=env.metadata.name,
+        project_id=env.metadata.project_id,
     )
 
 

@@ -33,6 +33,7 @@ Like `core`, nothing here does I/O; `core.decide` and `core.apply_result` call i
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -163,6 +164,7 @@ class RemoteEnvironment:
     phase: str  # short form, e.g. RUNNING; "" when unknown
     failure_message: str = ""
     name: str = ""
+    project_id: str = ""
 
     @property
     def up(self) -> bool:
@@ -394,14 +396,14 @@ def _create(
         msg = f"creating an environment of project {project.project_id}"
         new = _waiting(run, new, now, "Creating", msg, _transient(obs))
         return core.Decision(new, action=core.Action(core.ActionKind.CREATE_ENVIRONMENT))
-    adopt = run.annotations.get(ADOPT_ENVIRONMENT_ANNOTATION, "").strip()
+    # A person may name the environment to use; the name is a request, honoured only for
+    # an environment created for this very run (its name carries the TaskRun's uid) of
+    # the project the spec names.
+    adopt = run.annotations.get(ADOPT_ENVIRONMENT_ANNOTATION, "").strip()[:_MAX_ID]
+    if adopt and _adoption_refused(status, adopt):
+        adopt = ""  # refused before; the person was told, and may name another
     if adopt:
-        msg = f"adopted environment {adopt} as annotated"
-        new = replace(status, environment_id=adopt)
-        return core.Decision(
-            _waiting(run, new, now, "Creating", msg),
-            events=(core.Event("Normal", "EnvironmentAdopted", msg),),
-        )
+        return _adopt_by_hand(run, project, obs, now, adopt)
     requested = core.parse_time(status.environment_requested_at) or now
     settle_at = requested + cfg.start_settle
     if core._stalled(status):
@@ -449,6 +451,76 @@ def _create(
         stalled=("True", "EnvironmentOutcomeUnknown", msg),
     )
     return core.Decision(stalled, events=(core.Event("Warning", "EnvironmentOutcomeUnknown", msg),))
+
+
+_MAX_ID = 128
+_REFUSED_MARK = "refused adoption "
+ADOPT_LOOKUP = "Adopt"  # the reason of a GET_ENVIRONMENT that checks a person's choice
+
+
+def _fingerprint(value: str) -> str:
+    # A refused name is not repeated in status or Events (it may be another principal's
+    # environment); its digest lets the decision tell a name it has refused already.
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
+
+
+def _adoption_refused(status: core.Status, adopt: str) -> bool:
+    stalled = status.condition(core.STALLED)
+    mark = f"({_REFUSED_MARK}{_fingerprint(adopt)})"
+    return stalled is not None and stalled.status == "True" and mark in stalled.message
+
+
+def _adopt_by_hand(
+    run: core.TaskRun,
+    project: FromProject,
+    obs: core.Observation,
+    now: datetime,
+    adopt: str,
+) -> core.Decision:
+    status = run.status
+    seen = obs.environment if obs.environment and obs.environment.id == adopt else None
+    if seen is None and not obs.environment_looked:
+        msg = "checking the environment named by " + ADOPT_ENVIRONMENT_ANNOTATION
+        return core.Decision(
+            _waiting(run, status, now, "Creating", msg, _transient(obs)),
+            action=core.Action(
+                core.ActionKind.GET_ENVIRONMENT, environment_id=adopt, reason=ADOPT_LOOKUP
+            ),
+            requeue_after=core._backoff(obs) if _transient(obs) else None,
+        )
+    if _transient(obs) is not None and seen is None:
+        return core.Decision(
+            _waiting(run, status, now, "Creating", "cannot check the named environment yet"),
+            requeue_after=core._backoff(obs),
+        )
+    ours = (
+        seen is not None
+        and seen.name.endswith(f"-{run.uid}")
+        and bool(run.uid)
+        and seen.project_id == project.project_id
+    )
+    if seen is not None and ours:
+        new = replace(status, environment_id=seen.id, environment_phase=seen.phase)
+        msg = f"adopted environment {seen.id} as annotated"
+        return core.Decision(
+            _waiting(run, new, now, _ready_reason(seen.phase), msg),
+            events=(core.Event("Normal", "EnvironmentAdopted", msg),),
+        )
+    msg = (
+        f"the environment named by {ADOPT_ENVIRONMENT_ANNOTATION} was refused: only an "
+        f"environment created for this run (named after it, of project {project.project_id}) "
+        f"can be adopted ({_REFUSED_MARK}{_fingerprint(adopt)}); name another"
+    )
+    stalled = core._conditions(
+        _ready(run, status, now, "False", "Creating", msg),
+        run.generation,
+        now,
+        succeeded=("Unknown", "EnvironmentOutcomeUnknown", msg),
+        stalled=("True", "EnvironmentOutcomeUnknown", msg),
+    )
+    return core.Decision(
+        stalled, events=(core.Event("Warning", "EnvironmentAdoptionRefused", msg),)
+    )
 
 
 def _while_started(
@@ -620,6 +692,10 @@ def apply_result(
     obs = replace(obs, remote_failure=failure if failure and failure.transient else None)
     if kind is core.ActionKind.GET_ENVIRONMENT:
         obs = replace(obs, environment_looked=True)
+    if kind is core.ActionKind.GET_ENVIRONMENT and action.reason == ADOPT_LOOKUP:
+        # A person's choice that cannot be read is refused (by _create), never a failure
+        # of the run; an outage is looked at again.
+        return run, replace(obs, environment=result.environment), ()
     started = bool(status.task_execution_id)
 
     if kind is core.ActionKind.CLEAN_UP_ENVIRONMENT:
@@ -676,6 +752,20 @@ def apply_result(
         if kind is core.ActionKind.MARK_ENVIRONMENT_ACTIVE:
             # A refused signal is looked at again on the next period, with the environment.
             return replace(run, status=status), obs, ()
+        if kind is core.ActionKind.FIND_ENVIRONMENTS and failure.reason == "MethodNotServed":
+            # remote.METHOD_NOT_SERVED: ListEnvironments would be refused again, so the run
+            # waits for a person, who can look by the name the message gives. The claim
+            # stays: nothing more is created.
+            msg = failure.message
+            status = core._conditions(
+                _ready(run, status, now, "False", "Creating", msg),
+                run.generation,
+                now,
+                succeeded=("Unknown", "EnvironmentOutcomeUnknown", msg),
+                stalled=("True", "EnvironmentOutcomeUnknown", msg),
+            )
+            events.append(core.Event("Warning", "EnvironmentOutcomeUnknown", msg))
+            return replace(run, status=status), obs, tuple(events)
         reason = {
             core.FailureKind.UNAUTHENTICATED: "Unauthorized",
             core.FailureKind.PERMISSION_DENIED: "Forbidden",

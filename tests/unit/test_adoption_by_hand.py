@@ -48,7 +48,8 @@ def test_a_refused_name_is_not_looked_at_again_until_another_is_named() -> None:
     assert again.events == ()
     renamed = replace(run, status=refused.status, annotations={core.ADOPT_ANNOTATION: "exec-own"})
     looked = core.decide(renamed, Observation(), NOW)
-    assert looked.action is not None and looked.action.kind is ActionKind.FIND_EXECUTIONS
+    assert looked.action is not None
+    assert looked.action.kind is ActionKind.FIND_EXECUTIONS
     adopted = core.decide(renamed, Observation(candidates=OWN), NOW)
     assert adopted.status.task_execution_id == "exec-own"
 

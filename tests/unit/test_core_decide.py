@@ -470,18 +470,33 @@ UNKNOWN_START = [
         Observation(candidates=claim_candidates(at(-3600))),
     ),
     case(
-        "adopt-annotation-adopts-the-named-execution",
-        taskrun(inline_spec(), STALLED_START, annotations={core.ADOPT_ANNOTATION: " exec-7 "}),
+        "adopt-annotation-first-looks-at-the-runs-own-executions",
+        taskrun(inline_spec(), STALLED_START, annotations={core.ADOPT_ANNOTATION: " exec-2 "}),
         Expect(
-            status={"taskExecutionId": "exec-7"},
-            conditions=pending("Adopted"),
-            track="exec-7",
-            events=[("Normal", "Adopted")],
+            action=Action(ActionKind.FIND_EXECUTIONS, task_id=TASK),
+            conditions=pending("StartOutcomeUnknown"),
         ),
     ),
     case(
-        "adopt-annotation-naming-another-taskruns-execution-stalls",
-        taskrun(inline_spec(), CLAIMED, annotations={core.ADOPT_ANNOTATION: "exec-7"}),
+        "adopt-annotation-adopts-the-named-execution-of-the-runs-own-task",
+        taskrun(inline_spec(), STALLED_START, annotations={core.ADOPT_ANNOTATION: " exec-2 "}),
+        Expect(
+            status={"taskExecutionId": "exec-2", "phase": "RUNNING"},
+            conditions=pending("Adopted"),
+            track="exec-2",
+            events=[("Normal", "Adopted")],
+        ),
+        Observation(candidates=claim_candidates(at(-119), at(-118))),
+    ),
+    case(
+        "adopt-annotation-waits-for-the-settle-like-any-look",
+        taskrun(inline_spec(), CLAIMED_RECENT, annotations={core.ADOPT_ANNOTATION: "exec-1"}),
+        Expect(conditions=pending("StartOutcomeUnknown"), requeue=11.0),
+        Observation(candidates=claim_candidates(at(-4))),
+    ),
+    case(
+        "adopt-annotation-naming-another-taskruns-execution-is-refused",
+        taskrun(inline_spec(), CLAIMED, annotations={core.ADOPT_ANNOTATION: "exec-1"}),
         Expect(
             status={"taskExecutionId": ABSENT},
             conditions={
@@ -490,9 +505,52 @@ UNKNOWN_START = [
                 "Stalled": ("True", "StartOutcomeUnknown"),
                 "RemoteReachable": ("True", "Reachable"),
             },
-            messages={"Stalled": ["exec-7", "another TaskRun"]},
+            messages={"Stalled": ["was refused", "held by no other TaskRun"]},
+            events=[("Warning", "AdoptionRefused")],
         ),
-        Observation(claimed_elsewhere=frozenset({"exec-7"})),
+        Observation(candidates=claim_candidates(at(-19)), claimed_elsewhere=frozenset({"exec-1"})),
+    ),
+    case(
+        "adopt-annotation-naming-an-execution-not-of-the-runs-task-is-refused",
+        taskrun(inline_spec(), STALLED_START, annotations={core.ADOPT_ANNOTATION: "exec-99"}),
+        Expect(
+            status={"taskExecutionId": ABSENT},
+            messages={"Stalled": ["was refused", "own task"]},
+            events=[("Warning", "AdoptionRefused")],
+        ),
+        Observation(candidates=claim_candidates(at(-119))),
+    ),
+    case(
+        "adopt-annotation-naming-another-principals-execution-is-refused",
+        taskrun(
+            ref_id_spec(),
+            {**STALLED_START, "taskId": "task-ref"},
+            annotations={core.ADOPT_ANNOTATION: "exec-1"},
+        ),
+        Expect(status={"taskExecutionId": ABSENT}, events=[("Warning", "AdoptionRefused")]),
+        Observation(
+            candidates=claim_candidates(at(-119), creator="someone-else"), own_principal=OWN
+        ),
+    ),
+    case(
+        "adopt-annotation-naming-an-execution-older-than-the-claim-is-refused",
+        taskrun(
+            ref_id_spec(),
+            {**STALLED_START, "taskId": "task-ref"},
+            annotations={core.ADOPT_ANNOTATION: "exec-1"},
+        ),
+        Expect(status={"taskExecutionId": ABSENT}, events=[("Warning", "AdoptionRefused")]),
+        Observation(candidates=claim_candidates(at(-3600)), own_principal=OWN),
+    ),
+    case(
+        "adopt-annotation-with-the-principal-unknown-is-refused",
+        taskrun(
+            ref_id_spec(),
+            {**STALLED_START, "taskId": "task-ref", "startRequestedAt": at(-600)},
+            annotations={core.ADOPT_ANNOTATION: "exec-1"},
+        ),
+        Expect(status={"taskExecutionId": ABSENT}, events=[("Warning", "AdoptionRefused")]),
+        Observation(candidates=claim_candidates(at(-599))),
     ),
     case(
         "allow-new-start-after-a-stall-clears-the-claim",

@@ -15,7 +15,7 @@ from ona_taskrun import core, environment_core
 from ona_taskrun.core import Action, ActionKind, FailureKind, Observation, Phase
 from ona_taskrun.environment_core import RemoteEnvironment
 
-from .builders import EXEC, NOW, TASK, at, cond, execution, failure, inline_spec, taskrun
+from .builders import EXEC, NOW, TASK, UID, at, cond, execution, failure, inline_spec, taskrun
 
 CFG = core.Settings(
     environment_poll=2.0,
@@ -28,6 +28,16 @@ PROJECT = "0d6c2b55-7777-4888-9999-aaaabbbbcccc"
 
 def env(phase: str, failure_message: str = "", id_: str = ENV) -> RemoteEnvironment:
     return RemoteEnvironment(id=id_, phase=phase, failure_message=failure_message)
+
+
+def mine(id_: str) -> RemoteEnvironment:
+    """An environment the operator created for the builders' TaskRun."""
+    return RemoteEnvironment(
+        id=id_,
+        phase="RUNNING",
+        name=environment_core.environment_name("run", UID),
+        project_id=PROJECT,
+    )
 
 
 def with_env(**environment: Any) -> dict[str, Any]:
@@ -242,14 +252,63 @@ ROWS = [
         events=("EnvironmentOutcomeUnknown",),
     ),
     Row(
-        "two found and annotated: the named one is adopted",
+        "annotated: the named environment is read first",
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
             annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
+        action=Action(
+            ActionKind.GET_ENVIRONMENT, environment_id="b", reason=environment_core.ADOPT_LOOKUP
+        ),
+        status={"environmentId": "<absent>"},
+    ),
+    Row(
+        "annotated with one made for this run: it is adopted",
+        taskrun(
+            project_spec(),
+            {"environmentRequestedAt": at(-30)},
+            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+        ),
+        Observation(environment=mine("b"), environment_looked=True),
         status={"environmentId": "b"},
         events=("EnvironmentAdopted",),
+    ),
+    Row(
+        "annotated with another run's environment: refused, nothing adopted",
+        taskrun(
+            project_spec(),
+            {"environmentRequestedAt": at(-30)},
+            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+        ),
+        Observation(
+            environment=replace(mine("b"), name="someone-elses-run-1234"), environment_looked=True
+        ),
+        status={"environmentId": "<absent>"},
+        succeeded=("Unknown", "EnvironmentOutcomeUnknown"),
+        events=("EnvironmentAdoptionRefused",),
+    ),
+    Row(
+        "annotated with this run's name in another project: refused",
+        taskrun(
+            project_spec(),
+            {"environmentRequestedAt": at(-30)},
+            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+        ),
+        Observation(environment=replace(mine("b"), project_id="other"), environment_looked=True),
+        status={"environmentId": "<absent>"},
+        events=("EnvironmentAdoptionRefused",),
+    ),
+    Row(
+        "annotated with an environment that cannot be read: refused",
+        taskrun(
+            project_spec(),
+            {"environmentRequestedAt": at(-30)},
+            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+        ),
+        Observation(environment_looked=True),
+        status={"environmentId": "<absent>"},
+        events=("EnvironmentAdoptionRefused",),
     ),
     Row(
         "fromProject created: the inline task is looked up in it",
