@@ -1,9 +1,10 @@
 """The HTTP face of the Ona API: Connect unary calls, the WatchEvents stream, and faults.
 
 Every call goes through the same steps, in the order a real gateway would apply them:
-injected latency, an injected answer (drop, 429, 500, 503) instead of handling, Connect
-header checks, authentication, permission, body decoding, the method itself, and finally
-an optional "lost response" after the method has had its effect.
+a method switched off (answered `unimplemented`), injected latency, an injected answer
+(drop, 429, 500, 503) instead of handling, Connect header checks, authentication,
+permission, body decoding, the method itself, and finally an optional "lost response"
+after the method has had its effect.
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ def check_connect_headers(request: web.Request) -> None:
         raise invalid(f"Connect-Timeout-Ms: {timeout!r} is not 1 to 10 digits")
 
 
+def check_served(sim: Simulator, request: web.Request, call: CallRecord, method: str) -> None:
+    """A method switched off (`/_simulator/unimplemented`) is answered as by a server that
+    has no such route: before latency, faults and authentication."""
+    service = request.path.rstrip("/").rsplit("/", 2)[-2]
+    if sim.faults.is_unimplemented(service, method):
+        call.fault = "unimplemented"
+        raise ConnectError("unimplemented", f"{service}/{method} is not implemented (simulated)")
+
+
 async def before_handling(
     sim: Simulator, request: web.Request, call: CallRecord, rule: FaultRule | None
 ) -> None:
@@ -101,6 +111,7 @@ async def unary(request: web.Request) -> web.StreamResponse:
     try:
         if handler is None:
             raise ConnectError("unimplemented", f"{AUTOMATION_SERVICE}/{method} is not implemented")
+        check_served(sim, request, call, method)
         rule = sim.faults.rule_for(method)
         await before_handling(sim, request, call, rule)
         check_connect_headers(request)
@@ -165,6 +176,7 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     call = sim.begin_call("WatchEvents")
     connect = request.content_type == CONNECT_JSON_STREAM
     try:
+        check_served(sim, request, call, "WatchEvents")
         await before_handling(sim, request, call, sim.faults.rule_for("WatchEvents"))
         check_connect_headers(request)
         subject = sim.tokens.authenticate(request.headers)

@@ -186,6 +186,29 @@ def clear_faults(sim: Simulator, request: web.Request, body: JSON) -> JSON:
     return sim.faults.to_json()
 
 
+def _unimplemented(sim: Simulator) -> JSON:
+    return {"methods": sorted(sim.faults.unimplemented)}
+
+
+def get_unimplemented(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    return _unimplemented(sim)
+
+
+def set_unimplemented(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    """Make one method (`service/method`) answer `unimplemented` until cleared."""
+    name = get_string(body, "method")
+    if not name:
+        raise invalid("method: required, e.g. gitpod.v1.EnvironmentService/ListEnvironments")
+    sim.faults.set_unimplemented(name)
+    return _unimplemented(sim)
+
+
+def clear_unimplemented(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    """Serve again the method named in the body, or every method without one."""
+    sim.faults.clear_unimplemented(get_string(body, "method") or None)
+    return _unimplemented(sim)
+
+
 def set_seed(sim: Simulator, request: web.Request, body: JSON) -> JSON:
     if "seed" not in body:
         raise invalid("seed: required")
@@ -280,6 +303,9 @@ def add_routes(app: web.Application) -> None:
         ("PUT", "/faults/{method}", set_faults),
         ("DELETE", "/faults", clear_faults),
         ("DELETE", "/faults/{method}", clear_faults),
+        ("GET", "/unimplemented", get_unimplemented),
+        ("POST", "/unimplemented", set_unimplemented),
+        ("DELETE", "/unimplemented", clear_unimplemented),
         ("POST", "/seed", set_seed),
         ("POST", "/watchers/disconnect", disconnect_watchers),
         ("GET", "/watchers", watchers),

@@ -165,6 +165,18 @@ class SimulatorControl:
     def clear_faults(self, method: str | None = None) -> None:
         self._call("DELETE", f"/faults/{method}" if method else "/faults")
 
+    def set_unimplemented(self, method: str) -> list[str]:
+        """Make `method` (`service/method`) answer `unimplemented`; the methods switched off."""
+        return cast(list[str], self._call("POST", "/unimplemented", {"method": method})["methods"])
+
+    def unimplemented(self) -> list[str]:
+        return cast(list[str], self._call("GET", "/unimplemented")["methods"])
+
+    def clear_unimplemented(self, method: str | None = None) -> list[str]:
+        """Serve `method` again, or every method when None."""
+        body = {"method": method} if method else None
+        return cast(list[str], self._call("DELETE", "/unimplemented", body)["methods"])
+
     def seed(self, seed: int) -> None:
         self._call("POST", "/seed", {"seed": seed})
 
@@ -318,6 +330,18 @@ class AsyncSimulatorControl:
 
     async def clear_faults(self, method: str | None = None) -> None:
         await self._call("DELETE", f"/faults/{method}" if method else "/faults")
+
+    async def set_unimplemented(self, method: str) -> list[str]:
+        answer = await self._call("POST", "/unimplemented", {"method": method})
+        return cast(list[str], answer["methods"])
+
+    async def unimplemented(self) -> list[str]:
+        return cast(list[str], (await self._call("GET", "/unimplemented"))["methods"])
+
+    async def clear_unimplemented(self, method: str | None = None) -> list[str]:
+        body = {"method": method} if method else None
+        answer = await self._call("DELETE", "/unimplemented", body)
+        return cast(list[str], answer["methods"])
 
     async def seed(self, seed: int) -> None:
         await self._call("POST", "/seed", {"seed": seed})

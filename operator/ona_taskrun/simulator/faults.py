@@ -5,6 +5,9 @@ answer 429/500/503 instead of handling the call, drop the connection without an 
 or handle the call and then lose the response ("lost response": the side effect happens,
 the client sees an error, a dropped connection or a hang). Draws come from one
 `random.Random(seed)`, so the same seed and the same sequence of calls give the same faults.
+
+Apart from the rules, named methods (`service/method`) can be switched to answer
+`unimplemented`, as a server that does not serve them would, on every call.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ API_METHODS: Final = (
     "MarkEnvironmentActive",
     "CreateEnvironmentFromProject",
 )
+# The services whose methods the switch below can take away (`service/method` names).
+SERVICES: Final = (
+    "gitpod.v1.EnvironmentAutomationService",
+    "gitpod.v1.EnvironmentService",
+    "gitpod.v1.EventService",
+    "gitpod.v1.IdentityService",
+)
+SWITCHABLE_METHODS: Final = (*API_METHODS, "GetAuthenticatedIdentity", "CreateEnvironmentLogsToken")
 LOST_RESPONSE_MODES: Final = ("500", "503", "hang", "drop")
 DEFAULT_SEED: Final = 0
 
@@ -142,6 +153,7 @@ def check_knob(
 class FaultInjector:
     def __init__(self, seed: int = DEFAULT_SEED) -> None:
         self.rules: dict[str, FaultRule] = {}
+        self.unimplemented: set[str] = set()  # full names: service/method
         self.seed = seed
         self._rng = random.Random(seed)
 
@@ -151,6 +163,7 @@ class FaultInjector:
 
     def reset(self) -> None:
         self.rules.clear()
+        self.unimplemented.clear()
         self.reseed(DEFAULT_SEED)
 
     def set_rule(self, method: str, knobs: JSON) -> FaultRule:
@@ -164,10 +177,32 @@ class FaultInjector:
         return rule
 
     def clear(self, method: str | None = None) -> None:
+        """Drop one method's rule, or every rule and every method switched off."""
         if method is None:
             self.rules.clear()
+            self.unimplemented.clear()
         else:
             self.rules.pop(method, None)
+
+    def set_unimplemented(self, name: str) -> None:
+        """Make `service/method` answer `unimplemented` until cleared."""
+        service, _, method = name.partition("/")
+        if service not in SERVICES or method not in SWITCHABLE_METHODS:
+            raise ConnectError(
+                "invalid_argument",
+                f"method: expected service/method with a service of {', '.join(SERVICES)} "
+                f"and a method of {', '.join(SWITCHABLE_METHODS)}, got {name!r}",
+            )
+        self.unimplemented.add(name)
+
+    def clear_unimplemented(self, name: str | None = None) -> None:
+        if name is None:
+            self.unimplemented.clear()
+        else:
+            self.unimplemented.discard(name)
+
+    def is_unimplemented(self, service: str, method: str) -> bool:
+        return f"{service}/{method}" in self.unimplemented
 
     def rule_for(self, method: str) -> FaultRule | None:
         return self.rules.get(method) or self.rules.get(WILDCARD)
@@ -208,4 +243,5 @@ class FaultInjector:
         return {
             "seed": self.seed,
             "rules": {method: rule.to_json() for method, rule in self.rules.items()},
+            "unimplemented": sorted(self.unimplemented),
         }
