@@ -168,6 +168,50 @@ def test_missing_kubeconfig(tmp_path: Path) -> None:
         load(str(tmp_path / "nothing"))
 
 
+def test_a_kubeconfig_that_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_bytes(b"\xff\xfe\x00 not utf-8")
+    with pytest.raises(KubeconfigError, match="cannot read kubeconfig"):
+        load(str(path))
+
+
+@pytest.mark.parametrize(
+    "server", ["not a url", "https://[::1", "http://host:port", "ftp://host", "https://"]
+)
+def test_a_server_that_is_not_a_url(tmp_path: Path, server: str) -> None:
+    path = kubeconfig(tmp_path / "config", {"token": {"token": "abc"}})
+    document = yaml.safe_load(path.read_text())
+    document["clusters"][0]["cluster"]["server"] = server
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(KubeconfigError, match="is not an https:// or http:// URL"):
+        load(str(path))
+
+
+@pytest.mark.parametrize("data", [b"not a certificate", b"\xff\xfe binary"])
+def test_a_certificate_authority_that_is_not_one(tmp_path: Path, data: bytes) -> None:
+    path = kubeconfig(tmp_path / "config", {"token": {"token": "abc"}})
+    document = yaml.safe_load(path.read_text())
+    document["clusters"][0]["cluster"]["certificate-authority-data"] = b64(data)
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(KubeconfigError, match="certificate-authority is not a PEM certificate"):
+        load(str(path))
+
+
+@pytest.mark.parametrize("token", ["two\nlines", "carriage\rreturn", "tök\u00e9n"])
+def test_a_token_that_cannot_be_a_header(tmp_path: Path, token: str) -> None:
+    path = kubeconfig(tmp_path / "config", {"token": {"token": token}})
+    with pytest.raises(KubeconfigError, match="token holds control or non-ASCII") as raised:
+        load(str(path))
+    assert token not in str(raised.value)
+
+
+def test_a_credential_plugin_without_a_status_object(tmp_path: Path) -> None:
+    command = "import json; print(json.dumps({'status': 'nope'}))"
+    users = {"token": {"exec": {"command": sys.executable, "args": ["-c", command]}}}
+    with pytest.raises(KubeconfigError, match="printed no status object"):
+        load(str(kubeconfig(tmp_path / "config", users)))
+
+
 # ------------------------------------------------------------------ flags
 
 

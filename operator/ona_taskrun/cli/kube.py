@@ -7,6 +7,8 @@ and the operator's client comes with kopf.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any, Final
@@ -60,7 +62,7 @@ class Kube:
                 status, raw = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeApiError(
-                0, f"cannot reach the Kubernetes API at {self._server}: {type(exc).__name__}"
+                0, f"cannot reach the Kubernetes API at {self._server}: {_why(exc)}"
             ) from exc
         text = raw.decode(errors="replace")
         if status >= 400:
@@ -103,3 +105,22 @@ class Kube:
         body = await self._request("GET", f"/api/v1/namespaces/{namespace}/events?{query}")
         items = [e for e in body.get("items") or () if isinstance(e, dict)]
         return [e for e in items if (e.get("involvedObject") or {}).get("uid") in (uid, None)]
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong on the way to the API server, in a few words."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        reason = getattr(error, "verify_message", "") or str(error)
+        return f"its certificate is not trusted ({reason})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        if isinstance(error, socket.gaierror):
+            return f"cannot resolve {exc.host} ({error.strerror or error})"
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        return f"cannot connect to {exc.host}:{exc.port} ({reason})"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection was closed before an answer"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

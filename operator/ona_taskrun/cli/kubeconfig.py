@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -72,7 +73,7 @@ def load(kubeconfig: str | None = None, context: str | None = None) -> KubeTarge
             continue
         try:
             document = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise KubeconfigError(f"cannot read kubeconfig {path}: {exc}") from exc
         if not isinstance(document, Mapping):
             raise KubeconfigError(f"kubeconfig {path} is not a mapping")
@@ -99,6 +100,11 @@ def load(kubeconfig: str | None = None, context: str | None = None) -> KubeTarge
     cluster = clusters.get(str(ctx.get("cluster", "")))
     if cluster is None or not cluster.get("server"):
         raise KubeconfigError(f"context {name!r} names no cluster with a server")
+    if not _is_http_url(str(cluster["server"])):
+        raise KubeconfigError(
+            f"the server of context {name!r}, {str(cluster['server'])!r}, "
+            "is not an https:// or http:// URL"
+        )
     user = users.get(str(ctx.get("user", "")), {})
     verify = _ssl_context(cluster, user)
     return KubeTarget(
@@ -108,6 +114,15 @@ def load(kubeconfig: str | None = None, context: str | None = None) -> KubeTarge
         verify=verify,
         headers=_auth_headers(user),
     )
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        url = urlsplit(text)
+        _ = url.port  # read to be checked: a port that is not a number raises
+    except ValueError:
+        return False
+    return url.scheme in ("https", "http") and bool(url.hostname)
 
 
 def _path(entry: Mapping[str, Any], key: str) -> Path | None:
@@ -145,9 +160,12 @@ def _ssl_context(cluster: Mapping[str, Any], user: Mapping[str, Any]) -> ssl.SSL
         context.verify_mode = ssl.CERT_NONE
     else:
         ca = _data(cluster, "certificate-authority")
-        context = (
-            ssl.create_default_context(cadata=ca.decode()) if ca else ssl.create_default_context()
-        )
+        try:
+            context = ssl.create_default_context(cadata=ca.decode() if ca else None)
+        except (ssl.SSLError, UnicodeDecodeError) as exc:
+            raise KubeconfigError(
+                f"the cluster's certificate-authority is not a PEM certificate: {exc}"
+            ) from exc
     cert, key = _client_certificate(user)
     if cert and key:
         _load_chain(context, cert, key)
@@ -189,11 +207,19 @@ def _auth_headers(user: Mapping[str, Any]) -> dict[str, str]:
     if not token and isinstance(user.get("exec"), Mapping) and not user.get("client-certificate"):
         token = _exec_credential(user).get("token")
     if token:
-        return {"Authorization": f"Bearer {token}"}
+        return {"Authorization": f"Bearer {_header_safe(str(token), 'token')}"}
     if user.get("username") and user.get("password"):
-        pair = f"{user['username']}:{user['password']}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        pair = f"{user['username']}:{user['password']}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
     return {}
+
+
+def _header_safe(value: str, what: str) -> str:
+    # It goes into an HTTP header, where a newline would be refused (or worse); and a
+    # credential is never printed, not even a broken one.
+    if not value.isascii() or not value.isprintable():
+        raise KubeconfigError(f"the user's {what} holds control or non-ASCII characters")
+    return value
 
 
 _EXEC_CACHE: dict[str, dict[str, Any]] = {}
@@ -227,5 +253,7 @@ def _exec_credential(user: Mapping[str, Any]) -> dict[str, Any]:
         raise KubeconfigError(
             f"the credential plugin {argv[0]!r} did not print an ExecCredential"
         ) from exc
+    if not isinstance(status, Mapping):
+        raise KubeconfigError(f"the credential plugin {argv[0]!r} printed no status object")
     _EXEC_CACHE[cache_key] = dict(status)
     return _EXEC_CACHE[cache_key]

@@ -5,17 +5,21 @@ It acts with the user's own credentials only: the user's kubeconfig (see `kubeco
 for Kubernetes, and for Ona calls (the log) the user's own `ONA_API_TOKEN`, sent to
 `--ona-base-url`, `ONA_BASE_URL` or https://app.ona.com/api. Never the operator's token,
 and never a base URL read from the cluster (an OnaConnection's author must not be able to
-collect users' tokens). Exit codes: 0 done (for `logs -f`: the run succeeded), 1 an error
-or (for `-f`) a run that ended other than SUCCEEDED, 2 a usage error.
+collect users' tokens). Exit codes: 0 done (for `logs -f`: the run succeeded) or the reader
+of the output gone (`| head -1`), 1 an error or (for `-f`) a run that ended other than
+SUCCEEDED, 2 a usage error. What comes from the cluster or the remote is printed through
+`output` (see `terminal`): never a control sequence a terminal would act on.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import sys
+import traceback
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -25,7 +29,9 @@ import yaml
 
 from .kube import GROUP, VERSION, Kube, KubeApiError
 from .kubeconfig import KubeconfigError, load
+from .output import PROG, OutputClosed, Printer, silence_closed, until_reader_leaves
 from .render import describe
+from .terminal import clean
 
 if TYPE_CHECKING:
     from ..ona import OnaClient, TaskExecution
@@ -34,7 +40,6 @@ if TYPE_CHECKING:
 # metrics, and with them kopf): describe, rerun and stop start in half the time.
 DEFAULT_BASE_URL: Final = "https://app.ona.com/api"  # as ona.DEFAULT_BASE_URL
 
-PROG: Final = "kubectl ona"
 POLL_SECONDS: Final = 1.0
 # Without -f, a running execution's log is printed until it pauses this long.
 SETTLE_SECONDS: Final = 1.0
@@ -121,24 +126,22 @@ def _output_flag(parser: argparse.ArgumentParser) -> None:
 
 
 class Cli:
-    def __init__(self, args: argparse.Namespace, kube: Kube, namespace: str, out: TextIO) -> None:
+    def __init__(
+        self, args: argparse.Namespace, kube: Kube, namespace: str, printer: Printer
+    ) -> None:
         self.args = args
         self.kube = kube
         self.namespace = namespace
-        self.out = out
+        self.printer = printer
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        self.printer.lines(text)
 
-    @staticmethod
-    def note(text: str) -> None:
-        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+    def note(self, text: str) -> None:
+        self.printer.note(text)
 
     def dump(self, obj: Any) -> None:
-        if self.args.output == "json":
-            self.say(json.dumps(obj, indent=2))
-        else:
-            self.say(yaml.safe_dump(obj, sort_keys=False).rstrip())
+        self.printer.document(document(obj, self.args.output))
 
     async def get(self, name: str) -> dict[str, Any]:
         try:
@@ -169,7 +172,7 @@ class Cli:
         if self.args.output:
             self.dump({"taskRun": obj, "events": events})
         else:
-            self.out.write(describe(obj, events, datetime.now(UTC)))
+            self.say(describe(obj, events, datetime.now(UTC)).rstrip("\n"))
         return 0
 
     async def rerun(self, name: str) -> int:
@@ -212,6 +215,12 @@ class Cli:
         token = os.environ.get("ONA_API_TOKEN", "").strip()
         if not token:
             return None
+        if not token.isascii() or not token.isprintable() or " " in token:
+            # It goes into an HTTP header; and a token is never printed, not even a wrong one.
+            raise CliError(
+                "ONA_API_TOKEN holds spaces, control or non-ASCII characters: "
+                "it is not an Ona token"
+            )
         base = self.args.ona_base_url or os.environ.get("ONA_BASE_URL") or DEFAULT_BASE_URL
         try:
             return OnaClient(base, token, timeout=30.0)
@@ -219,6 +228,11 @@ class Cli:
             raise CliError(f"cannot use the Ona API at {base!r}: {exc}") from None
 
     async def logs(self, name: str, follow: bool) -> int:
+        # Only reading: once the reader has left (`| grep -q`), stop at once rather than at
+        # the next line, which may be long in coming.
+        return await until_reader_leaves(self._logs(name, follow), self.printer.out)
+
+    async def _logs(self, name: str, follow: bool) -> int:
         obj = await self.get(name)
         ona = self.ona()
         if ona is None:
@@ -330,6 +344,15 @@ class Cli:
         raise CliError(f"execution {execution.id} has no step {wanted!r}; its steps: {known}")
 
 
+def document(obj: Any, output: str) -> str:
+    """`obj` as `-o json` or `-o yaml` prints it."""
+    # ASCII only: every control character, C1 ones too, is written as an escape, so the
+    # document is inert in a terminal and reads back exactly.
+    if output == "json":
+        return json.dumps(obj, indent=2, ensure_ascii=True)
+    return yaml.safe_dump(obj, sort_keys=False, allow_unicode=False).rstrip()
+
+
 def rerun_manifest(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
     """A new TaskRun with the spec of `obj`, named after it by the API server."""
     meta = obj.get("metadata") or {}
@@ -373,28 +396,58 @@ async def _until_quiet(lines: AsyncIterator[str], settle: float | None) -> Async
 # ---------------------------------------------------------------------- entry point
 
 
-async def _main(args: argparse.Namespace, out: TextIO) -> int:
+async def _main(args: argparse.Namespace, printer: Printer) -> int:
     target = load(args.kubeconfig, args.context)
     kube = Kube(target.server, verify=target.verify, headers=target.headers)
     try:
-        return await Cli(args, kube, args.namespace or target.namespace, out).run()
+        return await Cli(args, kube, args.namespace or target.namespace, printer).run()
     finally:
         await kube.aclose()
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run one command and return its exit code; `out` stands in for stdout."""
+    printer = Printer(out or sys.stdout, sys.stderr)
+    try:
+        try:
+            return _run(argv, printer)
+        finally:
+            # Flushed here, not at exit, where a reader gone would end in a broken pipe
+            # report and exit code 120 (`kubectl ona --help | head -1`).
+            printer.out.flush()
+    except (OutputClosed, BrokenPipeError):
+        silence_closed(printer.out, printer.err)
+        return 0
+
+
+def _run(argv: Sequence[str] | None, printer: Printer) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return asyncio.run(_main(args, out or sys.stdout))
-    except (CliError, KubeconfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KubeApiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return asyncio.run(_main(args, printer))
+    except (CliError, KubeconfigError, KubeApiError) as exc:
+        return _fail(printer, str(exc))
     except KeyboardInterrupt:
         return 130
+    except OutputClosed:
+        raise
+    except Exception:
+        # A bug, not a condition a user meets: its traceback helps a report, but passes
+        # through `clean` too, for an exception's text may come from the remote.
+        printer.err.write(clean(traceback.format_exc()))
+        return 1
+
+
+def _fail(printer: Printer, message: str) -> int:
+    try:
+        printer.error(message)
+    except OutputClosed:
+        silence_closed(printer.err)
+    return 1
 
 
 def console() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            # A character the terminal's encoding lacks is shown escaped, not a crash.
+            stream.reconfigure(errors="backslashreplace")
     sys.exit(main())

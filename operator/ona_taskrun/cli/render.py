@@ -1,5 +1,10 @@
 """What `kubectl ona describe` prints, laid out like `kubectl describe`: pure text from
-the TaskRun object and its Events, so it is tested without a cluster."""
+the TaskRun object and its Events, so it is tested without a cluster.
+
+Every string of the TaskRun and its Events was written by its author, the Ona API or
+some controller: it is cleaned of terminal control sequences before it is laid out (so
+widths are counted on what is shown), and a field or a cell is kept to one line (a
+newline in a step's label must not make a row of its own)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core import parse_time
+from .terminal import clean_tree, one_line
 
 EVENTS_SHOWN = 10
 
@@ -27,7 +33,8 @@ def age(then: str, now: datetime) -> str:
     return f"{seconds // 86400}d"
 
 
-def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+def _table(table: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    rows = [[one_line(cell) for cell in row] for row in table]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
@@ -38,11 +45,9 @@ def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
 
 def _fields(pairs: Sequence[tuple[str, str]], indent: str = "") -> list[str]:
     width = max(len(label) for label, _ in pairs) + 2
-    return [f"{indent}{(label + ':').ljust(width)}{value}".rstrip() for label, value in pairs]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return [
+        f"{indent}{(label + ':').ljust(width)}{one_line(value)}".rstrip() for label, value in pairs
+    ]
 
 
 def _connection(spec: Mapping[str, Any]) -> str:
@@ -74,6 +79,7 @@ def _duration(status: Mapping[str, Any], now: datetime) -> str:
 
 
 def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: datetime) -> str:
+    obj, events = clean_tree(obj), clean_tree(events)
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -98,7 +104,7 @@ def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: d
     if spec.get("timeout"):
         pairs.append(("Timeout", str(spec["timeout"])))
     if status.get("failureMessage"):
-        pairs.append(("Failure Message", _one_line(status["failureMessage"])))
+        pairs.append(("Failure Message", str(status["failureMessage"])))
     if status.get("logUrl"):
         pairs.append(("Log URL", str(status["logUrl"])))
     lines = _fields(pairs)
@@ -111,7 +117,7 @@ def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: d
                 str(c.get("type", "")),
                 str(c.get("status", "")),
                 str(c.get("reason", "")),
-                _one_line(str(c.get("message", ""))),
+                str(c.get("message", "")),
             ]
             for c in conditions
         ]
@@ -128,7 +134,7 @@ def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: d
                 str(s.get("id", "")),
                 str(s.get("label", "")),
                 str(s.get("phase", "")),
-                _one_line(str(s.get("failureMessage", ""))),
+                str(s.get("failureMessage", "")),
             ]
             for s in steps
         ]
@@ -136,8 +142,9 @@ def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: d
         for step in steps:
             output = step.get("output")
             if isinstance(output, Mapping) and output:
-                lines.append(f"  Outputs of {step.get('label') or step.get('id')}:")
-                lines += [f"    {key}: {_one_line(str(value))}" for key, value in output.items()]
+                named = one_line(str(step.get("label") or step.get("id")))
+                lines.append(f"  Outputs of {named}:")
+                lines += [f"    {one_line(str(k))}: {one_line(str(v))}" for k, v in output.items()]
     else:
         lines.append("  <none>")
 
@@ -146,7 +153,7 @@ def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: d
         lines.append("Attempts:")
         keys = sorted({key for attempt in attempts for key in attempt})
         rows = [[key[:1].upper() + key[1:] for key in keys], ["-" * len(key) for key in keys]]
-        rows += [[_one_line(str(a.get(key, ""))) for key in keys] for a in attempts]
+        rows += [[str(a.get(key, "")) for key in keys] for a in attempts]
         lines += _table(rows)
 
     lines.append("Log Tail:")
@@ -165,7 +172,7 @@ def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: d
                 str(e.get("type", "")),
                 str(e.get("reason", "")),
                 age(_event_time(e), now),
-                _one_line(str(e.get("message", ""))),
+                str(e.get("message", "")),
             ]
             for e in shown
         ]
