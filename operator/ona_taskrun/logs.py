@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -64,6 +65,14 @@ def scrub(text: str, *, cut: bool = False, extra: tuple[str, ...] = ()) -> str:
     return text
 
 
+# C0 controls but tab and newline, DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
 class RedactFilter(logging.Filter):
     """Replace any occurrence of a secret in a record's final message, as a last guard."""
 
@@ -82,6 +91,10 @@ class RedactFilter(logging.Filter):
             for secret in secrets:
                 message = message.replace(secret, MASK)
             record.msg, record.args = message, None
+        if _CONTROL.search(message):
+            # A task's text (a failure message, a step name) may carry terminal escape
+            # sequences: shown escaped, never acted on by whoever reads the log.
+            record.msg, record.args = _CONTROL.sub(_escape, message), None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
             if any(s in text for s in secrets):

@@ -131,3 +131,17 @@ def test_json_lines(logger: tuple[logging.Logger, io.StringIO, logging.Handler])
     assert "exception" not in entries[0]
     assert "call failed for ***" in entries[2]["exception"]
     assert TOKEN not in stream.getvalue()
+
+
+def test_terminal_escape_sequences_in_a_log_record_are_shown_escaped() -> None:
+    record = logging.LogRecord(
+        "ona_taskrun.reconciler",
+        logging.INFO,
+        __file__,
+        1,
+        "failed: %s",
+        ("a\x1b[2Jb\x9bc\td",),
+        None,
+    )
+    assert RedactFilter().filter(record)
+    assert record.getMessage() == "failed: a\\x1b[2Jb\\x9bc\td"
