@@ -1,9 +1,11 @@
-"""One circuit breaker for every TaskRun's calls to the Ona API.
+"""One circuit breaker for the Ona calls of every TaskRun of a connection.
 
 Each TaskRun backs off on its own, but a thousand TaskRuns backing off on their own
-still make a thousand calls into an outage. After a few transient failures in a row
-(from any TaskRun), remote calls pause for a growing, capped time; then a single call
-probes whether the API is back, and only its success lets everyone through again.
+still make a thousand calls into an outage. After a few outage failures in a row (from
+any TaskRun), remote calls pause for a growing, capped time; then a single call probes
+whether the API is back, and only an answer lets everyone through again. What counts as
+an outage is decided in one place, `remote.is_outage`: an answer about one request (a
+refusal, a method the server does not serve) is an answer, and never opens the breaker.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class CircuitBreaker:
         return 0.0
 
     def record(self, *, ok: bool) -> None:
-        """The outcome of a remote call: ok means the API answered (even with a refusal)."""
+        """The outcome of a remote call: ok means the API answered (even with a refusal);
+        not ok, an outage (`remote.is_outage`)."""
         self._probe_at = None
         if ok:
             self._failures = 0

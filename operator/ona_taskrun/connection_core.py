@@ -351,6 +351,9 @@ class Check:
     failure: RemoteFailure | None = None
     # Whether the token was asked in this look (else identity/failure are remembered).
     asked: bool = False
+    # Methods the connection's API answered `unimplemented` since it was opened (full
+    # names, sorted): shown as status.unservedMethods.
+    unserved_methods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -380,7 +383,9 @@ def readiness(check: Check) -> Readiness:
         return Readiness("True", "Authenticated", f"the token acts as {check.identity.subject_id}")
     if check.failure is not None:
         reason = check.failure.condition_reason
-        if check.failure.kind.transient:
+        # remote.METHOD_NOT_SERVED: the identity method is not served (a wrong base URL,
+        # most often), which says nothing about the token.
+        if check.failure.kind.transient or reason == "MethodNotServed":
             return Readiness("Unknown", reason, f"cannot check the token: {check.failure.message}")
         return Readiness("False", reason, f"the token was not accepted: {check.failure.message}")
     return Readiness("Unknown", "Checking", "the token has not been checked yet")
@@ -419,4 +424,6 @@ def connection_status(
         status["organizationId"] = check.identity.organization_id
     if check.asked:
         status["checkedAt"] = rfc3339(now)
+    if check.unserved_methods:
+        status["unservedMethods"] = list(check.unserved_methods)
     return {k: v for k, v in status.items() if v is not None}

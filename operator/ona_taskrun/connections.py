@@ -47,7 +47,7 @@ from .connection_core import (
 from .environment_watch import EnvironmentWatch
 from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
 from .ona import OnaClient, RetryPolicy, errors
-from .remote import to_failure
+from .remote import is_outage, to_failure, unserved_method
 from .tracker import ExecutionTracker
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class Remote:
         settings: RemoteSettings,
         notify: Callable[[str], None],
         on_unauthenticated: Callable[[], None],
+        on_unserved: Callable[[str], None] | None = None,
     ) -> None:
         self.key = key
         self.client = OnaClient(
@@ -82,6 +83,10 @@ class Remote:
             retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
         )
         self.breaker = CircuitBreaker()
+        # Methods this connection's API answered `unimplemented`, each told once through
+        # on_unserved (the connection's Event and status.unservedMethods).
+        self.unserved: set[str] = set()
+        self._on_unserved = on_unserved
         # Wakes TaskRuns waiting for their environment (spec.environment) when it changes.
         self.environments = EnvironmentWatch(self.client, notify)
         self.tracker = ExecutionTracker(
@@ -114,6 +119,31 @@ class Remote:
         await self.environments.close()
         await self.client.aclose()
 
+    def failed(self, exc: errors.OnaError) -> core.RemoteFailure:
+        """A call made for a TaskRun failed: what it means for the run. Only an outage
+        (`is_outage`) counts toward the breaker; any other answer shows the API is up. A
+        method the server does not serve is reported for the connection, once."""
+        self._record(outage=is_outage(exc))
+        self.note_unserved(exc)
+        return to_failure(exc)
+
+    def answered(self) -> None:
+        """A call made for a TaskRun succeeded."""
+        self._record(outage=False)
+
+    def _record(self, *, outage: bool) -> None:
+        opened_before = self.breaker.opened
+        self.breaker.record(ok=not outage)
+        if self.breaker.opened > opened_before:
+            log.warning("the Ona API keeps failing through %s: pausing its remote calls", self.key)
+
+    def note_unserved(self, exc: errors.OnaError) -> None:
+        method = unserved_method(exc)
+        if method and method not in self.unserved:
+            self.unserved.add(method)
+            if self._on_unserved is not None:
+                self._on_unserved(method)
+
     async def ask_principal(self) -> None:
         """Ask the API who the token acts as, at most every 30 s while it fails."""
         loop = asyncio.get_running_loop()
@@ -123,6 +153,7 @@ class Remote:
         try:
             identity = await self.client.get_authenticated_identity()
         except errors.OnaError as exc:
+            self.note_unserved(exc)
             log.info("cannot learn the principal of %s yet: %s", self.key, exc)
             return
         self.principal = self.principal or identity.subject.id
@@ -227,6 +258,7 @@ class Connections:
             self.remote_settings,
             self._notify_taskrun,
             lambda: self.token_refused(key),
+            lambda method: self._unserved(key, method),
         )
         remote.start()
         self._remotes[key] = remote
@@ -271,6 +303,36 @@ class Connections:
         if look is not None:
             look.check_at = 0.0
         self._enqueue(key.queue_key)
+
+    def _unserved(self, key: ConnectionKey, method: str) -> None:
+        """The connection's API answered that it does not serve `method`, for the first
+        time since the connection was opened: say so once, on the connection (a Warning
+        Event and status.unservedMethods), or in the log for the default connection,
+        which has no object."""
+        remote = self._remotes.get(key)
+        where = f" at {remote.base_url}" if remote is not None else ""
+        message = (
+            f"the Ona API{where} does not serve {method}: runs that need it say so in their "
+            "conditions instead of retrying, and the calls of other runs go on"
+        )
+        log.warning("%s: %s", key, message)
+        body = self._bodies.get(key)
+        if key.default or body is None or self.kube is None:
+            return
+        self._background(self._post_warning(key, body, "MethodNotServed", message))
+        self._enqueue(key.queue_key)  # writes status.unservedMethods
+
+    async def _post_warning(
+        self, key: ConnectionKey, body: Mapping[str, Any], reason: str, message: str
+    ) -> None:
+        assert self.kube is not None
+        target = dict(body)
+        # A listed object comes without its kind; the Event must name it.
+        target.setdefault("kind", key.kind)
+        try:
+            await self.kube.post_event(target, "Warning", reason, message)
+        except KubeError as exc:
+            log.warning("cannot post the %s Event on %s: %s", reason, key, exc)
 
     def _background(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -390,6 +452,7 @@ class Connections:
             try:
                 found = await remote.client.get_authenticated_identity()
             except errors.OnaError as exc:
+                remote.note_unserved(exc)
                 failure = to_failure(exc)
                 if failure.kind.transient and look.identity is None:
                     look.identity = _last_identity(body)  # as an earlier replica saw it
@@ -441,6 +504,9 @@ class Connections:
         assert self.kube is not None
         old = body.get("status") or {}
         meta = body.get("metadata") or {}
+        remote = self._remotes.get(key)
+        if remote is not None and remote.unserved:
+            check = replace(check, unserved_methods=tuple(sorted(remote.unserved)))
         new = connection_status(old, _generation(body), check, datetime.now(UTC))
         patch = core.status_patch(old, new)
         if not patch:

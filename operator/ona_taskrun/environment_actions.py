@@ -3,6 +3,7 @@ connection (gitpod.v1.EnvironmentService), and the translation of what comes bac
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from . import core, environment_core
@@ -10,7 +11,7 @@ from .connections import Remote
 from .environment_core import RemoteEnvironment
 from .ona import errors
 from .ona.models import Environment
-from .remote import to_failure
+from .remote import METHOD_NOT_SERVED
 
 
 def to_environment(env: Environment) -> RemoteEnvironment:
@@ -80,5 +81,21 @@ async def perform(
             first = RemoteEnvironment(id=ids[0], phase="") if ids else None
             return core.Result(environment=first)
     except errors.OnaError as exc:
-        return core.Result(failure=to_failure(exc))
+        failure = remote.failed(exc)
+        if kind is core.ActionKind.FIND_ENVIRONMENTS and failure.reason == METHOD_NOT_SERVED:
+            failure = replace(failure, message=_cannot_look(failure.message, name, project))
+        return core.Result(failure=failure)
     raise ValueError(f"action {kind.value} does not fit this TaskRun")
+
+
+def _cannot_look(why: str, name: str, project: environment_core.FromProject | None) -> str:
+    """What a person reads on a run whose environment creation had an unknown outcome and
+    cannot be looked up: the name to look for, and how to hand the run its environment."""
+    where = f" of project {project.project_id}" if project is not None else ""
+    return (
+        f"{why}; the environment that an earlier CreateEnvironmentFromProject may have "
+        f"created cannot be looked up, and nothing more is created. Look in Ona for an "
+        f"environment{where} named {name}: annotate the TaskRun with "
+        f"{environment_core.ADOPT_ENVIRONMENT_ANNOTATION}=<environment id> to use it, or, "
+        "if there is none, delete the TaskRun and create it again"
+    )

@@ -31,7 +31,7 @@ from .eventpost import EventPoster
 from .kube import Conflict, Gone, KubeClient, KubeError
 from .logtail import LogTails
 from .ona import errors
-from .remote import to_failure, to_remote
+from .remote import to_remote
 
 log = logging.getLogger(__name__)
 MAX_STEPS = 25
@@ -536,12 +536,8 @@ class Reconciler:
                 result = await self._perform_through(remote, action, run, body)
             if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
                 crash(self.crash_point, "after-environment-create")
-            opened_before = remote.breaker.opened
-            remote.breaker.record(ok=not _api_trouble(result.failure))
-            if remote.breaker.opened > opened_before:
-                log.warning(
-                    "the Ona API keeps failing through %s: pausing its remote calls", remote.key
-                )
+            if result.failure is None:
+                remote.answered()  # a failure was recorded as it came (Remote.failed)
             if action.kind is core.ActionKind.START:
                 crash(self.crash_point, "after-start")
                 if result.execution is not None:
@@ -907,7 +903,7 @@ class Reconciler:
                 await ona.delete_task(action.task_id, missing_ok=True)
                 return core.Result()
         except errors.OnaError as exc:
-            return core.Result(failure=to_failure(exc))
+            return core.Result(failure=remote.failed(exc))
         raise ValueError(f"action {kind.value} does not fit this TaskRun")
 
 
@@ -972,13 +968,6 @@ def _refused_token(result: core.Result) -> bool:
 def _rv(body: Mapping[str, Any]) -> int:
     raw = (body.get("metadata") or {}).get("resourceVersion", "")
     return int(raw) if str(raw).isdigit() else 0
-
-
-def _api_trouble(failure: core.RemoteFailure | None) -> bool:
-    """A failure that says the API is struggling (not a refusal it answered with)."""
-    return failure is not None and (
-        failure.kind.transient or failure.kind is core.FailureKind.OUTCOME_UNKNOWN
-    )
 
 
 def _retry_delay(failure: core.RemoteFailure, attempt: int) -> float:

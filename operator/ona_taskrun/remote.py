@@ -1,4 +1,5 @@
-"""Translation between the Ona client's models and errors and the pure core's types."""
+"""Translation between the Ona client's models and errors and the pure core's types, and
+the one reading of a failed call that says whether the Ona API is down (`is_outage`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from datetime import datetime
 
 from . import core
 from .ona import errors
+from .ona.client import qualified_method
 from .ona.models import TaskExecution
+
+# The RemoteFailure reason of a call the server does not serve (`unimplemented`, or a 404
+# that is not a Connect error): environment_core stalls an adoption on it.
+METHOD_NOT_SERVED = "MethodNotServed"
 
 
 def _time(value: datetime | None) -> str:
@@ -52,17 +58,74 @@ _KINDS: tuple[tuple[type[errors.OnaError], core.FailureKind], ...] = (
     (errors.Conflict, core.FailureKind.INVALID_ARGUMENT),
     (errors.RateLimited, core.FailureKind.RATE_LIMITED),
     (errors.OutcomeUnknown, core.FailureKind.OUTCOME_UNKNOWN),
-    # A wrong base URL answers "unimplemented": retry slowly, the message says why.
-    (errors.Unimplemented, core.FailureKind.UNAVAILABLE),
+    # A method the server does not serve is not served on the next try either: the run
+    # that needs it is told so rather than retried without end (see unserved_method).
+    (errors.Unimplemented, core.FailureKind.INVALID_ARGUMENT),
     (errors.Unavailable, core.FailureKind.UNAVAILABLE),
 )
 
 
 def to_failure(exc: errors.OnaError) -> core.RemoteFailure:
     kind = next((k for cls, k in _KINDS if isinstance(exc, cls)), core.FailureKind.UNAVAILABLE)
-    # failed_precondition (e.g. StartTask in an environment that is not running) is told
-    # apart from other refusals: a run that looks after its environment can act on it.
-    reason = "FailedPrecondition" if exc.code == "failed_precondition" else ""
+    message = str(exc)
+    reason = ""
+    if exc.code == "failed_precondition":
+        # e.g. StartTask in an environment that is not running: told apart from other
+        # refusals, since a run that looks after its environment can act on it.
+        reason = "FailedPrecondition"
+    elif unserved_method(exc):
+        reason = METHOD_NOT_SERVED
+        message = f"the Ona API does not serve {unserved_method(exc)} ({exc.code}, {_http(exc)})"
+        if exc.message:
+            message += f": {exc.message}"
     return core.RemoteFailure(
-        kind=kind, message=str(exc), retry_after=exc.retry_after, reason=reason
+        kind=kind, message=message, retry_after=exc.retry_after, reason=reason
     )
+
+
+def _http(exc: errors.OnaError) -> str:
+    return f"HTTP {exc.http_status}" if exc.http_status is not None else "no response"
+
+
+# Connect codes by what they say. An outage: the API, or the way to it, cannot serve calls
+# now (a connection error or reset and a timeout come as unavailable / deadline_exceeded).
+_OUTAGE_CODES = frozenset(
+    {"unavailable", "deadline_exceeded", "internal", "data_loss", "resource_exhausted"}
+)
+# About one request: the same call would fail however well the API is doing, so these
+# never hold back the calls of other runs.
+_REQUEST_CODES = frozenset(
+    {
+        "canceled",
+        "invalid_argument",
+        "failed_precondition",
+        "out_of_range",
+        "unauthenticated",
+        "permission_denied",
+        "not_found",
+        "already_exists",
+        "aborted",
+        "unimplemented",
+    }
+)
+
+
+def is_outage(exc: errors.OnaError) -> bool:
+    """Whether a failed call says the Ona API is down or overloaded: what a connection's
+    circuit breaker counts. Transport failures, timeouts, `unavailable`, `internal`,
+    `data_loss`, 429 / `resource_exhausted`, and `unknown` (or a code this client does
+    not know) with HTTP 5xx are; an answer about the one request (a refusal, a conflict, a
+    method the server does not serve) is not, whatever its HTTP status."""
+    if exc.code in _OUTAGE_CODES:
+        return True
+    if exc.code in _REQUEST_CODES:
+        return False
+    return exc.http_status is not None and exc.http_status >= 500
+
+
+def unserved_method(exc: errors.OnaError) -> str:
+    """The full name of the method a failure says the server does not serve, or "".
+
+    The client reads `unimplemented`, and a 404 that is not a Connect error (no such
+    route), as this; a Connect `not_found` is about a resource, not the method."""
+    return qualified_method(exc.method) if exc.code == "unimplemented" else ""

@@ -69,6 +69,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "OnaClient",
     "Page",
+    "qualified_method",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,14 @@ _SERVICE_OF = {
 }
 MAX_FILTER_VALUES = 25
 MAX_PAGE_SIZE = 100
+
+
+def qualified_method(method: str) -> str:
+    """A method's full name as its Connect path carries it (`service/method`, e.g.
+    gitpod.v1.EnvironmentService/ListEnvironments): what a person looks up in Ona's API."""
+    service = EVENT_SERVICE if method == "WatchEvents" else _SERVICE_OF.get(method)
+    return f"{service or AUTOMATION_SERVICE}/{method}"
+
 
 T = TypeVar("T", bound=BaseModel)
 
