@@ -1188,6 +1188,16 @@ def _left_behind(run: TaskRun, spec: Spec) -> str:
         parts.append("an execution its unresolved start may have made was not stopped")
     if spec.task is not None and status.task_id:
         parts.append(f"Ona task {status.task_id} was not deleted")
+    env = spec.environment
+    if env is not None and env.from_project is not None and env.cleanup.value != "Keep":
+        made = status.environment_id or (
+            "an environment its unresolved creation may have made"
+            if status.environment_requested_at
+            else ""
+        )
+        if made and status.environment_phase not in ("DELETED", "DELETING"):
+            verb = "deleted" if env.cleanup.value == "Delete" else "stopped"
+            parts.append(f"environment {made} was not {verb}")
     return "; ".join(parts)
 
 

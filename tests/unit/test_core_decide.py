@@ -1268,3 +1268,18 @@ def test_delete_without_a_usable_connection_says_everything_it_left_behind() -> 
         f"execution {EXEC} was not stopped; Ona task {TASK} was not deleted on delete: "
         "OnaConnection a/b does not exist"
     )
+
+
+def test_a_delete_that_cannot_clean_up_names_the_environment_left_behind() -> None:
+    spec = inline_spec(
+        connectionRef={"name": "ona"},
+        environment={"fromProject": {"projectId": "p-1"}, "cleanup": "Delete"},
+    )
+    spec["task"].pop("environmentId", None)
+    run = taskrun(spec, {**RUNNING, "environmentId": "env-9"}, deleting=True)
+    decision = core.decide(run, Observation(connection=REFUSED), NOW, CFG)
+    assert decision.action == REMOVE
+    (event,) = decision.events
+    assert event.reason == "CleanupSkipped"
+    assert f"execution {EXEC} was not stopped" in event.message
+    assert "environment env-9 was not deleted" in event.message
