@@ -186,7 +186,7 @@ class Settings:
     operator_namespace: str = "ona-system"
     default_base_url: str = "https://app.ona.com/api"
     # Which namespaces may use the default connection.
-    default_namespaces: selectors.LabelSelector = selectors.EVERYTHING
+    default_namespaces: selectors.LabelSelector = selectors.NOTHING
     # The base URLs a connection may send its token to.
     allowed_urls: AllowedUrls = ONA_ONLY
     recheck_seconds: float = 300.0  # how often a token is asked who it acts as
@@ -535,32 +535,43 @@ class Connections:
     ) -> tuple[core.ConnectionView, Remote | None]:
         """Whether this TaskRun may go on through its connection, and the Remote to use.
 
-        The policy is asked only before a start is claimed: once a start may have happened,
-        the run is followed to its end whatever the policy says now. Its rules that need no
-        Ona call come first, so a refusal never waits for the connection to be ready.
+        The namespace rule and the connection's policy are asked before every remote action
+        for the run (create, start, adopt, stop, read logs, clean up), whatever its
+        annotations say: what a TaskRun's author writes is a request, never authority. The
+        rules that need no Ona call come first, so a refusal never waits for the connection
+        to be ready. Only a run not yet claimed waits for the connection to be Ready and
+        has its task's environment looked up; a claimed run (the claim is the operator's
+        own, see `claims`) is checked against what is already known of it.
         """
         spec = run.spec
         ref = spec.connection_ref if isinstance(spec, core.Spec) else None
         key = key_for(namespace, ref)
         remote = self._remotes.get(key)
-        status = run.status
-        claimed = bool(status.task_execution_id or status.start_requested_at)
-        if claimed or run.deleting or status.finished or not isinstance(spec, core.Spec):
-            return (core.READY if remote is not None else self._missing(key)), remote
         if remote is None and (key.default or key not in self._bodies):
             return self._missing(key), None
         policy = self._default_policy if key.default else self._policy(key)
-        environment_id = spec.environment_id or ""
-        task_id = status.task_id or (spec.task_ref.id if spec.task_ref else "") or ""
+        if policy is None:
+            # A policy that cannot be read allows nothing (and the connection says why).
+            return self._missing(key), None
+        status = run.status
+        parsed = spec if isinstance(spec, core.Spec) else None
+        environment_id = (parsed.environment_id if parsed else None) or ""
+        task_id = status.task_id or (parsed.task_ref.id if parsed and parsed.task_ref else "")
         if not environment_id and remote is not None:
-            environment_id = remote.task_environments.get(task_id, "")
-        project = spec.environment.from_project if spec.environment else None
+            environment_id = remote.task_environments.get(task_id or "", "")
+        project = parsed.environment.from_project if parsed and parsed.environment else None
+        claimed = bool(status.task_execution_id or status.start_requested_at)
+        settled = claimed or run.deleting or status.finished or parsed is None
         lookup = bool(policy.environment_ids) and not environment_id and project is None
-        # The environment rule waits for the one read that tells the task's environment.
+        # The environment rule waits for the one read that tells the task's environment; a
+        # run past its start was checked by it then (a task's environment never changes).
         local = replace(policy, environment_ids=frozenset()) if lookup else policy
-        refused = await self._refusal(key, local, namespace, spec, environment_id)
+        refused = await self._refusal(key, local, namespace, parsed, environment_id)
         if refused is not None or remote is None:
             return refused or self._missing(key), remote
+        if settled:
+            return core.READY, remote
+        assert parsed is not None
         if not key.default:
             look = self._looks.get(key)
             ready = look.readiness if look is not None else None
@@ -568,24 +579,23 @@ class Connections:
                 why = ready or readiness(Check())
                 return _waiting(why.reason, f"{key} is not ready: {why.message}"), remote
         if lookup:
-            found = await self._task_environment(remote, task_id)
+            found = await self._task_environment(remote, task_id or "")
             if isinstance(found, core.ConnectionView):
                 return found, remote
-            if found is None:
-                return core.READY, remote  # no such task: StartTask will say TaskNotFound
-            refused = await self._refusal(key, policy, namespace, spec, found)
+            refused = await self._refusal(key, policy, namespace, parsed, found)
         return refused or core.READY, remote
 
-    def _policy(self, key: ConnectionKey) -> Policy:
+    def _policy(self, key: ConnectionKey) -> Policy | None:
+        """The connection's policy; None when its spec cannot be read (allow nothing)."""
         body = self._bodies.get(key)
         if body is None:
-            return Policy()
+            return None
         try:
             return parse_connection(
                 body, operator_namespace=self.settings.operator_namespace
             ).policy
         except InvalidConnection:
-            return Policy()
+            return None
 
     def _parse(self, body: Mapping[str, Any]) -> ConnectionSpec:
         return parse_connection(
@@ -614,40 +624,47 @@ class Connections:
         key: ConnectionKey,
         policy: Policy,
         namespace: str,
-        spec: core.Spec,
+        spec: core.Spec | None,
         environment_id: str,
     ) -> core.ConnectionView | None:
-        """A refusal (or a wait, if the namespace cannot be read) under this policy."""
+        """A refusal (or a wait, if the namespace cannot be read) under this policy. With
+        no spec (an invalid one) only the namespace rule can be asked."""
         labels: Mapping[str, str] = {}
         if policy.namespaces.requirements:
             try:
                 labels = await self._labels(namespace)
             except KubeError as exc:
                 return _waiting("Waiting", f"cannot read namespace {namespace}: {exc}")
-        project = spec.environment.from_project if spec.environment else None
+        if spec is None:
+            policy = replace(policy, environment_ids=frozenset(), inline_tasks=True)
+        project = spec.environment.from_project if spec and spec.environment else None
         refusal = check_policy(
             policy,
             key,
             namespace,
             labels,
             environment_id=environment_id,
-            inline=spec.task is not None,
+            inline=spec is not None and spec.task is not None,
             project_id=project.project_id if project else "",
         )
         if refusal is None:
             return None
         return core.ConnectionView(core.Access.REFUSED, "NotPermitted", refusal)
 
-    async def _task_environment(
-        self, remote: Remote, task_id: str
-    ) -> str | core.ConnectionView | None:
+    async def _task_environment(self, remote: Remote, task_id: str) -> str | core.ConnectionView:
         known = remote.task_environments.get(task_id)
         if known is not None:
             return known
         try:
             task = await remote.client.get_task(task_id)
         except errors.NotFound:
-            return None
+            # Fail closed: a task this token cannot read has no environment to allow.
+            return core.ConnectionView(
+                core.Access.REFUSED,
+                "NotPermitted",
+                f"task {task_id} was not found through {remote.key}, so its environment "
+                "cannot be checked against spec.policy.environmentIds",
+            )
         except errors.OnaError as exc:
             if isinstance(exc, errors.Unauthenticated):
                 self.token_refused(remote.key)

@@ -314,8 +314,14 @@ def test_policy_refusals_create_and_start_nothing(
     )
     team.taskruns.apply("by-id", {"taskRef": {"id": elsewhere["id"]}, **ref})
     team.taskruns.apply("allowed", {"taskRef": {"id": allowed["id"]}, **ref})
+    # A task the token cannot read has no environment to allow: the policy fails closed.
+    unseen = str(uuid.uuid4())
+    team.taskruns.apply("unseen", {"taskRef": {"id": unseen}, **ref})
 
     inline = team.taskruns.wait_condition("inline", "Succeeded", "False", "NotPermitted")
+    cond = team.taskruns.wait_condition("unseen", "Succeeded", "False", "NotPermitted")
+    assert f"task {unseen} was not found" in cond["message"]
+    assert _calls_for(e2e_simulator, "StartTask", unseen) == []
     assert "inlineTasks is Deny" in inline["message"]
     for name in ("by-ref", "by-id"):
         cond = team.taskruns.wait_condition(name, "Succeeded", "False", "NotPermitted")
