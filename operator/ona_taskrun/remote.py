@@ -3,9 +3,10 @@ the one reading of a failed call that says whether the Ona API is down (`is_outa
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
-from . import core
+from . import core, logs
 from .ona import errors
 from .ona.client import qualified_method
 from .ona.models import TaskExecution
@@ -17,6 +18,35 @@ METHOD_NOT_SERVED = "MethodNotServed"
 
 def _time(value: datetime | None) -> str:
     return core.rfc3339(value) if value is not None else ""
+
+
+# What of a task's own text (failure messages, step labels, outputs) goes into a
+# TaskRun's status: a task is as hostile as its author, and the status is read by kubectl
+# in terminals and by every controller that watches TaskRuns.
+MESSAGE_LIMIT = 4096
+LABEL_LIMIT = 256
+OUTPUT_LIMIT = 4096  # each output value
+OUTPUTS_PER_STEP = 64
+# C0 controls but tab and newline, DEL and C1 controls: ESC starts every terminal
+# escape sequence, and C1 0x9b is a one-byte CSI.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Remote text as the status may hold it: control characters replaced (so nothing
+    acts on a reader's terminal), tokens the operator holds masked, and cut to `limit`
+    characters with a note saying so."""
+    size = len(text)
+    text = logs.scrub(_CONTROL.sub("\ufffd", text[: limit * 4]))  # no scrub of what is cut
+    if size > limit or len(text) > limit:
+        note = f"… [cut: {size} characters in all]"
+        text = logs.scrub(text[: max(limit - len(note), 0)], cut=True) + note
+    return text
+
+
+def _outputs(raw: dict[str, str]) -> dict[str, str]:
+    kept = sorted(raw.items())[:OUTPUTS_PER_STEP]
+    return {shown(k, LABEL_LIMIT): shown(v, OUTPUT_LIMIT) for k, v in kept}
 
 
 def to_remote(execution: TaskExecution) -> core.RemoteExecution:
@@ -34,13 +64,13 @@ def to_remote(execution: TaskExecution) -> core.RemoteExecution:
             core.RemoteStep(
                 id=s.id,
                 phase=s.phase.value,
-                label=labels.get(s.id, ""),
-                failure_message=s.failure_message,
-                output=dict(s.output),
+                label=shown(labels.get(s.id, ""), LABEL_LIMIT),
+                failure_message=shown(s.failure_message),
+                output=_outputs(dict(s.output)),
             )
             for s in execution.status.steps
         ),
-        failure_message=execution.status.failure_message,
+        failure_message=shown(execution.status.failure_message),
         log_url=execution.status.log_url,
         created_at=_time(execution.metadata.created_at),
         started_at=_time(execution.metadata.started_at),
@@ -67,7 +97,7 @@ _KINDS: tuple[tuple[type[errors.OnaError], core.FailureKind], ...] = (
 
 def to_failure(exc: errors.OnaError) -> core.RemoteFailure:
     kind = next((k for cls, k in _KINDS if isinstance(exc, cls)), core.FailureKind.UNAVAILABLE)
-    message = str(exc)
+    message = shown(str(exc))
     reason = ""
     if exc.code == "failed_precondition":
         # e.g. StartTask in an environment that is not running: told apart from other
@@ -77,7 +107,7 @@ def to_failure(exc: errors.OnaError) -> core.RemoteFailure:
         reason = METHOD_NOT_SERVED
         message = f"the Ona API does not serve {unserved_method(exc)} ({exc.code}, {_http(exc)})"
         if exc.message:
-            message += f": {exc.message}"
+            message += f": {shown(exc.message)}"
     return core.RemoteFailure(
         kind=kind, message=message, retry_after=exc.retry_after, reason=reason
     )
