@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from ona_taskrun.simulator import run_simulator
-from ona_taskrun.simulator.control_client import AsyncSimulatorControl
+from ona_simulator import run_simulator
+from ona_simulator.control_client import AsyncSimulatorControl
 from tests.simulator.conftest import Api
 from tests.support.simulator_fixtures import (
     SimulatorHandle,

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from ona_taskrun.simulator.commands import RunPlan, parse_command
-from ona_taskrun.simulator.wire import ConnectError
+from ona_simulator.commands import RunPlan, parse_command
+from ona_simulator.wire import ConnectError
 
 
 def test_plain_command_runs_the_default_plan() -> None:

@@ -113,7 +113,7 @@ async def test_reset_clears_faults(api: Api, simulator: SimulatorHandle) -> None
 
 
 async def test_bad_fault_knobs_are_refused(simulator: SimulatorHandle) -> None:
-    from ona_taskrun.simulator.control_client import SimulatorControlError
+    from ona_simulator.control_client import SimulatorControlError
 
     with pytest.raises(SimulatorControlError, match="unknown fault knob"):
         simulator.control.set_faults("StartTask", eror_500=1.0)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ona_taskrun.simulator.commands import parse_command
-from ona_taskrun.simulator.wire import ConnectError
+from ona_simulator.commands import parse_command
+from ona_simulator.wire import ConnectError
 from tests.simulator.conftest import Api
 from tests.simulator.test_lifecycle import FAILED
 from tests.simulator.test_logs import logs_token, running_with_log

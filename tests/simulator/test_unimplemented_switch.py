@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ona_taskrun.simulator.control_client import SimulatorControlError
+from ona_simulator.control_client import SimulatorControlError
 from tests.simulator.conftest import Api
 from tests.support.simulator_fixtures import SimulatorHandle
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from ona_taskrun.simulator.control_client import SimulatorControl
+from ona_simulator.control_client import SimulatorControl
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.scrape import try_scrape
 from tests.support.simulator_fixtures import SimulatorHandle, SimulatorProcess

@@ -23,7 +23,7 @@ from typing import IO
 
 import pytest
 
-from ona_taskrun.simulator.control_client import SimulatorControl
+from ona_simulator.control_client import SimulatorControl
 
 STARTUP_DEADLINE_S = 20.0
 LISTENING_PREFIX = "ona-simulator listening on "
@@ -59,7 +59,7 @@ def simulator_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("ona-simulator")
-    return [found] if found else [sys.executable, "-m", "ona_taskrun.simulator"]
+    return [found] if found else [sys.executable, "-m", "ona_simulator"]
 
 
 def _pump_lines(stream: IO[str], lines: queue.Queue[str]) -> None:

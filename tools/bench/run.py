@@ -33,8 +33,8 @@ from typing import Any, cast
 import urllib3
 from kubernetes import client, config, watch
 
-from ona_taskrun.simulator.api import STREAM_CHECK_SECONDS
-from ona_taskrun.simulator.control_client import SimulatorControl
+from ona_simulator.api import STREAM_CHECK_SECONDS
+from ona_simulator.control_client import SimulatorControl
 from tools.bench import figures as fig
 from tools.chaos.stack import OperatorRun, Stack, _die_with_parent
 from tools.localcluster.binaries import REPO_ROOT

@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 import urllib3
 from kubernetes import client
 
-from ona_taskrun.simulator.control_client import SimulatorControl
+from ona_simulator.control_client import SimulatorControl
 from tools.chaos.plan import (
     ENVIRONMENTS,
     PROJECT,

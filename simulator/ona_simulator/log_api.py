@@ -20,11 +20,11 @@ from typing import Final
 
 from aiohttp import web
 
-from ona_taskrun.simulator.api import SIMULATOR_KEY, error_response, json_response, unary
-from ona_taskrun.simulator.control import PREFIX
-from ona_taskrun.simulator.core import CallRecord, Simulator
-from ona_taskrun.simulator.logs import READ_LOG, ExecutionLog, LogFaultRule
-from ona_taskrun.simulator.wire import JSON, ConnectError, parse_body
+from ona_simulator.api import SIMULATOR_KEY, error_response, json_response, unary
+from ona_simulator.control import PREFIX
+from ona_simulator.core import CallRecord, Simulator
+from ona_simulator.logs import READ_LOG, ExecutionLog, LogFaultRule
+from ona_simulator.wire import JSON, ConnectError, parse_body
 
 ENVIRONMENT_SERVICE: Final = "gitpod.v1.EnvironmentService"
 LOG_PATH: Final = "/logs/task-executions"

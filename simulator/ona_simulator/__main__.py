@@ -8,9 +8,9 @@ import contextlib
 import signal
 import sys
 
-from ona_taskrun.simulator.faults import DEFAULT_SEED
-from ona_taskrun.simulator.logs import DEFAULT_TOKEN_TTL_S
-from ona_taskrun.simulator.server import run_simulator
+from ona_simulator.faults import DEFAULT_SEED
+from ona_simulator.logs import DEFAULT_TOKEN_TTL_S
+from ona_simulator.server import run_simulator
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final, TypeVar, cast
 
-from ona_taskrun.simulator.wire import JSON, ConnectError, type_name
+from ona_simulator.wire import JSON, ConnectError, type_name
 
 WILDCARD: Final = "*"
 API_METHODS: Final = (

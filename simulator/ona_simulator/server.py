@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ona_taskrun.simulator import api, control, log_api
-from ona_taskrun.simulator.core import Simulator
-from ona_taskrun.simulator.faults import DEFAULT_SEED
-from ona_taskrun.simulator.logs import DEFAULT_TOKEN_TTL_S
+from ona_simulator import api, control, log_api
+from ona_simulator.core import Simulator
+from ona_simulator.faults import DEFAULT_SEED
+from ona_simulator.logs import DEFAULT_TOKEN_TTL_S
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from ona_taskrun.simulator.auth import Subject
-from ona_taskrun.simulator.core import CallRecord, Simulator
-from ona_taskrun.simulator.environment_methods import (
+from ona_simulator.auth import Subject
+from ona_simulator.core import CallRecord, Simulator
+from ona_simulator.environment_methods import (
     ENVIRONMENT_METHODS,
     MUTATING_ENVIRONMENT_METHODS,
 )
-from ona_taskrun.simulator.logs import create_environment_logs_token
-from ona_taskrun.simulator.wire import (
+from ona_simulator.logs import create_environment_logs_token
+from ona_simulator.wire import (
     JSON,
     MAX_FILTER_VALUES,
     get_object,

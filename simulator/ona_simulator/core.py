@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ona_taskrun.simulator.auth import TokenRegistry
-from ona_taskrun.simulator.faults import DEFAULT_SEED, FaultInjector
-from ona_taskrun.simulator.logs import DEFAULT_TOKEN_TTL_S, LogService
-from ona_taskrun.simulator.store import Store
-from ona_taskrun.simulator.wire import JSON, rfc3339, utcnow
+from ona_simulator.auth import TokenRegistry
+from ona_simulator.faults import DEFAULT_SEED, FaultInjector
+from ona_simulator.logs import DEFAULT_TOKEN_TTL_S, LogService
+from ona_simulator.store import Store
+from ona_simulator.wire import JSON, rfc3339, utcnow
 
 MAX_CALL_RECORDS: Final = 100_000
 

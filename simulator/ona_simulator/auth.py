@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ona_taskrun.simulator.wire import ConnectError, new_id
+from ona_simulator.wire import ConnectError, new_id
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ona_taskrun.simulator.faults import apply_knobs, check_knob
-from ona_taskrun.simulator.wire import (
+from ona_simulator.faults import apply_knobs, check_knob
+from ona_simulator.wire import (
     FAILED,
     JSON,
     RUNNING,
@@ -41,9 +41,9 @@ from ona_taskrun.simulator.wire import (
 )
 
 if TYPE_CHECKING:
-    from ona_taskrun.simulator.auth import Subject
-    from ona_taskrun.simulator.core import CallRecord, Simulator
-    from ona_taskrun.simulator.executions import Execution
+    from ona_simulator.auth import Subject
+    from ona_simulator.core import CallRecord, Simulator
+    from ona_simulator.executions import Execution
 
 DEFAULT_TOKEN_TTL_S: Final = 3600.0
 # Steps that run forever print a line this often.

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from ona_taskrun.simulator.events import EventBus
-from ona_taskrun.simulator.ticker import Ticker
-from ona_taskrun.simulator.wire import (
+from ona_simulator.events import EventBus
+from ona_simulator.ticker import Ticker
+from ona_simulator.wire import (
     JSON,
     OP_CREATE,
     OP_DELETE,

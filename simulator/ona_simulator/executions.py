@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from ona_taskrun.simulator.commands import RunPlan
-from ona_taskrun.simulator.logs import ExecutionLog
-from ona_taskrun.simulator.wire import (
+from ona_simulator.commands import RunPlan
+from ona_simulator.logs import ExecutionLog
+from ona_simulator.wire import (
     FAILED,
     FINAL_PHASES,
     JSON,

@@ -16,10 +16,10 @@ from typing import Final
 
 from aiohttp import web
 
-from ona_taskrun.simulator.core import CallRecord, Simulator
-from ona_taskrun.simulator.faults import Fault, FaultRule
-from ona_taskrun.simulator.methods import METHODS, MUTATING
-from ona_taskrun.simulator.wire import (
+from ona_simulator.core import CallRecord, Simulator
+from ona_simulator.faults import Fault, FaultRule
+from ona_simulator.methods import METHODS, MUTATING
+from ona_simulator.wire import (
     JSON,
     ConnectError,
     get_bool,

@@ -7,8 +7,8 @@ process. How executions behave follows `sim:` directives in the task's command (
 inject faults and inspect the calls it received.
 """
 
-from ona_taskrun.simulator.commands import RunPlan, parse_command
-from ona_taskrun.simulator.core import Simulator
-from ona_taskrun.simulator.server import RunningSimulator, run_simulator
+from ona_simulator.commands import RunPlan, parse_command
+from ona_simulator.core import Simulator
+from ona_simulator.server import RunningSimulator, run_simulator
 
 __all__ = ["RunPlan", "RunningSimulator", "Simulator", "parse_command", "run_simulator"]

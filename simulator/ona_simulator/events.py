@@ -11,7 +11,7 @@ import asyncio
 import collections
 from dataclasses import dataclass, field
 
-from ona_taskrun.simulator.wire import JSON, rfc3339, utcnow
+from ona_simulator.wire import JSON, rfc3339, utcnow
 
 # Streams kept in the history after they close: enough for a benchmark's 500 environments
 # opened and closed many times over, bounded so a long-running simulator stays small.

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from ona_taskrun.simulator.auth import Subject
-from ona_taskrun.simulator.core import CallRecord, Simulator
-from ona_taskrun.simulator.environments import Environment, Timing, parse_env_phase
-from ona_taskrun.simulator.store import decode_page_token, encode_page_token
-from ona_taskrun.simulator.wire import (
+from ona_simulator.auth import Subject
+from ona_simulator.core import CallRecord, Simulator
+from ona_simulator.environments import Environment, Timing, parse_env_phase
+from ona_simulator.store import decode_page_token, encode_page_token
+from ona_simulator.wire import (
     JSON,
     MAX_FILTER_VALUES,
     ConnectError,

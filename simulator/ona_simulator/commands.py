@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from ona_taskrun.simulator.wire import invalid
+from ona_simulator.wire import invalid
 
 DEFAULT_PENDING_S: Final = 0.3
 DEFAULT_DURATION_S: Final = 1.0

@@ -4,7 +4,7 @@ Runs the simulator as its own process (so clients and server do not share an eve
 starts the executions through the API, then lets the clients call GetTaskExecution and
 ListTaskExecutions for a bounded time and prints throughput and latency figures.
 
-    python -m ona_taskrun.simulator.bench [--executions 1000] [--clients 50] [--seconds 10]
+    python -m ona_simulator.bench [--executions 1000] [--clients 50] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Samples:
 
 def start_server(token: str) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "ona_taskrun.simulator", "--port", "0", f"--token={token}"],
+        [sys.executable, "-m", "ona_simulator", "--port", "0", f"--token={token}"],
         stdout=subprocess.PIPE,
         text=True,
     )

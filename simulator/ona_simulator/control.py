@@ -13,9 +13,9 @@ from typing import Final
 
 from aiohttp import web
 
-from ona_taskrun.simulator.api import SIMULATOR_KEY, error_response, json_response
-from ona_taskrun.simulator.core import Simulator
-from ona_taskrun.simulator.environments import (
+from ona_simulator.api import SIMULATOR_KEY, error_response, json_response
+from ona_simulator.core import Simulator
+from ona_simulator.environments import (
     CREATING,
     RUNNING,
     STOPPED,
@@ -23,8 +23,8 @@ from ona_taskrun.simulator.environments import (
     Timing,
     parse_env_phase,
 )
-from ona_taskrun.simulator.methods import task_spec
-from ona_taskrun.simulator.wire import (
+from ona_simulator.methods import task_spec
+from ona_simulator.wire import (
     JSON,
     ConnectError,
     get_bool,

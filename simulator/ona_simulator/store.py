@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-from ona_taskrun.simulator.commands import RunPlan, parse_command
-from ona_taskrun.simulator.environments import Environments
-from ona_taskrun.simulator.events import EventBus
-from ona_taskrun.simulator.executions import Execution
-from ona_taskrun.simulator.ticker import Ticker
-from ona_taskrun.simulator.wire import (
+from ona_simulator.commands import RunPlan, parse_command
+from ona_simulator.environments import Environments
+from ona_simulator.events import EventBus
+from ona_simulator.executions import Execution
+from ona_simulator.ticker import Ticker
+from ona_simulator.wire import (
     JSON,
     OP_CREATE,
     OP_DELETE,
