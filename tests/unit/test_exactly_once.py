@@ -1,0 +1,287 @@
+"""Exactly-once creation, one table run against every user of it: a task execution
+(StartTask) and an environment (CreateEnvironmentFromProject). Each row is a situation
+after a creation whose outcome is unknown (claimed, no id recorded), decided through
+`core.decide` as the operator does; the two users differ only in their words, their look
+and what they record."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ona_taskrun import backoff, core, environment_core
+from ona_taskrun.core import ActionKind, Observation
+from ona_taskrun.environment_core import RemoteEnvironment
+
+from .builders import NOW, TASK, UID, at, cond, execution
+
+CFG = core.Settings()  # settle 15 s
+PROJECT = "0d6c2b55-7777-4888-9999-aaaabbbbcccc"
+FOREIGN = "belongs-to-another-team-4f1c"
+
+
+def _conditions(reason: str, stalled: str | None) -> list[dict[str, Any]]:
+    return [
+        cond("Succeeded", "Unknown", reason),
+        cond("Reconciling", "True", reason),
+        cond("Stalled", "True" if stalled else "False", reason, stalled or ""),
+        cond("RemoteReachable", "True", "Reachable"),
+    ]
+
+
+@dataclass(frozen=True)
+class User:
+    """One user of the protocol: how its runs, looks and records read."""
+
+    name: str
+    look: ActionKind
+    annotation: str
+    unknown: str  # the reason of the Stalled condition and its Event
+    adopted: str  # Event reasons
+    recreating: str
+    refused: str
+
+    def claimed(
+        self, claimed_at: str, *, stalled: str | None = None, adopt: str = ""
+    ) -> core.TaskRun:
+        annotations = {self.annotation: adopt} if adopt else {}
+        if self.name == "execution":
+            spec: Mapping[str, Any] = {
+                "task": {"environmentId": "env-1", "name": "build", "command": "make test"}
+            }
+            status: dict[str, Any] = {
+                "taskId": TASK,
+                "startRequestedAt": claimed_at,
+                "startAttempts": 1,
+                "attempt": 1,
+            }
+        else:
+            spec = {
+                "task": {"name": "build", "command": "make test"},
+                "environment": {"fromProject": {"projectId": PROJECT}},
+            }
+            status = {"environmentRequestedAt": claimed_at}
+        status = {
+            "observedGeneration": 1,
+            **status,
+            "conditions": _conditions(self.unknown, stalled),
+        }
+        return core.TaskRun(
+            uid=UID,
+            generation=1,
+            spec=core.parse_spec(spec),
+            status=core.Status.from_dict(status),
+            has_finalizer=True,
+            annotations=annotations,
+        )
+
+    def found(self, *ids: str) -> Observation:
+        """The run's own look found these (each may be this run's)."""
+        if self.name == "execution":
+            made = at(-19)
+            return Observation(candidates=tuple(execution(i, created_at=made) for i in ids))
+        return Observation(environment_candidates=tuple(self._mine(i) for i in ids))
+
+    def named(self, id_: str, *, ours: bool) -> Observation:
+        """What the run's own check of a name a person wrote finds: for an execution the
+        look (the named one among this run's candidates, or not), for an environment a
+        read of the named one (made for this run, or for another)."""
+        if self.name == "execution":
+            return self.found("exec-other", *([id_] if ours else []))
+        seen = self._mine(id_)
+        if not ours:
+            seen = replace(seen, name="someone-elses-run-1234")
+        return Observation(environment=seen, environment_looked=True)
+
+    def recorded(self, decision: core.Decision) -> str:
+        status = decision.status
+        return status.task_execution_id if self.name == "execution" else status.environment_id
+
+    def claim(self, decision: core.Decision) -> str:
+        status = decision.status
+        if self.name == "execution":
+            return status.start_requested_at
+        return status.environment_requested_at
+
+    @staticmethod
+    def _mine(id_: str) -> RemoteEnvironment:
+        name = environment_core.environment_name("run", UID)
+        return RemoteEnvironment(id=id_, phase="CREATING", name=name, project_id=PROJECT)
+
+
+EXECUTION = User(
+    "execution",
+    ActionKind.FIND_EXECUTIONS,
+    core.ADOPT_ANNOTATION,
+    unknown="StartOutcomeUnknown",
+    adopted="Adopted",
+    recreating="Restarting",
+    refused="AdoptionRefused",
+)
+ENVIRONMENT = User(
+    "environment",
+    ActionKind.FIND_ENVIRONMENTS,
+    environment_core.ADOPT_ENVIRONMENT_ANNOTATION,
+    unknown="EnvironmentOutcomeUnknown",
+    adopted="EnvironmentAdopted",
+    recreating="EnvironmentRecreating",
+    refused="EnvironmentAdoptionRefused",
+)
+USERS = [pytest.param(EXECUTION, id="execution"), pytest.param(ENVIRONMENT, id="environment")]
+# The rows about when the settle ends.
+SETTLE_ROWS = [
+    pytest.param(EXECUTION, id="execution"),
+    pytest.param(
+        ENVIRONMENT,
+        id="environment",
+        marks=pytest.mark.xfail(strict=True, reason="environment_core settles from the claim"),
+    ),
+]
+SETTLED = at(-20)  # past the settle
+STALLED = "cannot tell which one was made"
+
+
+def _stalled(decision: core.Decision) -> core.Condition | None:
+    cond = decision.status.condition(core.STALLED)
+    return cond if cond is not None and cond.status == "True" else None
+
+
+def _shown(decision: core.Decision) -> str:
+    return str(decision.status.to_dict()) + " ".join(e.message for e in decision.events)
+
+
+@pytest.mark.parametrize("user", SETTLE_ROWS)
+def test_before_the_settle_it_waits(user: User) -> None:
+    decision = core.decide(user.claimed(at(-5)), user.found("made-1"), NOW, CFG)
+    assert decision.action is None
+    assert user.recorded(decision) == ""
+    assert decision.requeue_after == 11.0  # 15 s from the end of the claim's second
+    assert decision.events == ()
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_settled_without_a_look_it_looks(user: User) -> None:
+    decision = core.decide(user.claimed(SETTLED), Observation(), NOW, CFG)
+    assert decision.action is not None
+    assert decision.action.kind is user.look
+    assert user.claim(decision) == SETTLED
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_nothing_found_creates_again(user: User) -> None:
+    decision = core.decide(user.claimed(SETTLED), user.found(), NOW, CFG)
+    assert user.claim(decision) == ""
+    assert user.recorded(decision) == ""
+    assert [(e.type, e.reason) for e in decision.events] == [("Normal", user.recreating)]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_one_found_is_adopted(user: User) -> None:
+    decision = core.decide(user.claimed(SETTLED), user.found("made-1"), NOW, CFG)
+    assert user.recorded(decision) == "made-1"
+    assert [(e.type, e.reason) for e in decision.events] == [("Normal", user.adopted)]
+    assert "made-1" in decision.events[0].message
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_two_found_stall_for_a_person_naming_both(user: User) -> None:
+    decision = core.decide(user.claimed(SETTLED), user.found("made-2", "made-1"), NOW, CFG)
+    assert user.recorded(decision) == ""
+    assert user.claim(decision) == SETTLED  # nothing more is created
+    stalled = _stalled(decision)
+    assert stalled is not None
+    assert stalled.reason == user.unknown
+    assert "(made-1, made-2" in stalled.message
+    assert f"{user.annotation}=<{user.name} id>" in stalled.message
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", user.unknown)]
+    again = core.decide(
+        replace(user.claimed(SETTLED), status=decision.status), Observation(), NOW, CFG
+    )
+    assert (again.action, again.events) == (None, ())  # it waits for the person
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_a_hand_adoption_of_one_the_run_finds_its_own_is_adopted(user: User) -> None:
+    run = user.claimed(SETTLED, stalled=STALLED, adopt=" made-2 ")
+    decision = core.decide(run, user.named("made-2", ours=True), NOW, CFG)
+    assert user.recorded(decision) == "made-2"
+    assert _stalled(decision) is None
+    assert [(e.type, e.reason) for e in decision.events] == [("Normal", user.adopted)]
+    assert "as annotated" in decision.events[0].message
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_a_hand_adoption_of_one_not_the_runs_is_refused_without_naming_it(user: User) -> None:
+    run = user.claimed(SETTLED, stalled=STALLED, adopt=FOREIGN)
+    decision = core.decide(run, user.named(FOREIGN, ours=False), NOW, CFG)
+    assert user.recorded(decision) == ""
+    stalled = _stalled(decision)
+    assert stalled is not None
+    assert "was refused" in stalled.message
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", user.refused)]
+    assert FOREIGN not in _shown(decision)
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_a_refused_name_is_not_looked_at_again(user: User) -> None:
+    run = user.claimed(SETTLED, stalled=STALLED, adopt=FOREIGN)
+    refused = core.decide(run, user.named(FOREIGN, ours=False), NOW, CFG)
+    again = core.decide(replace(run, status=refused.status), Observation(), NOW, CFG)
+    assert (again.action, again.events) == (None, ())
+    assert user.recorded(again) == ""
+    # Another name is considered: the run looks (or reads) again.
+    renamed = replace(run, status=refused.status, annotations={user.annotation: "made-2"})
+    looked = core.decide(renamed, Observation(), NOW, CFG)
+    assert looked.action is not None
+
+
+@pytest.mark.parametrize("user", SETTLE_ROWS)
+def test_the_settle_counts_from_the_end_of_the_claims_second(user: User) -> None:
+    # The claim is written in whole seconds: one written as 00:00:00 may have been made at
+    # 00:00:00.999, so with a 15 s settle nothing is looked at before 00:00:16.
+    run = user.claimed(at(0))
+    early = core.decide(run, Observation(), NOW + timedelta(seconds=15.5), CFG)
+    assert early.action is None
+    assert early.requeue_after == pytest.approx(0.5)
+    due = core.decide(run, Observation(), NOW + timedelta(seconds=16), CFG)
+    assert due.action is not None
+    assert due.action.kind is user.look
+
+
+# ------------------------------------------------------------------------ back-off
+
+
+@pytest.mark.parametrize(
+    ("base", "doublings", "cap", "expected"),
+    [
+        (10.0, 0, 300.0, 10.0),
+        (10.0, 1, 300.0, 20.0),
+        (10.0, 4, 300.0, 160.0),
+        (10.0, 5, 300.0, 300.0),
+        (0.5, -1, 30.0, 0.5),
+        (2.0, 10_000, 60.0, 60.0),
+    ],
+)
+def test_backoff_doubles_up_to_its_cap(
+    base: float, doublings: int, cap: float, expected: float
+) -> None:
+    assert backoff.exponential(base, doublings, cap) == expected
+
+
+def test_backoff_jitter_spreads_over_the_upper_half() -> None:
+    assert backoff.exponential(4.0, 2, 60.0, jitter=0.0) == 8.0
+    assert backoff.exponential(4.0, 2, 60.0, jitter=0.5) == 12.0
+    assert backoff.exponential(4.0, 2, 60.0, jitter=0.999) == pytest.approx(15.992)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"), [(None, 5.0), (0.0, 5.0), (0.1, 0.5), (42.0, 42.0)]
+)
+def test_a_retry_after_replaces_the_default_wait(
+    retry_after: float | None, expected: float
+) -> None:
+    assert backoff.after(retry_after, 5.0) == expected
