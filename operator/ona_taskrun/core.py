@@ -11,14 +11,13 @@ the table-driven tests of this module.
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import environment_core
+from . import environment_core, exactly_once
 
 FINALIZER = "automation.ona.com/taskrun"
 # A person resolves an ambiguous start with one of these annotations (see README).
@@ -884,165 +883,147 @@ def _decide_start(
         new = _pending(run, new, now, "Starting", "starting the task execution", transient)
         return Decision(new, action=Action(ActionKind.START, task_id=status.task_id))
 
-    # A start was under way and no execution id was recorded: the outcome is unknown.
-    # A person may name the execution to adopt; the name is a request, honoured only for
-    # an execution the run's own look would have found (below).
-    adopt = run.annotations.get(ADOPT_ANNOTATION, "").strip()[:_MAX_ID]
-    if adopt in retry_core.past_executions(status):
-        adopt = ""  # named for an earlier attempt, which already has its execution
-    if adopt and _adoption_refused(status, adopt):
-        adopt = ""  # refused before; the person was told, and may name another
+    # A start was under way and no execution id was recorded: the outcome is unknown, and
+    # exactly_once resolves it. A person may name the execution to adopt; the name is a
+    # request, honoured only for an execution the run's own look finds (_found_executions).
     if run.annotations.get(ALLOW_RESTART_ANNOTATION, "").lower() == "true" and _stalled(status):
         new = replace(status, start_requested_at="")
         return Decision(_pending(run, new, now, "Starting", "a new start was allowed"))
-
     requested = parse_time(status.start_requested_at) or now
-    # The claim's time is written in whole seconds, up to a second before the claim was
-    # made: the settle counts from the end of that second, so it is never shorter than set
-    # (it must outlast the StartTask request it waits for).
-    settle_at = requested + timedelta(seconds=1) + cfg.start_settle
-    if now < settle_at:
-        msg = "the outcome of StartTask is unknown; waiting before looking for the execution"
+    settle_at = exactly_once.settle_at(requested, cfg.start_settle)
+    if now >= settle_at and _stalled(status) and spec.desired_stopped:
+        return _stop_unresolved(run, spec, obs, now)
+    refused = failure if failure and failure.kind is not FailureKind.OUTCOME_UNKNOWN else None
+    outcome = exactly_once.resolve(
+        exactly_once.Creation(
+            words=_START_WORDS,
+            claimed_at=requested,
+            settle=cfg.start_settle,
+            stalled=_stalled_message(status),
+            annotation=run.annotations.get(ADOPT_ANNOTATION, ""),
+            found=_found_executions(run, spec, obs, now, cfg, requested, settle_at),
+            spent=retry_core.past_executions(status),
+            outage=transient is not None,
+            retry_after=failure.retry_after if failure else None,
+            look_refused=refused.message if refused and not refused.transient else "",
+        ),
+        now,
+    )
+    shown = {exactly_once.Trouble.OUTAGE: transient, exactly_once.Trouble.REFUSED: refused}
+    events = tuple(Event(n.type, n.reason, n.message) for n in (outcome.event,) if n)
+    step = exactly_once.Step
+    if outcome.step is step.AWAIT_PERSON:
+        return Decision(_observe(status, run.generation))  # only the generation is noted
+    if outcome.step is step.ADOPT and outcome.chosen is not None:
+        chosen = outcome.chosen
+        new = apply_execution(replace(status, task_execution_id=chosen.id), chosen)
         return Decision(
-            _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
-            requeue_after=(settle_at - now).total_seconds(),
+            _pending(run, new, now, "Adopted", outcome.message), events=events, track=chosen.id
         )
-    if _stalled(status) and spec.desired_stopped:
-        # The user asked to stop a run whose start could not be resolved.
-        if spec.task is not None and not obs.stopped:
-            # Every execution of an owned task is this TaskRun's: stop them all.
-            return Decision(
-                _observe(status, run.generation),
-                action=Action(ActionKind.STOP_OWNED_EXECUTIONS, task_id=status.task_id),
-            )
-        msg = "stopped as spec.desiredPhase asked before its start was resolved"
-        if spec.task is None:
-            msg += "; executions of the referenced task listed earlier were left alone"
-        new = replace(status, phase=Phase.STOPPED.value, start_requested_at="")
-        return Decision(
-            _finish(run, new, now, "Stopped", msg, ok=False),
-            events=(Event("Normal", "Stopped", msg),),
-        )
-    if _stalled(status) and not adopt:
-        # Waiting for a person; only note which generation was seen.
-        return Decision(_observe(status, run.generation))
+    if outcome.step is step.CREATE_AGAIN:
+        # The API confirms no execution exists: starting again cannot duplicate one.
+        new = replace(status, start_requested_at="")
+        return Decision(_pending(run, new, now, "Starting", outcome.message), events=events)
+    if outcome.step is step.STALL:
+        return Decision(_stall_start(run, status, now, outcome.message), events=events)
+    look = Action(ActionKind.FIND_EXECUTIONS, task_id=status.task_id)
+    return Decision(
+        _pending(
+            run, status, now, "StartOutcomeUnknown", outcome.message, shown.get(outcome.trouble)
+        ),
+        action=look if outcome.step is step.LOOK else None,
+        requeue_after=outcome.requeue,
+    )
+
+
+_START_WORDS = exactly_once.Words(
+    thing="execution",
+    act="start",
+    annotation=ADOPT_ANNOTATION,
+    waiting="the outcome of StartTask is unknown; waiting before looking for the execution",
+    recreating="no execution was created by the earlier start; starting again",
+    made="the start created",
+    again="started",
+    choose=f"to adopt one, or {ALLOW_RESTART_ANNOTATION}=true to start anew",
+    eligible=(
+        "an execution of this run's own task, created by the connection's principal since "
+        "this attempt's start claim and held by no other TaskRun"
+    ),
+    otherwise=f", or set {ALLOW_RESTART_ANNOTATION}=true to start anew",
+    unknown_reason="StartOutcomeUnknown",
+    adopted_reason="Adopted",
+    recreating_reason="Restarting",
+    refused_reason="AdoptionRefused",
+)
+
+
+def _found_executions(
+    run: TaskRun,
+    spec: Spec,
+    obs: Observation,
+    now: datetime,
+    cfg: Settings,
+    requested: datetime,
+    settle_at: datetime,
+) -> exactly_once.Found[RemoteExecution] | None:
+    """Which executions the look found may be this run's start's: held by no other
+    TaskRun, of the current attempt and, for a referenced task (which others may start
+    too), created since the claim by the operator's own principal."""
     if obs.candidates is None:
-        refused = failure if failure and failure.kind is not FailureKind.OUTCOME_UNKNOWN else None
-        if refused is not None and not refused.transient:
-            # A refused look (401/403) is not repeated at once: say why, look again later.
-            msg = f"cannot look for the execution of an unknown start: {refused.message}"
-            return Decision(
-                _pending(run, status, now, "StartOutcomeUnknown", msg, refused),
-                requeue_after=_backoff(obs, 30.0),
-            )
-        msg = "looking for the execution of a start whose outcome is unknown"
-        return Decision(
-            _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
-            action=Action(ActionKind.FIND_EXECUTIONS, task_id=status.task_id),
-            requeue_after=_backoff(obs) if transient else None,
-        )
+        return None
     since = requested - cfg.clock_skew
     candidates = [c for c in obs.candidates if c.id not in obs.claimed_elsewhere]
-    candidates = retry_core.candidates_of_attempt(candidates, status, since, now)
+    candidates = retry_core.candidates_of_attempt(candidates, run.status, since, now)
     why = ""
+    not_yet = None
     if spec.task is None:
-        # A referenced task may be started by others too: only an execution created
-        # after the recorded start, by the operator's own principal, can be ours.
         candidates = [c for c in candidates if (parse_time(c.created_at) or now) >= since]
         if obs.own_principal:
             candidates = [c for c in candidates if c.creator_id == obs.own_principal]
         elif candidates:
             give_up_at = settle_at + cfg.principal_wait
             if now < give_up_at:
-                msg = "waiting to learn the operator's own principal to tell executions apart"
-                return Decision(
-                    _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
-                    requeue_after=min(5.0, (give_up_at - now).total_seconds()),
+                not_yet = exactly_once.Wait(
+                    "waiting to learn the operator's own principal to tell executions apart",
+                    min(5.0, (give_up_at - now).total_seconds()),
                 )
             why = "the operator's own principal is unknown, so it cannot tell whose they are"
-    if adopt:
-        return _adopt_by_hand(run, status, now, adopt, [] if why else candidates)
-    if candidates and obs.starts_in_flight:
+    in_flight = None
+    if obs.starts_in_flight:
         # Another TaskRun of this task is starting it right now: until its answer names
         # its execution (held for it from then on), that cannot be told from this run's.
-        msg = "waiting for another TaskRun's start of the same task to be answered"
-        return Decision(
-            _pending(run, status, now, "StartOutcomeUnknown", msg, transient),
-            requeue_after=START_IN_FLIGHT_RECHECK,
+        in_flight = exactly_once.Wait(
+            "waiting for another TaskRun's start of the same task to be answered",
+            START_IN_FLIGHT_RECHECK,
         )
-    if len(candidates) == 1 and not why:
-        chosen = candidates[0]
-        new = replace(status, task_execution_id=chosen.id)
-        new = apply_execution(new, chosen)
-        msg = f"adopted execution {chosen.id} after a start whose outcome was unknown"
-        return Decision(
-            _pending(run, new, now, "Adopted", msg),
-            events=(Event("Normal", "Adopted", msg),),
-            track=chosen.id,
-        )
-    if not candidates:
-        # The API confirms no execution exists: starting again cannot duplicate one.
-        new = replace(status, start_requested_at="")
-        msg = "no execution was created by the earlier start; starting again"
-        return Decision(
-            _pending(run, new, now, "Starting", msg),
-            events=(Event("Normal", "Restarting", msg),),
-        )
-    ids = ", ".join(sorted(c.id for c in candidates))
-    msg = (
-        f"cannot tell which execution the start created ({ids}"
-        f"{'; ' + why if why else ''}); nothing more is started. "
-        f"Annotate the TaskRun with {ADOPT_ANNOTATION}=<execution id> to adopt one, "
-        f"or {ALLOW_RESTART_ANNOTATION}=true to start anew"
+    return exactly_once.Found(
+        tuple(candidates), cannot_tell=why, not_yet=not_yet, in_flight=in_flight
     )
+
+
+def _stop_unresolved(run: TaskRun, spec: Spec, obs: Observation, now: datetime) -> Decision:
+    """The user asked to stop a run whose start could not be resolved."""
+    status = run.status
+    if spec.task is not None and not obs.stopped:
+        # Every execution of an owned task is this TaskRun's: stop them all.
+        return Decision(
+            _observe(status, run.generation),
+            action=Action(ActionKind.STOP_OWNED_EXECUTIONS, task_id=status.task_id),
+        )
+    msg = "stopped as spec.desiredPhase asked before its start was resolved"
+    if spec.task is None:
+        msg += "; executions of the referenced task listed earlier were left alone"
+    new = replace(status, phase=Phase.STOPPED.value, start_requested_at="")
     return Decision(
-        _stall_start(run, status, now, msg),
-        events=(Event("Warning", "StartOutcomeUnknown", msg),),
+        _finish(run, new, now, "Stopped", msg, ok=False),
+        events=(Event("Normal", "Stopped", msg),),
     )
 
 
-_MAX_ID = 128  # longer than any Ona id: an annotation is cut to it before any use
-_REFUSED_MARK = "refused adoption "
-
-
-def _fingerprint(value: str) -> str:
-    # A refused name is not repeated in status or Events (it may be another principal's
-    # execution); its digest lets the core tell a name it has refused already.
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
-
-
-def _adoption_refused(status: Status, adopt: str) -> bool:
-    stalled = status.condition(STALLED)
-    mark = f"({_REFUSED_MARK}{_fingerprint(adopt)})"
-    return stalled is not None and stalled.status == "True" and mark in stalled.message
-
-
-def _adopt_by_hand(
-    run: TaskRun, status: Status, now: datetime, adopt: str, eligible: Sequence[RemoteExecution]
-) -> Decision:
-    """Adopt the execution a person named, if it is one this run may adopt: of the run's
-    own task, created by the connection's principal within the current attempt's window,
-    and held by no other TaskRun (`eligible`, as the run's own look found them)."""
-    chosen = next((c for c in eligible if c.id == adopt), None)
-    if chosen is not None:
-        new = apply_execution(replace(status, task_execution_id=chosen.id), chosen)
-        msg = f"adopted execution {chosen.id} as annotated"
-        return Decision(
-            _pending(run, new, now, "Adopted", msg),
-            events=(Event("Normal", "Adopted", msg),),
-            track=chosen.id,
-        )
-    msg = (
-        f"the execution named by {ADOPT_ANNOTATION} was refused: only an execution of this "
-        "run's own task, created by the connection's principal since this attempt's start "
-        "claim and held by no other TaskRun, can be adopted "
-        f"({_REFUSED_MARK}{_fingerprint(adopt)}); name another, or set "
-        f"{ALLOW_RESTART_ANNOTATION}=true to start anew"
-    )
-    return Decision(
-        _stall_start(run, status, now, msg),
-        events=(Event("Warning", "AdoptionRefused", msg),),
-    )
+def _stalled_message(status: Status) -> str | None:
+    """The Stalled message while the run waits for a person; None when it does not."""
+    cond = status.condition(STALLED)
+    return cond.message if cond is not None and cond.status == "True" else None
 
 
 def _observe(status: Status, generation: int) -> Status:
