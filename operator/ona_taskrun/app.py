@@ -54,6 +54,8 @@ class App:
                 request_timeout=config.request_timeout,
                 poll_interval=config.poll_interval,
                 max_watches=config.max_watches,
+                observer=metrics.ONA_OBSERVER,
+                on_watch_reconnect=metrics.watch_reconnected,
             ),
             notify_taskrun=self._notify,
             enqueue=self._enqueue,
@@ -107,7 +109,7 @@ class App:
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
         first = self.reconciler.kube is None
-        self.reconciler.kube = KubeClient.from_connection(info)
+        self.reconciler.kube = KubeClient.from_connection(info, observer=metrics.KUBE_OBSERVER)
         self.schedules.kube = self.reconciler.kube
         if first and self.config.leader_election:
             # A standby acts on nothing, not even during its first sync.

@@ -46,7 +46,7 @@ from .connection_core import (
 )
 from .environment_watch import EnvironmentWatch
 from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
-from .ona import OnaClient, RetryPolicy, errors
+from .ona import NO_OBSERVER, OnaClient, OnaObserver, RetryPolicy, errors
 from .remote import is_outage, to_failure, unserved_method
 from .tracker import ExecutionTracker
 
@@ -59,6 +59,9 @@ class RemoteSettings:
     request_timeout: float = 10.0
     poll_interval: float = 5.0
     max_watches: int = 100  # WatchEvents streams per connection
+    # What the connection's calls and watches report to (the operator's metrics).
+    observer: OnaObserver = NO_OBSERVER
+    on_watch_reconnect: Callable[[], None] | None = None
 
 
 class Remote:
@@ -81,6 +84,7 @@ class Remote:
             timeout=settings.request_timeout,
             connect_timeout=min(settings.request_timeout, 5.0),
             retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
+            observer=settings.observer,
         )
         self.breaker = CircuitBreaker()
         # Methods this connection's API answered `unimplemented`, each told once through
@@ -95,6 +99,7 @@ class Remote:
             poll_interval=settings.poll_interval,
             on_unauthenticated=on_unauthenticated,
             max_watches=settings.max_watches,
+            on_watch_reconnect=settings.on_watch_reconnect,
         )
         # The Ona subject this connection's token acts as; adopting an execution of a
         # referenced task needs it.

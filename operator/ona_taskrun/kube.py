@@ -4,7 +4,8 @@ The TaskRun list and watch (see `watch.py`), and the writes kopf cannot express 
 updates with a resourceVersion precondition (so a stale view never overwrites a newer
 one, and two operators cannot both claim a start), finalizers, Events and Leases, and
 the TaskRuns a TaskRunSchedule creates and deletes. Credentials come from kopf's login
-(kubeconfig or in-cluster service account).
+(kubeconfig or in-cluster service account), handed over as a `Login`; what the client does
+is told to an optional `KubeObserver` (the operator's metrics).
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ import uuid
 from collections.abc import AsyncGenerator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
-import kopf
-
-from . import metrics
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
 CONNECTIONS, CLUSTER_CONNECTIONS = "onaconnections", "clusteronaconnections"
@@ -35,6 +33,33 @@ _KINDS = {
 }
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 log = logging.getLogger(__name__)
+
+
+class Login(Protocol):
+    """What the client reads of a login: kopf's ConnectionInfo is one."""
+
+    @property
+    def server(self) -> str: ...
+    @property
+    def insecure(self) -> bool | None: ...
+    @property
+    def token(self) -> str | None: ...
+    def as_ssl_context(self) -> ssl.SSLContext: ...
+    def as_http_headers(self) -> dict[str, str]: ...
+
+
+class KubeObserver(Protocol):
+    def on_request(self, method: str, path: str, code: int) -> None:
+        """A request (`WATCH` for a watch) to `path` was answered with `code`, 0 when no
+        answer came. Called on the caller's task: it must be quick and must not raise."""
+
+
+class _NoObserver:
+    def on_request(self, method: str, path: str, code: int) -> None:
+        return None
+
+
+NO_OBSERVER = _NoObserver()
 
 
 class KubeError(Exception):
@@ -85,6 +110,7 @@ class KubeClient:
         verify: ssl.SSLContext | bool,
         headers: Mapping[str, str],
         token_path: Path | None = None,
+        observer: KubeObserver = NO_OBSERVER,
     ):
         # A projected service-account token is rotated on disk: re-read it on a 401.
         self._token_path = token_path
@@ -93,9 +119,10 @@ class KubeClient:
         self._headers = dict(headers)
         self._session: aiohttp.ClientSession | None = None
         self._watch_session: aiohttp.ClientSession | None = None
+        self._observer = observer
 
     @classmethod
-    def from_connection(cls, info: kopf.ConnectionInfo) -> KubeClient:
+    def from_connection(cls, info: Login, *, observer: KubeObserver = NO_OBSERVER) -> KubeClient:
         verify: ssl.SSLContext | bool = False if info.insecure else info.as_ssl_context()
         in_cluster = info.token is not None and SERVICE_ACCOUNT_TOKEN.is_file()
         return cls(
@@ -103,6 +130,7 @@ class KubeClient:
             verify=verify,
             headers=info.as_http_headers(),
             token_path=SERVICE_ACCOUNT_TOKEN if in_cluster else None,
+            observer=observer,
         )
 
     def _http(self) -> aiohttp.ClientSession:
@@ -153,9 +181,9 @@ class KubeClient:
             if status == 401 and self._refresh_token():
                 status, raw = await self._send(method, path, data, content_type)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            metrics.kube_request(method, path, 0)
+            self._observer.on_request(method, path, 0)
             raise KubeError(0, f"{type(exc).__name__} talking to the API server") from exc
-        metrics.kube_request(method, path, status)
+        self._observer.on_request(method, path, status)
         if status >= 400:
             raise _error(status, raw)
         try:
@@ -238,7 +266,7 @@ class KubeClient:
                 async with self._watch_http().get(
                     self._server + path, headers=self._headers, timeout=idle
                 ) as response:
-                    metrics.kube_request("WATCH", path, response.status)
+                    self._observer.on_request("WATCH", path, response.status)
                     if response.status == 401 and attempt == 1 and self._refresh_token():
                         continue
                     if response.status >= 400:
@@ -255,7 +283,7 @@ class KubeClient:
                         del buffer[:start]
                     return
             except (aiohttp.ClientError, TimeoutError) as exc:
-                metrics.kube_request("WATCH", path, 0)
+                self._observer.on_request("WATCH", path, 0)
                 raise KubeError(0, f"{type(exc).__name__} watching {plural}") from exc
 
     async def create_object(

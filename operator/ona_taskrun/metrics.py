@@ -1,9 +1,12 @@
 """Prometheus metrics: what the operator counts, and its `/metrics` endpoint.
 
 Counters and histograms are fed by one call at each place where something happens (an
-Ona call, a Kubernetes request, a status write, the work queue). Gauges are not updated
-per event at all: a collector reads them from the operator's own state when Prometheus
-scrapes (TaskRuns by phase, breakers, tracked executions, watch streams, leadership).
+Ona call, a Kubernetes request, a status write, the work queue). The clients know nothing
+of this module: the controller hands them the observers defined here (`ONA_OBSERVER`,
+`KUBE_OBSERVER`, `watch_reconnected`), which keeps them importable without prometheus.
+Gauges are not updated per event at all: a collector reads them from the operator's own
+state when Prometheus scrapes (TaskRuns by phase, breakers, tracked executions, watch
+streams, leadership).
 Names start with `ona_taskrun_`; labels are bounded: a namespace, a connection, and small
 enums (phase, reason, method, code), never a TaskRun's name or any id.
 docs/metrics.md is the table of every metric.
@@ -18,10 +21,10 @@ import logging
 import socket
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import kopf
 from aiohttp import web
@@ -39,10 +42,8 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .connection_core import ConnectionKey
-    from .connections import Remote
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 PREFIX = "ona_taskrun_"
 # No `_created` series beside every counter and histogram: half the series, no use here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -150,19 +151,23 @@ KUBE_REQUESTS = Counter(
 # ------------------------------------------------------------------ recording
 
 
-async def ona_request(method: str, call: Awaitable[T]) -> T:
-    """Await one Ona API request, counting it and its latency."""
-    started = time.perf_counter()
-    code = "ok"
-    try:
-        return await call
-    except BaseException as exc:
-        # The client's error tree carries the Connect code; cancellation has none.
-        code = str(getattr(exc, "code", "") or "canceled")
-        raise
-    finally:
+class OnaRequests:
+    """The Ona client's observer (`ona.OnaObserver`): counts and times each attempt."""
+
+    def on_request(self, method: str, code: str, seconds: float) -> None:
         ONA_REQUESTS.labels(method, code).inc()
-        ONA_REQUEST_DURATION.labels(method).observe(time.perf_counter() - started)
+        ONA_REQUEST_DURATION.labels(method).observe(seconds)
+
+
+class KubeRequests:
+    """The Kubernetes client's observer (`kube.KubeObserver`): counts each request."""
+
+    def on_request(self, method: str, path: str, code: int) -> None:
+        KUBE_REQUESTS.labels(method, resource_of(path), str(code)).inc()
+
+
+ONA_OBSERVER = OnaRequests()
+KUBE_OBSERVER = KubeRequests()
 
 
 def log_tail_read(result: str, seconds: float) -> None:
@@ -170,13 +175,9 @@ def log_tail_read(result: str, seconds: float) -> None:
     LOG_TAIL_READ_DURATION.observe(seconds)
 
 
-def watch_resynced(reconnect: bool) -> None:
-    if reconnect:
-        WATCH_RECONNECTS.inc()
-
-
-def kube_request(method: str, path: str, code: int) -> None:
-    KUBE_REQUESTS.labels(method, resource_of(path), str(code)).inc()
+def watch_reconnected() -> None:
+    """The execution tracker's hook: one of its WatchEvents streams was opened again."""
+    WATCH_RECONNECTS.inc()
 
 
 def resource_of(path: str) -> str:
@@ -325,12 +326,37 @@ def connection_label(key: ConnectionKey) -> str:
     return "/".join(p for p in (key.kind, key.namespace, key.name) if p)
 
 
+class _Breaker(Protocol):
+    @property
+    def open(self) -> bool: ...
+    @property
+    def opened(self) -> int: ...
+
+
+class _Tracker(Protocol):
+    @property
+    def tracked(self) -> int: ...
+    @property
+    def streams(self) -> int: ...
+
+
+class RemoteState(Protocol):
+    """What the collector reads of one connection's side of the Ona API."""
+
+    @property
+    def key(self) -> ConnectionKey: ...
+    @property
+    def breaker(self) -> _Breaker: ...
+    @property
+    def tracker(self) -> _Tracker: ...
+
+
 @dataclass
 class Sources:
     """Where the collector reads the operator's state; set once the operator is built."""
 
     taskruns: Callable[[], Iterable[Mapping[str, Any]]]
-    remotes: Callable[[], Iterable[Remote]]
+    remotes: Callable[[], Iterable[RemoteState]]
     leading: Callable[[], bool]
 
 
@@ -394,7 +420,7 @@ class StateCollector(Collector):
         yield waiting
 
     @staticmethod
-    def _remotes(remotes: list[Remote]) -> Iterator[Metric]:
+    def _remotes(remotes: list[RemoteState]) -> Iterator[Metric]:
         breaker_open = GaugeMetricFamily(
             PREFIX + "circuit_breaker_open",
             "1 while the connection's circuit breaker holds Ona calls back.",

@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import core, metrics
+from . import core
 from .ona import OnaClient, errors
 from .ona.watch import Resync
 from .remote import to_failure, to_remote
@@ -45,6 +45,7 @@ class ExecutionTracker:
         on_unauthenticated: Callable[[], None] | None = None,
         news_delay: float = 0.1,
         max_watches: int = 100,
+        on_watch_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._notify = notify
@@ -59,6 +60,8 @@ class ExecutionTracker:
         # WatchEvents streams are one per environment; past this many, environments are
         # followed by the batched poll alone (a stream opens as another closes).
         self._max_watches = max_watches
+        # Told each time a stream is opened again after the previous one ended (metrics).
+        self._on_watch_reconnect = on_watch_reconnect
         self._tracked: dict[str, _Tracked] = {}
         # How many tracked executions each environment has: its stream closes at zero.
         self._per_environment: collections.Counter[str] = collections.Counter()
@@ -255,7 +258,8 @@ class ExecutionTracker:
                 try:
                     async for item in self._client.watch_events(environment_id):
                         if isinstance(item, Resync):
-                            metrics.watch_resynced(item.reconnect)
+                            if item.reconnect and self._on_watch_reconnect is not None:
+                                self._on_watch_reconnect()
                             self._healthy_watches.add(environment_id)
                             self._wake.set()  # no resume cursor: re-list
                         elif item.is_task_execution and item.resource_id in self._tracked:

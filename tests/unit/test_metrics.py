@@ -4,7 +4,6 @@ scrape; and the /metrics endpoint serving them in the text format Prometheus rea
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -158,29 +157,38 @@ def test_kubernetes_requests_are_labelled_by_resource_never_by_name(
 
 
 def test_ona_requests_count_each_result_code_and_time_it() -> None:
-    class Refused(Exception):
-        code = "unavailable"
-
-    async def ok() -> str:
-        return "answer"
-
-    async def refused() -> str:
-        raise Refused
-
+    # What the client tells its observer is in tests/ona/test_observer.py.
     ok_before = sample("ona_taskrun_ona_requests_total", method="UnitCall", code="ok")
     bad_before = sample("ona_taskrun_ona_requests_total", method="UnitCall", code="unavailable")
-    timed = sample("ona_taskrun_ona_request_duration_seconds_count", method="UnitCall")
+    timed = sample("ona_taskrun_ona_request_duration_seconds_sum", method="UnitCall")
 
-    assert asyncio.run(metrics.ona_request("UnitCall", ok())) == "answer"
-    with pytest.raises(Refused):
-        asyncio.run(metrics.ona_request("UnitCall", refused()))
+    metrics.ONA_OBSERVER.on_request("UnitCall", "ok", 0.25)
+    metrics.ONA_OBSERVER.on_request("UnitCall", "unavailable", 0.5)
 
     assert sample("ona_taskrun_ona_requests_total", method="UnitCall", code="ok") == ok_before + 1
     assert (
         sample("ona_taskrun_ona_requests_total", method="UnitCall", code="unavailable")
         == bad_before + 1
     )
-    assert sample("ona_taskrun_ona_request_duration_seconds_count", method="UnitCall") == timed + 2
+    assert sample(
+        "ona_taskrun_ona_request_duration_seconds_sum", method="UnitCall"
+    ) == pytest.approx(timed + 0.75)
+
+
+def test_kubernetes_requests_and_watch_reconnects_are_counted() -> None:
+    path = "/apis/automation.ona.com/v1alpha1/namespaces/ns/taskruns/run/status"
+    labels = {"method": "PATCH", "resource": "taskruns/status"}
+    written = sample("ona_taskrun_kube_requests_total", **labels, code="200")
+    unanswered = sample("ona_taskrun_kube_requests_total", **labels, code="0")
+    reconnects = sample("ona_taskrun_watch_reconnects_total")
+
+    metrics.KUBE_OBSERVER.on_request("PATCH", path, 200)
+    metrics.KUBE_OBSERVER.on_request("PATCH", path, 0)
+    metrics.watch_reconnected()
+
+    assert sample("ona_taskrun_kube_requests_total", **labels, code="200") == written + 1
+    assert sample("ona_taskrun_kube_requests_total", **labels, code="0") == unanswered + 1
+    assert sample("ona_taskrun_watch_reconnects_total") == reconnects + 1
 
 
 def test_the_work_queue_measures_time_in_queue_depth_and_the_oldest_wait() -> None:

@@ -1,4 +1,5 @@
-"""The operator's client for the Ona API: calls, messages, errors and retry policy."""
+"""The operator's client for the Ona API: calls, messages, errors, retry policy and the
+observer it tells about its calls."""
 
 from .client import (
     DEFAULT_BASE_URL,
@@ -41,6 +42,7 @@ from .models import (
     TaskMetadata,
     TaskSpec,
 )
+from .observe import NO_OBSERVER, OnaObserver
 from .retry import RetryPolicy, parse_retry_after
 from .watch import Resync, WatchItem
 
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_FILTER_VALUES",
     "MAX_PAGE_SIZE",
+    "NO_OBSERVER",
     "AuthenticatedIdentity",
     "Conflict",
     "Environment",
@@ -58,6 +61,7 @@ __all__ = [
     "NotFound",
     "OnaClient",
     "OnaError",
+    "OnaObserver",
     "OutcomeUnknown",
     "Page",
     "PermissionDenied",

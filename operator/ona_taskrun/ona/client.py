@@ -31,7 +31,6 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from .. import metrics
 from ._connect import encode_envelope, error_from_reply, error_from_response
 from ._unary import (
     AiohttpSender,
@@ -58,6 +57,7 @@ from .models import (
     TaskExecution,
     TaskExecutionPhase,
 )
+from .observe import NO_OBSERVER, OnaObserver
 from .retry import RetryPolicy
 from .watch import Framing, Resync, WatchItem, read_events
 
@@ -170,7 +170,7 @@ class OnaClient:
     `timeout` bounds each unary call (and is sent as Connect-Timeout-Ms), `connect_timeout`
     the TCP/TLS connect. Unary calls go through aiohttp, streams and log reads through
     httpx (see `_unary`). `transport` replaces the network for both (httpx.MockTransport
-    in tests).
+    in tests). `observer` is told the result and latency of every unary attempt.
     """
 
     def __init__(
@@ -182,6 +182,7 @@ class OnaClient:
         connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        observer: OnaObserver = NO_OBSERVER,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -197,6 +198,7 @@ class OnaClient:
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._retry = retry or RetryPolicy()
+        self._observer = observer
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -356,6 +358,19 @@ class OnaClient:
             )
         return OnaError(message, method=method, code="internal", http_status=reply.status)
 
+    async def _observed(self, method: str, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """Await one attempt, telling the observer how it ended and how long it took."""
+        started = time.perf_counter()
+        code = "ok"
+        try:
+            return await call
+        except BaseException as exc:
+            # The error tree carries the Connect code; cancellation has none.
+            code = str(getattr(exc, "code", "") or "canceled")
+            raise
+        finally:
+            self._observer.on_request(method, code, time.perf_counter() - started)
+
     def _may_retry(self, error: OnaError, safety: _Safety) -> bool:
         if safety is _Safety.ONCE:
             return isinstance(error, Unavailable) and not error.request_sent
@@ -365,7 +380,7 @@ class OnaClient:
         attempt = 1
         while True:
             try:
-                return await metrics.ona_request(method, self._send_once(method, body, safety))
+                return await self._observed(method, self._send_once(method, body, safety))
             except OnaError as error:
                 if not self._may_retry(error, safety) or attempt >= self._retry.max_attempts:
                     raise
