@@ -23,22 +23,17 @@ import traceback
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import Any, Final, TextIO
 
 import yaml
 
+from ..ona import DEFAULT_BASE_URL, OnaClient, OnaError, TaskExecution, Unauthenticated
+from ..ona.logs import read_log
 from .kube import GROUP, VERSION, Kube, KubeApiError
 from .kubeconfig import KubeconfigError, load
 from .output import PROG, OutputClosed, Printer, silence_closed, until_reader_leaves
 from .render import describe
 from .terminal import clean
-
-if TYPE_CHECKING:
-    from ..ona import OnaClient, TaskExecution
-
-# The Ona client is imported only when a command needs it (it brings the operator's
-# metrics, and with them kopf): describe, rerun and stop start in half the time.
-DEFAULT_BASE_URL: Final = "https://app.ona.com/api"  # as ona.DEFAULT_BASE_URL
 
 POLL_SECONDS: Final = 1.0
 # Without -f, a running execution's log is printed until it pauses this long.
@@ -210,8 +205,6 @@ class Cli:
     # -- logs ------------------------------------------------------------------------
 
     def ona(self) -> OnaClient | None:
-        from ..ona import OnaClient
-
         token = os.environ.get("ONA_API_TOKEN", "").strip()
         if not token:
             return None
@@ -237,8 +230,6 @@ class Cli:
         ona = self.ona()
         if ona is None:
             return self.kept_tail(name, obj)
-        from ..ona import OnaError, Unauthenticated
-
         async with ona:
             execution_id = await self.execution_of(name, obj, follow)
             try:
@@ -292,8 +283,6 @@ class Cli:
             obj = await self.get(name)
 
     async def print_log(self, ona: OnaClient, execution_id: str, follow: bool) -> int:
-        from ..ona.logs import read_log
-
         execution = await ona.get_task_execution(execution_id)
         while not execution.status.log_url:
             if execution.is_final or not follow:
