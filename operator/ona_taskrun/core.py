@@ -899,7 +899,7 @@ def _decide_start(
             words=_START_WORDS,
             claimed_at=requested,
             settle=cfg.start_settle,
-            stalled=_stalled_message(status),
+            stalled=stalled_message(status),
             annotation=run.annotations.get(ADOPT_ANNOTATION, ""),
             found=_found_executions(run, spec, obs, now, cfg, requested, settle_at),
             spent=retry_core.past_executions(status),
@@ -1020,7 +1020,7 @@ def _stop_unresolved(run: TaskRun, spec: Spec, obs: Observation, now: datetime) 
     )
 
 
-def _stalled_message(status: Status) -> str | None:
+def stalled_message(status: Status) -> str | None:
     """The Stalled message while the run waits for a person; None when it does not."""
     cond = status.condition(STALLED)
     return cond.message if cond is not None and cond.status == "True" else None

@@ -8,10 +8,10 @@ anything:
 - starts it when it is STOPPED (`whenStopped: Start`, the default) or ends the run with
   reason `EnvironmentNotRunning` (`whenStopped: Fail`);
 - with `fromProject`, creates one environment for the run (CreateEnvironmentFromProject,
-  named after the TaskRun) with the same exactly-once care as a start: the claim
-  (`status.environmentRequestedAt`) is written with a resourceVersion precondition before
-  the call; after a crash or a lost answer the environment is looked up by name and
-  adopted; two candidates stall the run for a person.
+  named after the TaskRun) with the same exactly-once care as a start, by the same code
+  (`exactly_once`): the claim (`status.environmentRequestedAt`) is written with a
+  resourceVersion precondition before the call; after a crash or a lost answer the
+  environment is looked up by name and adopted; two candidates stall the run for a person.
 
 While the execution runs it signals activity (`keepAlive`, MarkEnvironmentActive) on a
 period safely below the idle timeout and looks at the environment on the same period; an
@@ -33,13 +33,12 @@ Like `core`, nothing here does I/O; `core.decide` and `core.apply_result` call i
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import core
+from . import core, exactly_once
 
 ENVIRONMENT_READY = "EnvironmentReady"
 # A person resolves an ambiguous environment creation with this annotation.
@@ -390,136 +389,107 @@ def _create(
     cfg: core.Settings,
 ) -> core.Decision:
     status = run.status
+    transient = _transient(obs)
     if not status.environment_requested_at:
         # The claim goes out (with a resourceVersion precondition) before the call.
         new = replace(status, environment_requested_at=core.rfc3339(now))
         msg = f"creating an environment of project {project.project_id}"
-        new = _waiting(run, new, now, "Creating", msg, _transient(obs))
+        new = _waiting(run, new, now, "Creating", msg, transient)
         return core.Decision(new, action=core.Action(core.ActionKind.CREATE_ENVIRONMENT))
-    # A person may name the environment to use; the name is a request, honoured only for
-    # an environment created for this very run (its name carries the TaskRun's uid) of
-    # the project the spec names.
-    adopt = run.annotations.get(ADOPT_ENVIRONMENT_ANNOTATION, "").strip()[:_MAX_ID]
-    if adopt and _adoption_refused(status, adopt):
-        adopt = ""  # refused before; the person was told, and may name another
-    if adopt:
-        return _adopt_by_hand(run, project, obs, now, adopt)
-    requested = core.parse_time(status.environment_requested_at) or now
-    settle_at = requested + cfg.start_settle
-    if core._stalled(status):
-        return core.Decision(core._observe(status, run.generation))
-    if now < settle_at:
-        msg = "the outcome of CreateEnvironmentFromProject is unknown; waiting before looking"
-        return core.Decision(
-            _waiting(run, status, now, "Creating", msg, _transient(obs)),
-            requeue_after=(settle_at - now).total_seconds(),
-        )
-    candidates = obs.environment_candidates
-    if candidates is None:
-        msg = "looking for the environment of a creation whose outcome is unknown"
-        return core.Decision(
-            _waiting(run, status, now, "Creating", msg, _transient(obs)),
-            action=core.Action(core.ActionKind.FIND_ENVIRONMENTS),
-            requeue_after=core._backoff(obs) if _transient(obs) else None,
-        )
-    if len(candidates) == 1:
-        chosen = candidates[0]
-        new = replace(status, environment_id=chosen.id, environment_phase=chosen.phase)
-        msg = f"adopted environment {chosen.id} after a creation whose outcome was unknown"
-        return core.Decision(
-            _waiting(run, new, now, _ready_reason(chosen.phase), msg),
-            events=(core.Event("Normal", "EnvironmentAdopted", msg),),
-        )
-    if not candidates:
-        new = replace(status, environment_requested_at="")
-        msg = "no environment was created by the earlier request; creating one again"
-        return core.Decision(
-            _waiting(run, new, now, "Creating", msg),
-            events=(core.Event("Normal", "EnvironmentRecreating", msg),),
-        )
-    ids = ", ".join(sorted(c.id for c in candidates))
-    msg = (
-        f"cannot tell which environment was created for this run ({ids}); nothing more is "
-        f"created. Annotate the TaskRun with {ADOPT_ENVIRONMENT_ANNOTATION}=<environment id> "
-        "to use one (and delete the others)"
-    )
-    stalled = core._conditions(
-        _ready(run, status, now, "False", "Creating", msg),
-        run.generation,
+    # The outcome is unknown: exactly_once resolves it, as for a start. A person may name
+    # the environment to use; the name is a request, honoured only for an environment
+    # created for this very run (its name carries the TaskRun's uid) of the project the
+    # spec names, as a read of it shows.
+    seen = obs.environment
+    outcome = exactly_once.resolve(
+        exactly_once.Creation(
+            words=_creation_words(project),
+            claimed_at=core.parse_time(status.environment_requested_at) or now,
+            settle=cfg.start_settle,
+            stalled=core.stalled_message(status),
+            annotation=run.annotations.get(ADOPT_ENVIRONMENT_ANNOTATION, ""),
+            # The look is by the run's name in the spec's project: all it finds may be ours.
+            found=(
+                exactly_once.Found(tuple(obs.environment_candidates))
+                if obs.environment_candidates is not None
+                else None
+            ),
+            named=exactly_once.NamedRead(
+                seen,
+                tried=obs.environment_looked,
+                ours=seen is not None and _made_for(run, project, seen),
+            ),
+            outage=transient is not None,
+            retry_after=obs.remote_failure.retry_after if obs.remote_failure else None,
+        ),
         now,
-        succeeded=("Unknown", "EnvironmentOutcomeUnknown", msg),
-        stalled=("True", "EnvironmentOutcomeUnknown", msg),
     )
-    return core.Decision(stalled, events=(core.Event("Warning", "EnvironmentOutcomeUnknown", msg),))
+    events = tuple(core.Event(n.type, n.reason, n.message) for n in (outcome.event,) if n)
+    step = exactly_once.Step
+    if outcome.step is step.AWAIT_PERSON:
+        return core.Decision(core._observe(status, run.generation))
+    if outcome.step is step.ADOPT and outcome.chosen is not None:
+        chosen = outcome.chosen
+        new = replace(status, environment_id=chosen.id, environment_phase=chosen.phase)
+        ready = _ready_reason(chosen.phase)
+        return core.Decision(_waiting(run, new, now, ready, outcome.message), events=events)
+    if outcome.step is step.CREATE_AGAIN:
+        new = replace(status, environment_requested_at="")
+        return core.Decision(_waiting(run, new, now, "Creating", outcome.message), events=events)
+    if outcome.step is step.STALL:
+        stalled = core._conditions(
+            _ready(run, status, now, "False", "Creating", outcome.message),
+            run.generation,
+            now,
+            succeeded=("Unknown", "EnvironmentOutcomeUnknown", outcome.message),
+            stalled=("True", "EnvironmentOutcomeUnknown", outcome.message),
+        )
+        return core.Decision(stalled, events=events)
+    action = None
+    if outcome.step is step.LOOK:
+        action = core.Action(core.ActionKind.FIND_ENVIRONMENTS)
+    elif outcome.step is step.READ_NAMED:
+        action = core.Action(
+            core.ActionKind.GET_ENVIRONMENT, environment_id=outcome.name, reason=ADOPT_LOOKUP
+        )
+    shown = transient if outcome.trouble is exactly_once.Trouble.OUTAGE else None
+    return core.Decision(
+        _waiting(run, status, now, "Creating", outcome.message, shown),
+        action=action,
+        requeue_after=outcome.requeue,
+    )
 
 
-_MAX_ID = 128
-_REFUSED_MARK = "refused adoption "
 ADOPT_LOOKUP = "Adopt"  # the reason of a GET_ENVIRONMENT that checks a person's choice
 
 
-def _fingerprint(value: str) -> str:
-    # A refused name is not repeated in status or Events (it may be another principal's
-    # environment); its digest lets the decision tell a name it has refused already.
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
-
-
-def _adoption_refused(status: core.Status, adopt: str) -> bool:
-    stalled = status.condition(core.STALLED)
-    mark = f"({_REFUSED_MARK}{_fingerprint(adopt)})"
-    return stalled is not None and stalled.status == "True" and mark in stalled.message
-
-
-def _adopt_by_hand(
-    run: core.TaskRun,
-    project: FromProject,
-    obs: core.Observation,
-    now: datetime,
-    adopt: str,
-) -> core.Decision:
-    status = run.status
-    seen = obs.environment if obs.environment and obs.environment.id == adopt else None
-    if seen is None and not obs.environment_looked:
-        msg = "checking the environment named by " + ADOPT_ENVIRONMENT_ANNOTATION
-        return core.Decision(
-            _waiting(run, status, now, "Creating", msg, _transient(obs)),
-            action=core.Action(
-                core.ActionKind.GET_ENVIRONMENT, environment_id=adopt, reason=ADOPT_LOOKUP
-            ),
-            requeue_after=core._backoff(obs) if _transient(obs) else None,
-        )
-    if _transient(obs) is not None and seen is None:
-        return core.Decision(
-            _waiting(run, status, now, "Creating", "cannot check the named environment yet"),
-            requeue_after=core._backoff(obs),
-        )
-    ours = (
-        seen is not None
-        and seen.name.endswith(f"-{run.uid}")
-        and bool(run.uid)
-        and seen.project_id == project.project_id
+def _creation_words(project: FromProject) -> exactly_once.Words:
+    return exactly_once.Words(
+        thing="environment",
+        act="creation",
+        annotation=ADOPT_ENVIRONMENT_ANNOTATION,
+        waiting="the outcome of CreateEnvironmentFromProject is unknown; waiting before looking",
+        recreating="no environment was created by the earlier request; creating one again",
+        made="was created for this run",
+        again="created",
+        choose="to use one (and delete the others)",
+        eligible=(
+            f"an environment created for this run (named after it, of project {project.project_id})"
+        ),
+        unknown_reason="EnvironmentOutcomeUnknown",
+        adopted_reason="EnvironmentAdopted",
+        recreating_reason="EnvironmentRecreating",
+        refused_reason="EnvironmentAdoptionRefused",
     )
-    if seen is not None and ours:
-        new = replace(status, environment_id=seen.id, environment_phase=seen.phase)
-        msg = f"adopted environment {seen.id} as annotated"
-        return core.Decision(
-            _waiting(run, new, now, _ready_reason(seen.phase), msg),
-            events=(core.Event("Normal", "EnvironmentAdopted", msg),),
-        )
-    msg = (
-        f"the environment named by {ADOPT_ENVIRONMENT_ANNOTATION} was refused: only an "
-        f"environment created for this run (named after it, of project {project.project_id}) "
-        f"can be adopted ({_REFUSED_MARK}{_fingerprint(adopt)}); name another"
-    )
-    stalled = core._conditions(
-        _ready(run, status, now, "False", "Creating", msg),
-        run.generation,
-        now,
-        succeeded=("Unknown", "EnvironmentOutcomeUnknown", msg),
-        stalled=("True", "EnvironmentOutcomeUnknown", msg),
-    )
-    return core.Decision(
-        stalled, events=(core.Event("Warning", "EnvironmentAdoptionRefused", msg),)
+
+
+def _made_for(run: core.TaskRun, project: FromProject, env: RemoteEnvironment) -> bool:
+    """Whether an environment was created for this very run: named after it (the name
+    carries its uid) in the project its spec names."""
+    return (
+        bool(run.uid)
+        and env.name.endswith(f"-{run.uid}")
+        and (env.project_id == project.project_id)
     )
 
 

@@ -222,7 +222,7 @@ ROWS = [
         "fromProject claimed, no id, settling: wait before looking",
         taskrun(project_spec(), {"environmentRequestedAt": at(-3)}),
         ready=("False", "Creating"),
-        requeue=12.0,
+        requeue=13.0,  # 15 s from the end of the claim's second
     ),
     Row(
         "fromProject claimed, no id, settled: look for it by name",

@@ -132,15 +132,6 @@ ENVIRONMENT = User(
     refused="EnvironmentAdoptionRefused",
 )
 USERS = [pytest.param(EXECUTION, id="execution"), pytest.param(ENVIRONMENT, id="environment")]
-# The rows about when the settle ends.
-SETTLE_ROWS = [
-    pytest.param(EXECUTION, id="execution"),
-    pytest.param(
-        ENVIRONMENT,
-        id="environment",
-        marks=pytest.mark.xfail(strict=True, reason="environment_core settles from the claim"),
-    ),
-]
 SETTLED = at(-20)  # past the settle
 STALLED = "cannot tell which one was made"
 
@@ -154,7 +145,7 @@ def _shown(decision: core.Decision) -> str:
     return str(decision.status.to_dict()) + " ".join(e.message for e in decision.events)
 
 
-@pytest.mark.parametrize("user", SETTLE_ROWS)
+@pytest.mark.parametrize("user", USERS)
 def test_before_the_settle_it_waits(user: User) -> None:
     decision = core.decide(user.claimed(at(-5)), user.found("made-1"), NOW, CFG)
     assert decision.action is None
@@ -239,7 +230,7 @@ def test_a_refused_name_is_not_looked_at_again(user: User) -> None:
     assert looked.action is not None
 
 
-@pytest.mark.parametrize("user", SETTLE_ROWS)
+@pytest.mark.parametrize("user", USERS)
 def test_the_settle_counts_from_the_end_of_the_claims_second(user: User) -> None:
     # The claim is written in whole seconds: one written as 00:00:00 may have been made at
     # 00:00:00.999, so with a 15 s settle nothing is looked at before 00:00:16.
