@@ -1214,12 +1214,22 @@ class Result:
     environments: tuple[environment_core.RemoteEnvironment, ...] | None = None
 
 
-_TERMINAL_START_FAILURES = {
+# Who may call is the same for every call; what was not found or invalid is the call's.
+_CALLER_REFUSALS = {
     FailureKind.UNAUTHENTICATED: "Unauthorized",
     FailureKind.PERMISSION_DENIED: "Forbidden",
-    FailureKind.NOT_FOUND: "TaskNotFound",
-    FailureKind.INVALID_ARGUMENT: "InvalidTask",
 }
+
+
+def refusal_reason(kind: FailureKind, *, not_found: str, invalid: str) -> str | None:
+    """The reason a run ends with when the API refuses a call that was to create or start
+    something (`not_found` and `invalid` name what the call was about, e.g. TaskNotFound,
+    InvalidTask); None for a failure that is no refusal (an outage, an unknown outcome)."""
+    if kind is FailureKind.NOT_FOUND:
+        return not_found
+    if kind is FailureKind.INVALID_ARGUMENT:
+        return invalid
+    return _CALLER_REFUSALS.get(kind)
 
 
 def apply_result(
@@ -1244,7 +1254,7 @@ def apply_result(
     kind = action.kind
 
     if failure is not None and not failure.transient:
-        terminal = _TERMINAL_START_FAILURES.get(failure.kind)
+        terminal = refusal_reason(failure.kind, not_found="TaskNotFound", invalid="InvalidTask")
         before_start = kind in (
             ActionKind.CREATE_TASK,
             ActionKind.RESOLVE_TASK_REF,

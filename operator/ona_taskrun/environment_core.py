@@ -736,15 +736,13 @@ def apply_result(
             )
             events.append(core.Event("Warning", "EnvironmentOutcomeUnknown", msg))
             return replace(run, status=status), obs, tuple(events)
-        reason = {
-            core.FailureKind.UNAUTHENTICATED: "Unauthorized",
-            core.FailureKind.PERMISSION_DENIED: "Forbidden",
-            core.FailureKind.NOT_FOUND: (
-                "ProjectNotFound"
-                if kind is core.ActionKind.CREATE_ENVIRONMENT
-                else "EnvironmentNotFound"
-            ),
-        }.get(failure.kind, "InvalidEnvironment")
+        created = kind is core.ActionKind.CREATE_ENVIRONMENT
+        reason = core.refusal_reason(
+            failure.kind,
+            not_found="ProjectNotFound" if created else "EnvironmentNotFound",
+            invalid="InvalidEnvironment",
+        )
+        reason = reason or "InvalidEnvironment"  # any other refusal of an environment call
         msg = f"{_CALLS.get(kind, kind.value)} was refused: {failure.message}"
         status = replace(status, environment_requested_at="")
         decision = _fail(run, status, now, reason, msg)

@@ -568,3 +568,49 @@ def test_refused_stop_stays_visible_in_the_conditions() -> None:
     later = core.decide(run, Observation(), NOW + timedelta(seconds=60), CFG)
     messages = [c.message for c in later.status.conditions]
     assert any("the API says Forbidden" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "create_environment"),
+    [
+        (FailureKind.UNAUTHENTICATED, "Unauthorized", "Unauthorized"),
+        (FailureKind.PERMISSION_DENIED, "Forbidden", "Forbidden"),
+        (FailureKind.NOT_FOUND, "TaskNotFound", "ProjectNotFound"),
+        (FailureKind.INVALID_ARGUMENT, "InvalidTask", "InvalidEnvironment"),
+    ],
+)
+def test_one_refusal_map_names_why_a_start_or_a_creation_ends_the_run(
+    kind: FailureKind, start: str, create_environment: str
+) -> None:
+    # Who may call reads the same for every call; what was missing or invalid is the call's.
+    started, _, _ = core.apply_result(
+        taskrun(inline_spec(), CLAIMED), START, refused(kind), Observation(), NOW
+    )
+    spec = {
+        "task": {"name": "build", "command": "make test"},
+        "environment": {"fromProject": {"projectId": "p-1"}},
+    }
+    create = Action(ActionKind.CREATE_ENVIRONMENT)
+    created, _, _ = core.apply_result(
+        taskrun(spec, {"environmentRequestedAt": at(0)}), create, refused(kind), Observation(), NOW
+    )
+    assert condition_table(started.status)["Succeeded"] == ("False", start)
+    assert condition_table(created.status)["Succeeded"] == ("False", create_environment)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        (FailureKind.UNAUTHENTICATED, "Unauthorized"),
+        (FailureKind.PERMISSION_DENIED, "Forbidden"),
+        (FailureKind.NOT_FOUND, "TaskNotFound"),
+        (FailureKind.INVALID_ARGUMENT, "InvalidTask"),
+        (FailureKind.RATE_LIMITED, None),
+        (FailureKind.UNAVAILABLE, None),
+        (FailureKind.OUTCOME_UNKNOWN, None),
+    ],
+)
+def test_refusal_reason_is_none_for_what_is_no_refusal(
+    kind: FailureKind, reason: str | None
+) -> None:
+    assert core.refusal_reason(kind, not_found="TaskNotFound", invalid="InvalidTask") == reason
