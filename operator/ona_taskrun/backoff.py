@@ -25,9 +25,12 @@ def exponential(base: float, doublings: int, cap: float, *, jitter: float | None
     to all of it): waiters that failed together come back apart, and never much sooner
     than the back-off asks."""
     wait = min(base * 2.0 ** min(max(doublings, 0), _MOST_DOUBLINGS), cap)
-    if jitter is not None:
-        wait *= 0.5 + jitter / 2
-    return wait
+    return wait if jitter is None else spread(wait, jitter)
+
+
+def spread(wait: float, draw: float) -> float:
+    """`wait` spread over its upper half by `draw`, from [0, 1)."""
+    return wait * (0.5 + draw / 2)
 
 
 def after(retry_after: float | None, default: float) -> float:

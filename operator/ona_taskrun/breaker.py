@@ -14,6 +14,8 @@ import random
 import time
 from collections.abc import Callable
 
+from .backoff import exponential
+
 
 class CircuitBreaker:
     def __init__(
@@ -66,5 +68,5 @@ class CircuitBreaker:
             if self._failures == self._threshold:
                 self.opened += 1
             exponent = min(self._failures - self._threshold, 16)
-            pause = min(self._base * 2.0**exponent, self._cap) * (0.5 + self._rand() / 2)
+            pause = exponential(self._base, exponent, self._cap, jitter=self._rand())
             self._open_until = self._clock() + pause

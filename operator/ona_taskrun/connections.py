@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import core, logs, selectors
+from .backoff import exponential
 from .breaker import CircuitBreaker
 from .connection_core import (
     DEFAULT_CONNECTION,
@@ -418,7 +419,7 @@ class Connections:
         loop_now = asyncio.get_running_loop().time()
         if key not in self._remotes:
             look.misses += 1
-            return min(2.5 * 2.0 ** min(look.misses, 6), self.settings.secret_resync_seconds)
+            return exponential(2.5, min(look.misses, 6), self.settings.secret_resync_seconds)
         look.misses = 0
         wait = min(self.settings.secret_resync_seconds, max(look.check_at - loop_now, 0.5))
         return min(wait, requeue) if requeue is not None else wait

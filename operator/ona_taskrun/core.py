@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import environment_core, exactly_once
+from . import backoff, environment_core, exactly_once
 
 FINALIZER = "automation.ona.com/taskrun"
 # A person resolves an ambiguous start with one of these annotations (see README).
@@ -818,9 +818,7 @@ def _pending(
 
 def _backoff(obs: Observation, default: float = 5.0) -> float:
     failure = obs.remote_failure
-    if failure is not None and failure.retry_after:
-        return max(failure.retry_after, 0.5)
-    return default
+    return backoff.after(failure.retry_after if failure is not None else None, default)
 
 
 def _unfollowable(run: TaskRun, status: Status, now: datetime, view: ConnectionView) -> Status:

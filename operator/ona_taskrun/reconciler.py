@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import core, environment_actions, environment_core, metrics
+from .backoff import exponential
 from .claims import KEY_FIELD, KEY_SECRET, SIGNATURE_ANNOTATION, ClaimSigner, new_key
 from .connection_core import ConnectionKey, is_connection_key, key_for
 from .connections import Connections, Remote
@@ -270,7 +271,7 @@ class Reconciler:
             except KubeError as exc:
                 log.warning("cannot list Ona connections yet (%s); retrying in %.0fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = exponential(delay, 1, 30.0)
         # Harnesses wait for this line: keep its wording.
         log.info("read %d TaskRuns; reconciling", len(self._objects))
         self.synced.set()
@@ -295,7 +296,7 @@ class Reconciler:
                     delay,
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            delay = exponential(delay, 1, 30.0)
 
     async def _claim_key(self, namespace: str, name: str) -> bytes:
         assert self.kube is not None
@@ -972,7 +973,7 @@ def _rv(body: Mapping[str, Any]) -> int:
 
 def _retry_delay(failure: core.RemoteFailure, attempt: int) -> float:
     """Capped exponential backoff with jitter; a longer Retry-After from the server wins."""
-    backoff = min(2.0 * 2.0 ** min(attempt, 8), 60.0) * (0.5 + random.random() / 2)
+    backoff = exponential(2.0, attempt, 60.0, jitter=random.random())
     return max(float(failure.retry_after or 0.0), backoff)
 
 

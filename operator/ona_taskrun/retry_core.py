@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import core
+from .backoff import exponential
 
 MAX_RETRIES = 10
 # A year: a longer wait is better said by leaving spec.ttlSecondsAfterFinished out.
@@ -63,7 +64,7 @@ def parse_lifecycle(spec: Mapping[str, Any]) -> tuple[int, timedelta | None]:
 
 def backoff(failed_attempt: int, base: float) -> float:
     """Seconds to wait after attempt `failed_attempt` (1-based) failed."""
-    return min(base * 2.0 ** max(failed_attempt - 1, 0), BACKOFF_CAP_SECONDS)
+    return exponential(base, failed_attempt - 1, BACKOFF_CAP_SECONDS)
 
 
 def current_attempt(status: core.Status) -> int:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import core
+from .backoff import exponential, spread
 from .ona import OnaClient, errors
 from .ona.watch import Resync
 from .remote import to_failure, to_remote
@@ -186,8 +187,10 @@ class ExecutionTracker:
             log.warning("cannot refresh executions: %s", failure.message)
             self._notify_all()
         # Capped exponential backoff with jitter; the server's Retry-After wins if longer.
-        backoff = min(self._poll_interval * 2.0 ** min(self._failures, 10), self._max_backoff)
-        delay = backoff * (0.5 + random.random() / 2)
+        doublings = min(self._failures, 10)
+        delay = exponential(
+            self._poll_interval, doublings, self._max_backoff, jitter=random.random()
+        )
         return max(delay, float(failure.retry_after or 0.0))
 
     async def _read(self, tracked: dict[str, _Tracked]) -> None:
@@ -271,6 +274,6 @@ class ExecutionTracker:
                         exc.code,
                     )
                 self._healthy_watches.discard(environment_id)
-                await asyncio.sleep(self._max_backoff * (0.5 + random.random() / 2))
+                await asyncio.sleep(spread(self._max_backoff, random.random()))
         finally:
             self._healthy_watches.discard(environment_id)

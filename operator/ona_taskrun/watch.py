@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
+from .backoff import exponential
 from .kube import KubeError
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class Watch:
                     self.resource_version = ""
                     continue
                 failures += 1
-                delay = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
+                delay = exponential(0.5, min(failures, 8), MAX_BACKOFF)
                 log.warning("watching %s failed (%s); again in %.1fs", self._scope(), exc, delay)
                 await self._sleep(delay)
 

@@ -227,3 +227,10 @@ async def test_undecodable_body_is_retried_for_reads_and_unknown_for_start() -> 
             await ona.start_task("t1")
     assert isinstance(caught.value.__cause__, httpx.DecodingError)
     assert len(start.requests) == 1
+
+
+def test_a_long_outage_keeps_the_delay_at_its_cap() -> None:
+    # A stream that keeps failing counts its failures without end; the delay stays capped
+    # rather than overflowing after a thousand of them.
+    retry = RetryPolicy(max_delay=10.0, random=lambda: 0.5)
+    assert retry.backoff(5_000) == 5.0

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from ..backoff import exponential
+
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 
@@ -45,7 +47,7 @@ class RetryPolicy:
 
     def backoff(self, retry: int) -> float:
         """The jittered delay before retry number `retry` (1-based), ignoring Retry-After."""
-        ceiling = min(self.max_delay, self.base_delay * (2.0 ** max(retry - 1, 0)))
+        ceiling = exponential(self.base_delay, retry - 1, self.max_delay)
         return ceiling * self.random()
 
     def delay(self, retry: int, retry_after: float | None) -> float | None:
