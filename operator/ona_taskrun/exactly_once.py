@@ -69,12 +69,13 @@ class Words:
     choose: str
     # "only {eligible} can be adopted (...); name another{otherwise}"
     eligible: str
+    # The reasons of the Events: a stall for a person, an adoption, a new creation, and a
+    # refused hand adoption.
+    unknown_reason: str
+    adopted_reason: str
+    recreating_reason: str
+    refused_reason: str
     otherwise: str = ""
-    # Event reasons
-    unknown_reason: str = "OutcomeUnknown"
-    adopted_reason: str = "Adopted"
-    recreating_reason: str = "Recreating"
-    refused_reason: str = "AdoptionRefused"
 
 
 @dataclass(frozen=True)
