@@ -46,6 +46,8 @@ def test_operator_in_the_image_runs_a_taskrun_to_success(
         "ONA_BASE_URL": ona_simulator_process.base_url,
         "ONA_API_TOKEN_FILE": "/var/run/secrets/ona/token",
         "WATCH_NAMESPACES": namespace,
+        # The installer's decision: the operator-level token serves the watched namespace.
+        "DEFAULT_CONNECTION_NAMESPACE_SELECTOR": "*",
         "ONA_POLL_INTERVAL": "0.5",
         "LOG_FORMAT": "json",
         "METRICS_BIND_ADDRESS": "127.0.0.1",
