@@ -37,6 +37,11 @@ class EnvironmentWatch:
     def streams(self) -> int:
         return len(self._streams)
 
+    @property
+    def waiting(self) -> int:
+        """TaskRuns that wait for an environment here."""
+        return len(self._environment_of)
+
     def wait(self, environment_id: str, key: str) -> None:
         """The TaskRun `key` waits for `environment_id` to change."""
         if self._environment_of.get(key) == environment_id:

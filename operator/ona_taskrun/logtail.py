@@ -150,6 +150,11 @@ class LogTails:
     def reading(self) -> int:
         return len(self._reading)
 
+    @property
+    def remembered(self) -> int:
+        """TaskRuns whose log tail is being read, or read and not yet written."""
+        return len(self._reading.keys() | self._outcomes.keys())
+
     # ------------------------------------------------------------------ reading
 
     async def _read(

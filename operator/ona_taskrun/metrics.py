@@ -236,6 +236,11 @@ def queue_taken(key: str) -> float:
     return QUEUE.taken(key)
 
 
+def queue_forgotten(key: str) -> None:
+    """The TaskRun is gone: its entry, if queued, is never taken (see `Reconciler._forget`)."""
+    QUEUE.queued_at.pop(key, None)
+
+
 def reconciled(key: str, started: float) -> None:
     QUEUE.done(key, started)
 
@@ -452,6 +457,33 @@ class StateCollector(Collector):
 
 STATE = StateCollector()
 REGISTRY.register(STATE)
+
+
+class RememberedCollector(Collector):
+    """`ona_taskrun_remembered`: what the controller holds for TaskRuns, by kind, read
+    from the controller at each scrape. The controller registers itself as the source
+    when it starts (`Reconciler.remembered`)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        source = self.source
+        if source is None:
+            return
+        family = GaugeMetricFamily(
+            PREFIX + "remembered",
+            "What the operator holds for TaskRuns, by kind (taskruns, executions, "
+            "environments, timers, log_tails): 0 once every TaskRun it saw is gone.",
+            labels=["kind"],
+        )
+        for kind, count in source().items():
+            family.add_metric([kind], count)
+        yield family
+
+
+REMEMBERED = RememberedCollector()
+REGISTRY.register(REMEMBERED)
 
 # ------------------------------------------------------------------ the endpoint
 

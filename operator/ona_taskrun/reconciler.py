@@ -1,10 +1,12 @@
 """The reconciler: a work queue of TaskRuns, each handled by the pure core.
 
-kopf delivers every watch event here; the newest object per TaskRun is kept and its key
-queued. A worker takes a key (never two workers the same key), asks `core.decide` what
-to do, writes the status it returns with a resourceVersion precondition *before* acting,
-performs the one action, folds the result back in with `core.apply_result`, and goes
-round again until the core has nothing more to do, then requeues when the core asks.
+The TaskRun watch (`watch.Watch`) delivers every event here; what is remembered of each
+TaskRun, its newest object included, is one `record.TaskRunRecord`, and its key is
+queued. A worker takes a key (never two workers the same key) and takes the TaskRun a
+step at a time: observe, decide (`core.decide`), write the status it returns with a
+resourceVersion precondition *before* acting, act, record the outcome
+(`core.apply_result`); until the core has nothing more to do, then requeues when the
+core asks. A TaskRun that is gone is forgotten whole (`Reconciler._forget`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import random
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +34,7 @@ from .eventpost import EventPoster
 from .kube import Conflict, Gone, KubeClient, KubeError
 from .logtail import LogTails
 from .ona import errors
+from .record import QueueState, TaskRunRecord
 from .remote import to_remote
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,23 @@ def crash(point: str, wanted: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What one step of a reconcile knows before it decides."""
+
+    run: core.TaskRun  # as held: the status decided but not written yet included
+    obs: core.Observation
+    remote: Remote | None  # the run's connection, when it may be used for this run
+    finalizer_due: bool  # the finalizer goes out with the next write that needs it
+
+
+@dataclass(frozen=True)
+class _Written:
+    body: dict[str, Any]
+    changed: bool = False  # a write was made (not held for the merge window, not a no-op)
+    conflict: bool = False  # the TaskRun changed meanwhile: `body` is it as read again
+
+
 class Reconciler:
     def __init__(
         self,
@@ -124,25 +144,19 @@ class Reconciler:
         # reconcile (initial_sync), from a Secret only the operator reads.
         self.claim_signer: ClaimSigner | None = None
         self.claim_key_secret = (operator_namespace, KEY_SECRET)
-        self._objects: dict[str, dict[str, Any]] = {}
-        self._claims: dict[str, str] = {}  # execution id -> key of the TaskRun holding it
-        # Task id -> keys of TaskRuns whose StartTask of it awaits its answer.
+        # One record per TaskRun (see record.py), and the queue state of keys of other
+        # kinds sharing the queue (connections, schedules), dropped once idle.
+        self._records: dict[str, TaskRunRecord] = {}
+        self._others: dict[str, QueueState] = {}
+        # Indexes over the records, kept with them: execution id -> the record of the
+        # TaskRun holding it (an adoption never takes another TaskRun's), and task id ->
+        # keys of TaskRuns whose StartTask of it awaits its answer.
+        self._held_by: dict[str, TaskRunRecord] = {}
         self._starts: dict[str, set[str]] = {}
         # Two lanes: news of a remote execution (urgent) goes before TaskRuns waiting to
         # start, so a finished run is mirrored at once even behind a backlog of starts.
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._order = itertools.count()
-        self._queued: dict[str, int] = {}  # key -> its best lane while queued
-        self._active: set[str] = set()
-        self._dirty: dict[str, int] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._failures: dict[str, core.RemoteFailure] = {}
-        self._attempts: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}  # loop time before which no remote call
-        # A status decided but not written yet: news that can wait is merged into one
-        # write per merge window (see _may_wait), newest first.
-        self._unwritten: dict[str, core.Status] = {}
-        self._written_at: dict[str, float] = {}  # loop time of the last status write
         # Events wait while TaskRuns wait to be reconciled (see eventpost).
         self.events = EventPoster(self._post_one, busy=lambda: not self._queue.empty())
         self._poster: asyncio.Task[None] | None = None
@@ -173,11 +187,29 @@ class Reconciler:
 
     def taskruns(self) -> Iterable[Mapping[str, Any]]:
         """The newest body of every watched TaskRun (read by the metrics at a scrape)."""
-        return self._objects.values()
+        return (record.body for record in self._records.values() if not record.forgotten)
+
+    def remembered(self) -> dict[str, int]:
+        """What is held for TaskRuns, by kind (the `ona_taskrun_remembered` gauge, read at
+        a scrape): records, execution ids (held by a TaskRun or followed by a connection's
+        tracker), waits on an environment, requeue timers, and log tails read or being
+        read. All 0 once every TaskRun the operator has seen is gone."""
+        remotes = self.connections.remotes()
+        executions = set(self._held_by)
+        for remote in remotes:
+            executions.update(remote.tracker.execution_ids())
+        return {
+            "taskruns": len(self._records),
+            "executions": len(executions),
+            "environments": sum(remote.environments.waiting for remote in remotes),
+            "timers": sum(1 for record in self._records.values() if record.timer is not None),
+            "log_tails": self.logtails.remembered,
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        metrics.REMEMBERED.source = self.remembered
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"reconcile-{i}") for i in range(self._workers)
         ]
@@ -188,72 +220,106 @@ class Reconciler:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for handle in self._timers.values():
-            handle.cancel()
+        for state in [*self._records.values(), *self._others.values()]:
+            state.cancel_timer()
         await self.logtails.stop()
         if self._poster is not None:
             self._poster.cancel()
             await asyncio.gather(self._poster, return_exceptions=True)
         await self.events.flush(within=5.0)
         await self.connections.stop()
+        if metrics.REMEMBERED.source == self.remembered:
+            metrics.REMEMBERED.source = None
 
     # ------------------------------------------------------------------ intake
 
     def observe(self, event_type: str, body: Mapping[str, Any]) -> None:
-        """A watch event from kopf: keep the newest object and queue it."""
+        """A TaskRun watch event: keep the newest object and queue it; forget a deleted one."""
         key = key_of(body)
-        if event_type == "DELETED":
-            old = self._objects.pop(key, None)
-            if old is not None:
-                self._forget(key, old)
+        record = self._records.get(key)
+        if record is not None and record.forgotten:
+            # A TaskRun of the same name while a worker still has the forgotten one: it
+            # waits for that worker (see _done).
+            if event_type == "DELETED":
+                record.successor = None
+            elif record.successor is None or _rv(body) > _rv(record.successor):
+                record.successor = dict(body)
             return
-        old = self._objects.get(key)
-        if old is not None and 0 < _rv(body) <= _rv(old):
+        if event_type == "DELETED":
+            if record is not None and _same_object(body, record.body):
+                self._forget(record)
+            return
+        if record is None:
+            self._new_record(key, dict(body))
+        elif 0 < _rv(body) <= _rv(record.body):
             # Our own write coming back (its answer is already held), or an older event:
             # nothing new to decide on.
             return
-        if old is None:
-            self._written_at.setdefault(key, asyncio.get_running_loop().time())
-        self._remember(key, dict(body))
+        else:
+            self._remember(record, dict(body))
         self.enqueue(key)
 
-    def _remember(self, key: str, body: dict[str, Any]) -> None:
-        old = self._objects.get(key)
-        if old is not None and _rv(old) > _rv(body) > 0:
+    def _new_record(self, key: str, body: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        record = self._records[key] = TaskRunRecord(key=key, body={}, written_at=loop.time())
+        self._remember(record, body)
+
+    def _remember(self, record: TaskRunRecord, body: dict[str, Any]) -> None:
+        if _rv(record.body) > _rv(body) > 0:
             return  # an older event than what our own write returned
         meta = body.get("metadata")
         if isinstance(meta, dict) and "managedFields" in meta:
             # Nothing here reads them, and they are most of an object's size: at 10,000
             # TaskRuns they were most of the operator's memory.
             body["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-        self._objects[key] = body
-        execution = (body.get("status") or {}).get("taskExecutionId")
+        record.body = body
+        status = body.get("status") or {}
+        execution = status.get("taskExecutionId")
         if execution:
-            self._claims[execution] = key
-        for attempt in (body.get("status") or {}).get("attempts") or ():
+            self._hold(record, str(execution))
+        for attempt in status.get("attempts") or ():
             # Earlier attempts' executions stay this TaskRun's: no other may adopt them.
             if isinstance(attempt, Mapping) and attempt.get("executionId"):
-                self._claims[str(attempt["executionId"])] = key
+                self._hold(record, str(attempt["executionId"]))
 
-    def _forget(self, key: str, body: Mapping[str, Any]) -> None:
-        execution = (body.get("status") or {}).get("taskExecutionId")
-        if execution:
-            self._claims.pop(execution, None)
-            remote = self.connections.remote_for(_namespace(key), body.get("spec") or {})
-            if remote is not None:
-                remote.tracker.untrack(execution)
-        remote = self.connections.remote_for(_namespace(key), body.get("spec") or {})
-        if remote is not None:
+    def _hold(self, record: TaskRunRecord, execution: str) -> None:
+        """`execution` is this TaskRun's: no other adopts it while the record lasts."""
+        record.executions.add(execution)
+        self._held_by[execution] = record
+
+    def _forget(self, record: TaskRunRecord) -> None:
+        """The TaskRun is gone (deleted, or a read or write of it answered 404): drop its
+        record and everything held for it elsewhere. While a worker still has it, the
+        record stays, marked forgotten, until that worker is done (see _done)."""
+        if record.forgotten:
+            return
+        record.forgotten = True
+        self._drop(record)
+        if not record.active and self._records.get(record.key) is record:
+            del self._records[record.key]
+
+    def _drop(self, record: TaskRunRecord) -> None:
+        """Drop what is held for a forgotten TaskRun: its executions in the index and the
+        trackers, its wait on an environment, its log tail, its timer and queue entry.
+        Done again when its worker is done, for whatever its reconcile added since."""
+        key = record.key
+        remotes = self.connections.remotes()
+        for execution in record.executions:
+            holder = self._held_by.get(execution)
+            if holder is record:
+                del self._held_by[execution]
+            if holder is None or holder is record:
+                for remote in remotes:
+                    remote.tracker.untrack(execution)
+        for remote in remotes:
             remote.environments.done(key)
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        self._failures.pop(key, None)
-        self._attempts.pop(key, None)
-        self._retry_at.pop(key, None)
-        self._unwritten.pop(key, None)
-        self._written_at.pop(key, None)
         self.logtails.forget(key)
+        metrics.queue_forgotten(key)
+        record.cancel_timer()
+        record.lane = record.dirty = None
+        record.unwritten = None
+        record.last_failure = None
+        record.retry_at = None
 
     async def initial_sync(
         self, namespaces: tuple[str, ...], listed: Iterable[asyncio.Event]
@@ -273,7 +339,7 @@ class Reconciler:
                 await asyncio.sleep(delay)
                 delay = exponential(delay, 1, 30.0)
         # Harnesses wait for this line: keep its wording.
-        log.info("read %d TaskRuns; reconciling", len(self._objects))
+        log.info("read %d TaskRuns; reconciling", len(self._records))
         self.synced.set()
 
     async def _load_claim_key(self) -> ClaimSigner:
@@ -330,20 +396,38 @@ class Reconciler:
 
     def wake_users(self, connection: ConnectionKey) -> None:
         """Queue every TaskRun that uses this connection: it became usable, or not."""
-        for key, body in self._objects.items():
+        for key, record in self._records.items():
+            if record.forgotten:
+                continue
             try:
-                ref = core.parse_connection_ref((body.get("spec") or {}).get("connectionRef"))
+                ref = core.parse_connection_ref(
+                    (record.body.get("spec") or {}).get("connectionRef")
+                )
             except core.InvalidSpec:
                 continue
             if key_for(_namespace(key), ref) == connection:
                 self.enqueue(key)
 
+    def _state(self, key: str, *, create: bool = False) -> QueueState | None:
+        """The queue state of a key: a TaskRun's record (None once forgotten), or that of a
+        key of another kind, made if `create` is asked and it has none."""
+        if ":" not in key:
+            record = self._records.get(key)
+            return record if record is not None and not record.forgotten else None
+        state = self._others.get(key)
+        if state is None and create:
+            state = self._others[key] = QueueState(key=key)
+        return state
+
     def enqueue(self, key: str, lane: int = 1) -> None:
-        if key in self._active:
-            self._dirty[key] = min(lane, self._dirty.get(key, lane))
-        elif lane < self._queued.get(key, lane + 1):
+        state = self._state(key, create=True)
+        if state is None:
+            return  # a TaskRun not watched (any more): nothing to reconcile
+        if state.active:
+            state.dirty = lane if state.dirty is None else min(lane, state.dirty)
+        elif state.lane is None or lane < state.lane:
             # Queued again in a better lane; the older entry is skipped when it comes up.
-            self._queued[key] = lane
+            state.lane = lane
             self._queue.put_nowait((lane, next(self._order), key))
             metrics.queue_added(key)
 
@@ -351,32 +435,38 @@ class Reconciler:
         self.enqueue(key, lane=0)
 
     def _requeue(self, key: str, delay: float) -> None:
+        state = self._state(key, create=True)
+        if state is None:
+            return
         loop = asyncio.get_running_loop()
         when = loop.time() + delay
-        old = self._timers.get(key)
-        if old is not None:
-            if old.when() <= when:
+        if state.timer is not None:
+            if state.timer.when() <= when:
                 return
-            old.cancel()
-        self._timers[key] = loop.call_at(when, self._fire, key)
+            state.timer.cancel()
+        state.timer = loop.call_at(when, self._fire, state)
 
-    def _fire(self, key: str) -> None:
-        self._timers.pop(key, None)
+    def _fire(self, state: QueueState) -> None:
+        state.timer = None
         # A held status is news already decided: it goes before TaskRuns waiting to start.
-        self.enqueue(key, lane=0 if key in self._unwritten else 1)
+        held = isinstance(state, TaskRunRecord) and state.unwritten is not None
+        self.enqueue(state.key, lane=0 if held else 1)
 
     # ------------------------------------------------------------------ workers
 
     async def _worker(self) -> None:
         while True:
             lane, _, key = await self._queue.get()
-            if self._queued.get(key) != lane:
-                continue  # a stale entry: the key was queued again in a better lane
+            state = self._state(key)
+            if state is None or state.lane != lane:
+                continue  # stale: queued again in a better lane, or forgotten
             await self.synced.wait()
             await self.active.wait()
-            self._queued.pop(key, None)
+            if self._state(key) is not state or state.lane != lane:
+                continue  # the same, while this worker waited
+            state.lane = None
             started = metrics.queue_taken(key)
-            self._active.add(key)
+            state.active = True
             try:
                 handler = self.handlers.get(key.partition(":")[0]) if ":" in key else None
                 if handler is not None:  # another kind sharing the queue (schedules)
@@ -402,174 +492,274 @@ class Reconciler:
                 self._requeue(key, 10.0)
             finally:
                 metrics.reconciled(key, started)
-                self._active.discard(key)
-                if key in self._dirty:
-                    self.enqueue(key, self._dirty.pop(key))
+                self._done(state)
+
+    def _done(self, state: QueueState) -> None:
+        """A worker is done with a key: queue it again if that was asked meanwhile."""
+        state.active = False
+        key = state.key
+        if isinstance(state, TaskRunRecord) and state.forgotten:
+            # Gone while the worker had it: drop what its reconcile added since, and take
+            # in a TaskRun of the same name that waited.
+            self._drop(state)
+            if self._records.get(key) is state:
+                del self._records[key]
+            if state.successor is not None:
+                self._new_record(key, state.successor)
+                self.enqueue(key)
+            return
+        if state.dirty is not None:
+            lane, state.dirty = state.dirty, None
+            self.enqueue(key, lane)
+        if not isinstance(state, TaskRunRecord) and state.idle:
+            self._others.pop(key, None)
 
     @contextlib.contextmanager
-    def _starting(self, key: str, action: core.Action) -> Iterator[None]:
+    def _starting(self, record: TaskRunRecord, action: core.Action) -> Iterator[None]:
         """A StartTask from its call until its answer (whose execution is then held for
         the TaskRun at once): meanwhile, another TaskRun of the same task does not adopt
         an execution it finds (it may be this one's)."""
         if action.kind is not core.ActionKind.START or not action.task_id:
             yield
             return
-        starting = self._starts.setdefault(action.task_id, set())
-        starting.add(key)
+        task_id = action.task_id
+        starting = self._starts.setdefault(task_id, set())
+        starting.add(record.key)
+        record.starting = task_id
         try:
             yield
         finally:
-            starting.discard(key)
-            if not starting:
-                del self._starts[action.task_id]
+            record.starting = ""
+            starting.discard(record.key)
+            if not starting and self._starts.get(task_id) is starting:
+                del self._starts[task_id]
 
     def _starts_in_flight(self, key: str, task_id: str) -> int:
         return len(self._starts.get(task_id, set()) - {key}) if task_id else 0
 
-    def _claimed_elsewhere(self, key: str) -> frozenset[str]:
-        return frozenset(e for e, k in self._claims.items() if k != key)
+    def _claimed_elsewhere(self, record: TaskRunRecord) -> frozenset[str]:
+        return frozenset(e for e, holder in self._held_by.items() if holder is not record)
 
-    def _reserve(self, key: str, run: core.TaskRun, decision: core.Decision) -> str:
+    def _reserve(self, record: TaskRunRecord, run: core.TaskRun, decision: core.Decision) -> str:
         """An execution this TaskRun is about to record (an adoption) is held for it from
         the decision on, not from the write's answer: another TaskRun deciding meanwhile
         sees it taken. Returns the id newly held, to release if the write fails."""
         execution = decision.track
         if not execution or execution == run.status.task_execution_id:
             return ""
-        if execution in self._claims:
+        if execution in self._held_by:
             return ""  # already held (by this TaskRun: decide never adopts another's)
-        self._claims[execution] = key
+        self._hold(record, execution)
         return execution
 
-    def _release(self, key: str, execution: str) -> None:
+    def _release(self, record: TaskRunRecord, execution: str) -> None:
         """The write that would have recorded `execution` failed: hold it no longer,
         unless the TaskRun as last seen records it after all."""
-        if not execution or self._claims.get(execution) != key:
+        if not execution or self._held_by.get(execution) is not record:
             return
-        body = self._objects.get(key) or {}
-        if (body.get("status") or {}).get("taskExecutionId") != execution:
-            del self._claims[execution]
+        if (record.body.get("status") or {}).get("taskExecutionId") != execution:
+            del self._held_by[execution]
+            record.executions.discard(execution)
 
     async def reconcile(self, key: str) -> None:
-        body = self._objects.get(key)
-        if body is None or self.kube is None:
+        """Take one TaskRun as far as it goes now, a step at a time: observe what is known
+        of it, decide (the pure core), write the decided status before acting (so a crash
+        never loses a claim), act, and record the outcome; until the core has nothing
+        more to do, requeueing it when the core asks."""
+        record = self._records.get(key)
+        if record is None or record.forgotten or self.kube is None:
             return
-        obs = core.Observation()
+        body, obs = record.body, core.Observation()
         for _ in range(MAX_STEPS):
-            run = self._parse(key, body)
-            # The finalizer goes out with the first write that needs it (the start claim,
-            # or before a task is created), not in a write of its own.
-            finalizer_due = not run.has_finalizer and not run.deleting
-            if finalizer_due:
-                run = replace(run, has_finalizer=True)
-            view, usable = await self.connections.view(_namespace(key), run)
-            # A run the connection does not serve gets no remote read or action at all.
-            remote = usable if view.access is not core.Access.REFUSED else None
-            obs = replace(obs, connection=view)
-            if remote is not None:
-                obs = await self._observe_remote(key, run, obs, remote)
-            if run.status.start_requested_at and not run.status.task_execution_id:
-                # Only an adoption needs to know which executions other TaskRuns hold. Read
-                # here, with no wait between this, the decision and the reservation below:
-                # TaskRuns of one task deciding at once must not adopt the same execution.
-                obs = replace(
-                    obs,
-                    claimed_elsewhere=self._claimed_elsewhere(key),
-                    starts_in_flight=self._starts_in_flight(key, run.status.task_id),
-                )
-            decision = core.decide(run, obs, _now(), self.settings)
-            decision = replace(decision, status=self.logtails.fold(key, decision.status))
-            if self._backing_off(key, decision.action, remote):
+            if record.forgotten:
+                return  # gone meanwhile: nothing more to write
+            seen = await self._observe(record, body, obs)
+            obs = seen.obs
+            decision = self._decide(record, seen)
+            if self._backing_off(record, decision.action, seen.remote):
                 # Woken by a watch event (often our own write) before the back-off ends:
                 # no remote call, and no claim written for a start that is not made now.
                 return
-            reserved = self._reserve(key, run, decision)
-            written: dict[str, Any] | None = None
-            try:
-                written = await self._write_status(
-                    key, body, run, decision.status, decision.action, finalizer_due
-                )
-            except Conflict:
-                log.debug("%s changed while being reconciled (409); reading it again", key)
-                body = await self._reread(key)
-                if body is None:
-                    return
-                continue
-            except Gone:
-                return
-            finally:
-                if written is None:
-                    self._release(key, reserved)
-            wrote, body = written is not body, written
-            await self._post(body, self.logtails.after_write(key, body, decision.events, remote))
-            self._follow(key, body, decision, remote, run.status.task_execution_id)
+            written = await self._write(record, body, seen, decision)
+            if written is None:
+                return  # gone
+            body = written.body
+            if written.conflict:
+                continue  # changed meanwhile: decide again on what it is now
             action = decision.action
             if action is None:
                 if decision.requeue_after is not None:
                     self._requeue(key, decision.requeue_after)
-                if wrote:
+                if written.changed:
                     # What was just written may lead to a next step (a cleared claim to a
                     # new start): decide again now, since the write's own watch event is
                     # not reconciled.
                     continue
                 return
-            if action.kind is core.ActionKind.DELETE_TASKRUN:
-                await self._delete_taskrun(body)
+            acted = await self._act(record, body, seen, decision, action)
+            if acted is None:
                 return
-            if action.kind in _LOCAL_ACTIONS:
-                try:
-                    body = await self._set_finalizer(body, action.kind)
-                except Conflict:
-                    body = await self._reread(key) or body
-                except Gone:
-                    return
-                continue
-            # The core acts remotely only through a usable connection.
-            assert remote is not None, f"{action.kind.value} without a connection"
-            run = replace(run, status=decision.status)
-            if action.kind is core.ActionKind.START:
-                crash(self.crash_point, "after-claim")
-            if action.kind is core.ActionKind.STOP:
-                crash(self.crash_point, "after-stop-claim")
-            if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
-                crash(self.crash_point, "after-environment-claim")
-            with self._starting(key, action):
-                result = await self._perform_through(remote, action, run, body)
-            if action.kind is core.ActionKind.CREATE_ENVIRONMENT:
-                crash(self.crash_point, "after-environment-create")
-            if result.failure is None:
-                remote.answered()  # a failure was recorded as it came (Remote.failed)
-            if action.kind is core.ActionKind.START:
-                crash(self.crash_point, "after-start")
-                if result.execution is not None:
-                    log.info("%s: started execution %s", key, result.execution.id)
-                    # Its own start: held for it from the answer on (no await since),
-                    # though its record may wait for the merge window.
-                    self._claims[result.execution.id] = key
-            new_run, obs, events = core.apply_result(run, action, result, obs, _now())
-            recorded = await self._write_result(key, body, run, action, result, obs)
-            if recorded is None:
-                return
-            body = recorded
-            await self._post(body, events)
-            if result.failure is not None and result.failure.transient:
-                self._failures[key] = result.failure
-                self._attempts[key] = self._attempts.get(key, 0) + 1
-                delay = _retry_delay(result.failure, self._attempts[key])
-                self._retry_at[key] = asyncio.get_running_loop().time() + delay
-                metrics.retried()
-                self._requeue(key, delay)
-                return
-            self._failures.pop(key, None)
-            self._attempts.pop(key, None)
-            self._retry_at.pop(key, None)
-            if new_run.status.task_execution_id and result.execution is not None:
-                remote.tracker.observe(result.execution)
+            body, obs = acted
         log.warning("%s did not settle after %d steps; looking again later", key, MAX_STEPS)
         self._requeue(key, 5.0)
 
+    async def _observe(
+        self, record: TaskRunRecord, body: Mapping[str, Any], obs: core.Observation
+    ) -> _Seen:
+        """Observe: the TaskRun as held, its connection's view of it, what that connection
+        knows of its execution and, before an adoption, which executions other TaskRuns
+        hold."""
+        run = self._parse(record, body)
+        # The finalizer goes out with the first write that needs it (the start claim,
+        # or before a task is created), not in a write of its own.
+        finalizer_due = not run.has_finalizer and not run.deleting
+        if finalizer_due:
+            run = replace(run, has_finalizer=True)
+        view, usable = await self.connections.view(_namespace(record.key), run)
+        # A run the connection does not serve gets no remote read or action at all.
+        remote = usable if view.access is not core.Access.REFUSED else None
+        obs = replace(obs, connection=view)
+        if remote is not None:
+            obs = await self._observe_remote(record, run, obs, remote)
+        if run.status.start_requested_at and not run.status.task_execution_id:
+            # Only an adoption needs to know which executions other TaskRuns hold. Read
+            # last, with no wait between this, the decision and the reservation (_write):
+            # TaskRuns of one task deciding at once must not adopt the same execution.
+            obs = replace(
+                obs,
+                claimed_elsewhere=self._claimed_elsewhere(record),
+                starts_in_flight=self._starts_in_flight(record.key, run.status.task_id),
+            )
+        return _Seen(run, obs, remote, finalizer_due)
+
+    def _decide(self, record: TaskRunRecord, seen: _Seen) -> core.Decision:
+        """Decide: the pure core's decision, with a log tail read meanwhile folded in."""
+        decision = core.decide(seen.run, seen.obs, _now(), self.settings)
+        return replace(decision, status=self.logtails.fold(record.key, decision.status))
+
+    async def _write(
+        self, record: TaskRunRecord, body: dict[str, Any], seen: _Seen, decision: core.Decision
+    ) -> _Written | None:
+        """Write the decided status (and start claim) before any action, an execution about
+        to be adopted held for the TaskRun meanwhile; then what follows from it being
+        written: its Events, a log tail read, following its execution. None when the
+        TaskRun is gone."""
+        reserved = self._reserve(record, seen.run, decision)
+        written: dict[str, Any] | None = None
+        try:
+            written = await self._write_status(
+                record, body, seen.run, decision.status, decision.action, seen.finalizer_due
+            )
+        except Conflict:
+            log.debug("%s changed while being reconciled (409); reading it again", record.key)
+            fresh = await self._reread(record)
+            return None if fresh is None else _Written(fresh, conflict=True)
+        except Gone:
+            self._forget(record)
+            return None
+        finally:
+            if written is None:
+                self._release(record, reserved)
+        events = self.logtails.after_write(record.key, written, decision.events, seen.remote)
+        await self._post(written, events)
+        self._follow(record, written, decision, seen.remote, seen.run.status.task_execution_id)
+        return _Written(written, changed=written is not body)
+
+    async def _act(
+        self,
+        record: TaskRunRecord,
+        body: dict[str, Any],
+        seen: _Seen,
+        decision: core.Decision,
+        action: core.Action,
+    ) -> tuple[dict[str, Any], core.Observation] | None:
+        """Act, and record the outcome: the body and observation to decide on next, or
+        None when there is nothing more to do now."""
+        if action.kind is core.ActionKind.DELETE_TASKRUN:
+            await self._delete_taskrun(body)
+            return None
+        if action.kind in _LOCAL_ACTIONS:
+            try:
+                return await self._set_finalizer(record, body, action.kind), seen.obs
+            except Conflict:
+                fresh = await self._reread(record)
+                return None if fresh is None else (fresh, seen.obs)
+            except Gone:
+                self._forget(record)
+                return None
+        # The core acts remotely only through a usable connection.
+        remote = seen.remote
+        assert remote is not None, f"{action.kind.value} without a connection"
+        run = replace(seen.run, status=decision.status)
+        result = await self._call(record, remote, action, run, body)
+        return await self._record(record, body, remote, run, action, result, seen.obs)
+
+    async def _call(
+        self,
+        record: TaskRunRecord,
+        remote: Remote,
+        action: core.Action,
+        run: core.TaskRun,
+        body: Mapping[str, Any],
+    ) -> core.Result:
+        """One remote action through the TaskRun's connection, between its crash points
+        (tests only). An execution it starts is the TaskRun's from the answer on."""
+        kind = action.kind
+        if kind is core.ActionKind.START:
+            crash(self.crash_point, "after-claim")
+        if kind is core.ActionKind.STOP:
+            crash(self.crash_point, "after-stop-claim")
+        if kind is core.ActionKind.CREATE_ENVIRONMENT:
+            crash(self.crash_point, "after-environment-claim")
+        with self._starting(record, action):
+            result = await self._perform_through(remote, action, run, body)
+        if kind is core.ActionKind.CREATE_ENVIRONMENT:
+            crash(self.crash_point, "after-environment-create")
+        if result.failure is None:
+            remote.answered()  # a failure was recorded as it came (Remote.failed)
+        if kind is core.ActionKind.START:
+            crash(self.crash_point, "after-start")
+            if result.execution is not None:
+                log.info("%s: started execution %s", record.key, result.execution.id)
+                # Its own start: held for it from the answer on (no await since),
+                # though its record may wait for the merge window.
+                self._hold(record, result.execution.id)
+        return result
+
+    async def _record(
+        self,
+        record: TaskRunRecord,
+        body: dict[str, Any],
+        remote: Remote,
+        run: core.TaskRun,
+        action: core.Action,
+        result: core.Result,
+        obs: core.Observation,
+    ) -> tuple[dict[str, Any], core.Observation] | None:
+        """Record an action's outcome: written, its Events posted, and the back-off of the
+        TaskRun's remote calls kept or cleared."""
+        new_run, obs, events = core.apply_result(run, action, result, obs, _now())
+        recorded = await self._write_result(record, body, run, action, result, obs)
+        if recorded is None:
+            return None
+        await self._post(recorded, events)
+        if result.failure is not None and result.failure.transient:
+            record.last_failure = result.failure
+            record.failed_calls += 1
+            delay = _retry_delay(result.failure, record.failed_calls)
+            record.retry_at = asyncio.get_running_loop().time() + delay
+            metrics.retried()
+            self._requeue(record.key, delay)
+            return None
+        record.last_failure = None
+        record.failed_calls = 0
+        record.retry_at = None
+        if new_run.status.task_execution_id and result.execution is not None:
+            remote.tracker.observe(result.execution)
+        return recorded, obs
+
     async def _observe_remote(
-        self, key: str, run: core.TaskRun, obs: core.Observation, remote: Remote
+        self, record: TaskRunRecord, run: core.TaskRun, obs: core.Observation, remote: Remote
     ) -> core.Observation:
         """What the TaskRun's connection knows of its execution, failures and principal."""
         exec_id = run.status.task_execution_id
@@ -581,29 +771,31 @@ class Reconciler:
             )
             remote.learn_principal(run, obs.execution)
         else:
-            if key in self._failures and obs.remote_failure is None:
-                obs = replace(obs, remote_failure=self._failures[key])
+            if record.last_failure is not None and obs.remote_failure is None:
+                obs = replace(obs, remote_failure=record.last_failure)
             if run.status.start_requested_at and not remote.principal:
                 await remote.ask_principal()
         return replace(obs, own_principal=remote.principal)
 
-    def _backing_off(self, key: str, action: core.Action | None, remote: Remote | None) -> bool:
+    def _backing_off(
+        self, record: TaskRunRecord, action: core.Action | None, remote: Remote | None
+    ) -> bool:
         """True while a remote action for this TaskRun must wait: for its own back-off,
         or for its connection's breaker while the Ona API keeps failing."""
         if action is None or action.kind in _LOCAL_ACTIONS or remote is None:
             return False
-        retry_at = self._retry_at.get(key)
+        retry_at = record.retry_at
         remaining = retry_at - asyncio.get_running_loop().time() if retry_at else 0.0
         if remaining <= 0:
             remaining = remote.breaker.wait_time()
         if remaining <= 0:
             return False
-        self._requeue(key, remaining)
+        self._requeue(record.key, remaining)
         return True
 
     def _follow(
         self,
-        key: str,
+        record: TaskRunRecord,
         body: Mapping[str, Any],
         decision: core.Decision,
         remote: Remote | None,
@@ -619,15 +811,15 @@ class Reconciler:
             remote.tracker.untrack(before)
         if remote is not None:
             if decision.wait_environment:
-                remote.environments.wait(decision.wait_environment, key)
+                remote.environments.wait(decision.wait_environment, record.key)
             else:
-                remote.environments.done(key)
+                remote.environments.done(record.key)
         if decision.track and remote is not None:
             spec = body.get("spec") or {}
             env = (spec.get("task") or spec.get("taskRef") or {}).get("environmentId", "")
             env = env or status.environment_id
-            remote.tracker.track(decision.track, key, status.task_id, env)
-            self._claims[decision.track] = key
+            remote.tracker.track(decision.track, record.key, status.task_id, env)
+            self._hold(record, decision.track)
         elif (
             remote is not None
             and status.task_execution_id
@@ -637,27 +829,32 @@ class Reconciler:
 
     # ------------------------------------------------------------------ writes
 
-    async def _reread(self, key: str) -> dict[str, Any] | None:
+    async def _reread(self, record: TaskRunRecord) -> dict[str, Any] | None:
+        """The TaskRun as it is now; None, and the TaskRun forgotten, when it is gone (the
+        watch may not have said so yet) or another of its name has taken its place."""
         assert self.kube is not None
-        namespace, name = key.split("/", 1)
+        namespace, name = record.key.split("/", 1)
         try:
-            body = await self.kube.get_taskrun(namespace, name)
+            body: dict[str, Any] | None = await self.kube.get_taskrun(namespace, name)
         except Gone:
-            self._objects.pop(key, None)
+            body = None
+        if body is None or not _same_object(body, record.body):
+            log.debug("%s is gone (read again); forgetting it", record.key)
+            self._forget(record)
             return None
-        self._remember(key, body)
+        self._remember(record, body)
         return body
 
-    def _parse(self, key: str, body: Mapping[str, Any]) -> core.TaskRun:
+    def _parse(self, record: TaskRunRecord, body: Mapping[str, Any]) -> core.TaskRun:
         """The TaskRun as the object says, with the status decided but not written yet:
         only this operator writes status, so what it holds is newer."""
         run = parse_taskrun(body, self.claim_signer)
-        held = self._unwritten.get(key)
+        held = record.unwritten
         return run if held is None else replace(run, status=held)
 
     async def _write_status(
         self,
-        key: str,
+        record: TaskRunRecord,
         body: dict[str, Any],
         run: core.TaskRun,
         status: core.Status,
@@ -667,43 +864,44 @@ class Reconciler:
         """Write the start claim (with the finalizer, if it is still due) in one
         conditional metadata write; then the status, or hold it to merge with what comes
         next (see _may_wait)."""
-        body = await self._write_claim(body, status, action, finalizer_due)
+        body = await self._write_claim(record, body, status, action, finalizer_due)
         old = body.get("status") or {}
         new = status.to_dict()
         patch = core.status_patch(old, new)
         if not patch:
-            self._unwritten.pop(key, None)
+            record.unwritten = None
             return body
         loop = asyncio.get_running_loop()
         if self._may_wait(run, status, action, old):
             if action is not None:
                 # A call whose outcome is recorded right after it (the start claim, if
                 # any, is in the annotations already): this goes out with that outcome.
-                self._unwritten[key] = status
+                record.unwritten = status
                 return body
             window = merge_window(
                 self.merge_window,
                 first=not old.get("taskExecutionId"),
                 busy=not self._queue.empty(),
             )
-            due = self._written_at.get(key, loop.time()) + window
+            due = record.written_at + window
             if loop.time() < due:
-                self._unwritten[key] = status
-                self._requeue(key, due - loop.time())
+                record.unwritten = status
+                self._requeue(record.key, due - loop.time())
                 return body
         assert self.kube is not None
         meta = body["metadata"]
         updated = await self.kube.patch_status(
             meta["namespace"], meta["name"], patch, meta["resourceVersion"]
         )
-        self._unwritten.pop(key, None)
-        self._written_at[key] = loop.time()
-        self._remember(key_of(updated), updated)
+        record.unwritten = None
+        record.written_at = loop.time()
+        self._remember(record, updated)
         metrics.taskrun_written(body, updated)
         return updated
 
     async def _write_claim(
         self,
+        record: TaskRunRecord,
         body: dict[str, Any],
         status: core.Status,
         action: core.Action | None,
@@ -734,7 +932,7 @@ class Reconciler:
         updated = await self.kube.patch_metadata(
             meta["namespace"], meta["name"], patch, meta["resourceVersion"]
         )
-        self._remember(key_of(updated), updated)
+        self._remember(record, updated)
         return updated
 
     def _may_wait(
@@ -765,7 +963,7 @@ class Reconciler:
 
     async def _write_result(
         self,
-        key: str,
+        record: TaskRunRecord,
         body: dict[str, Any],
         run: core.TaskRun,
         action: core.Action,
@@ -777,16 +975,19 @@ class Reconciler:
         for _ in range(10):
             new_run, _, _ = core.apply_result(run, action, result, obs, _now())
             try:
-                return await self._write_status(key, body, new_run, new_run.status, None)
+                return await self._write_status(record, body, new_run, new_run.status, None)
             except Conflict:
-                log.debug("%s changed before %s was recorded (409); again", key, action.kind)
-                fresh = await self._reread(key)
+                log.debug("%s changed before %s was recorded (409); again", record.key, action.kind)
+                fresh = await self._reread(record)
                 if fresh is None:
                     return None
-                body, run = fresh, self._parse(key, fresh)
+                body, run = fresh, self._parse(record, fresh)
             except Gone:
+                self._forget(record)
                 return None
-        raise KubeError(409, f"could not record the outcome of {action.kind.value} for {key}")
+        raise KubeError(
+            409, f"could not record the outcome of {action.kind.value} for {record.key}"
+        )
 
     async def _delete_taskrun(self, body: Mapping[str, Any]) -> None:
         """spec.ttlSecondsAfterFinished is over: delete the TaskRun (its finalizer then
@@ -799,7 +1000,9 @@ class Reconciler:
         except (Conflict, Gone):
             log.debug("%s: already deleted or re-created; nothing to delete", key_of(body))
 
-    async def _set_finalizer(self, body: dict[str, Any], kind: core.ActionKind) -> dict[str, Any]:
+    async def _set_finalizer(
+        self, record: TaskRunRecord, body: dict[str, Any], kind: core.ActionKind
+    ) -> dict[str, Any]:
         assert self.kube is not None
         meta = body["metadata"]
         current = list(meta.get("finalizers") or [])
@@ -810,7 +1013,7 @@ class Reconciler:
         updated = await self.kube.set_finalizers(
             meta["namespace"], meta["name"], wanted, meta["resourceVersion"]
         )
-        self._remember(key_of(updated), updated)
+        self._remember(record, updated)
         return updated
 
     async def _post(self, body: Mapping[str, Any], events: tuple[core.Event, ...]) -> None:
@@ -964,6 +1167,15 @@ def _namespace(key: str) -> str:
 def _refused_token(result: core.Result) -> bool:
     failure = result.failure
     return failure is not None and failure.kind is core.FailureKind.UNAUTHENTICATED
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
+
+
+def _same_object(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two bodies are of one object, not of two TaskRuns of the same name."""
+    return not _uid(a) or not _uid(b) or _uid(a) == _uid(b)
 
 
 def _rv(body: Mapping[str, Any]) -> int:

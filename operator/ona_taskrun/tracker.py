@@ -127,6 +127,10 @@ class ExecutionTracker:
     def tracked(self) -> int:
         return len(self._tracked)
 
+    def execution_ids(self) -> set[str]:
+        """Every execution something is held for: tracked, or its latest status kept."""
+        return self._tracked.keys() | self._latest.keys()
+
     @property
     def streams(self) -> int:
         """Environments whose WatchEvents stream is open."""
