@@ -27,7 +27,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from . import core, logs, metrics
+from . import core, logs, metrics, terminal
 from .connection_core import ConnectionKey
 from .connections import Remote
 from .logtail_core import (
@@ -220,7 +220,7 @@ class LogTails:
             held = await self._token(remote, environment_id, refused=held if renew else None)
             return held
 
-        ring = TailRing(settings.tail_lines, scrub=logs.scrub)
+        ring = TailRing(settings.tail_lines, scrub=_safe_line)
         async for line in read_log(
             lambda current: client.open_log(status.log_url, current, idle_timeout=IDLE_TIMEOUT),
             token,
@@ -267,3 +267,9 @@ class LogTails:
             for idle in [k for k in locks if k not in self._tokens and not locks[k].locked()]:
                 del locks[idle]
             return token
+
+
+def _safe_line(text: str, *, cut: bool = False) -> str:
+    """A log line as the status and the Failed Event may hold it: without terminal
+    control sequences (a task's log is the task's to fill) and scrubbed of tokens."""
+    return logs.scrub(terminal.clean(text), cut=cut)

@@ -3,10 +3,9 @@ the one reading of a failed call that says whether the Ona API is down (`is_outa
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
-from . import core, logs
+from . import core, logs, terminal
 from .ona import errors
 from .ona.client import qualified_method
 from .ona.models import TaskExecution
@@ -27,17 +26,14 @@ MESSAGE_LIMIT = 4096
 LABEL_LIMIT = 256
 OUTPUT_LIMIT = 4096  # each output value
 OUTPUTS_PER_STEP = 64
-# C0 controls but tab and newline, DEL and C1 controls: ESC starts every terminal
-# escape sequence, and C1 0x9b is a one-byte CSI.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def shown(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """Remote text as the status may hold it: control characters replaced (so nothing
-    acts on a reader's terminal), tokens the operator holds masked, and cut to `limit`
-    characters with a note saying so."""
+    """Remote text as the status may hold it: terminal control sequences removed whole (so
+    nothing acts on a reader's terminal), tokens the operator holds masked, and cut to
+    `limit` characters with a note saying so."""
     size = len(text)
-    text = logs.scrub(_CONTROL.sub("\ufffd", text[: limit * 4]))  # no scrub of what is cut
+    text = logs.scrub(terminal.clean(text[: limit * 4]))  # no work on what is cut anyway
     if size > limit or len(text) > limit:
         note = f"… [cut: {size} characters in all]"
         text = logs.scrub(text[: max(limit - len(note), 0)], cut=True) + note

@@ -29,11 +29,11 @@ import yaml
 
 from ..ona import DEFAULT_BASE_URL, OnaClient, OnaError, TaskExecution, Unauthenticated
 from ..ona.logs import read_log
+from ..terminal import clean
 from .kube import GROUP, VERSION, Kube, KubeApiError
 from .kubeconfig import KubeconfigError, load
 from .output import PROG, OutputClosed, Printer, silence_closed, until_reader_leaves
 from .render import describe
-from .terminal import clean
 
 POLL_SECONDS: Final = 1.0
 # Without -f, a running execution's log is printed until it pauses this long.

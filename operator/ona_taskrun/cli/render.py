@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..core import parse_time
-from .terminal import clean_tree, one_line
+from ..terminal import clean_tree, one_line
 
 EVENTS_SHOWN = 10
 
