@@ -53,7 +53,9 @@ def test_a_plain_run_starts_its_stopped_environment_once_and_succeeds(
     taskruns: TaskRuns,
     e2e_simulator: SimulatorHandle,
 ) -> None:
-    operator_factory(namespace, extra_env=KEEPALIVE)
+    # A keep-alive period far longer than these 300 ms runs, so that a loaded machine
+    # cannot make one of them outlive it: the last assertion is about the quick path.
+    operator_factory(namespace, extra_env={**KEEPALIVE, "ENVIRONMENT_KEEPALIVE_SECONDS": "20"})
     sim = e2e_simulator
     # Idled out overnight; slow enough to start that the wait is seen.
     stopped = sim.control.seed_environment(phase="STOPPED", startDelay="1s", stopDelay="200ms")
