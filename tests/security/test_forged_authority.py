@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.e2e.test_crash_safety import _start_directly
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import (
     ENVIRONMENT_ID,
@@ -34,18 +34,6 @@ ADOPT_EXECUTION = "automation.ona.com/adopt-execution"
 ADOPT_ENVIRONMENT = "automation.ona.com/adopt-environment"
 FAST_ENVIRONMENTS = {"ENVIRONMENT_POLL_SECONDS": "0.3", "ENVIRONMENT_KEEPALIVE_SECONDS": "1"}
 DELAYS = {"createDelay": "1s", "startDelay": "1s", "stopDelay": "200ms", "deleteDelay": "200ms"}
-
-
-def _start_directly(sim: SimulatorHandle, task_id: str) -> str:
-    """Another team's run of a shared task, started with the connection's own token."""
-    response = httpx.post(
-        f"{sim.base_url}/gitpod.v1.EnvironmentAutomationService/StartTask",
-        headers={"Authorization": f"Bearer {sim.token}", "Content-Type": "application/json"},
-        content=json.dumps({"id": task_id}),
-        timeout=10,
-    )
-    response.raise_for_status()
-    return str(response.json()["taskExecution"]["id"])
 
 
 def _execution(sim: SimulatorHandle, execution_id: str) -> dict[str, Any]:
