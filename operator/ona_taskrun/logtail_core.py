@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from .core import SUCCEEDED, Condition, Phase, Status, parse_time
-from .ona.logs import cut_line, split_cut
+from .linecut import cut_line, split_cut
 
 DEFAULT_TAIL_LINES: Final = 20
 MAX_TAIL_LINES: Final = 100  # the CRD's bound on spec.logs.tailLines

@@ -18,9 +18,10 @@ import pytest
 
 from ona_taskrun import core, logs
 from ona_taskrun.eventpost import EventPoster
+from ona_taskrun.linecut import cut_line, split_cut
 from ona_taskrun.logtail_core import MAX_TAIL_BYTES, TAIL_LINE_BYTES, TailRing, tail_text
 from ona_taskrun.ona import OnaError, Unavailable
-from ona_taskrun.ona.logs import LineCutter, cut_line, open_log, split_cut
+from ona_taskrun.ona.logs import LineCutter, open_log
 from tests.support import waits
 
 MiB = 1 << 20

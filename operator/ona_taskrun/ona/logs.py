@@ -26,6 +26,7 @@ from typing import Final
 
 import httpx
 
+from ..linecut import cut_line
 from .errors import NotFound, OnaError, PermissionDenied, Unauthenticated, Unavailable
 from .logurl import Resolve, check, system_resolve
 
@@ -40,7 +41,6 @@ _ERROR_BODY: Final = 4096
 # Inflating a compressed chunk yields at most this much at a time.
 _INFLATE_BYTES: Final = 64 * 1024
 _EOL: Final = re.compile(rb"\r\n|\r|\n")
-_CUT: Final = re.compile(r"… \[line cut: (\d+) bytes\]\Z")
 
 Redact = Callable[[str], str]
 # Gives the logs token; called with True when the one given before was refused.
@@ -48,19 +48,6 @@ TokenSource = Callable[[bool], Awaitable[str]]
 
 
 # ----------------------------------------------------------------------------- lines
-
-
-def cut_line(head: str, dropped: int) -> str:
-    """A line of which only `head` is kept, `dropped` bytes of it left out."""
-    return f"{head}… [line cut: {dropped} bytes]"
-
-
-def split_cut(line: str) -> tuple[str, int]:
-    """The kept start of a cut line and how many bytes were left out (0: not cut)."""
-    match = _CUT.search(line)
-    if match is None:
-        return line, 0
-    return line[: match.start()], int(match[1])
 
 
 class LineCutter:
