@@ -125,7 +125,8 @@ environment variables (flags win over them):
   ONA_REQUEST_TIMEOUT     seconds per Ona API call (default 10)
   ONA_POLL_INTERVAL       seconds between batched status polls (default 5)
   ONA_START_SETTLE        seconds to wait after an unknown StartTask outcome before
-                          looking for the execution (default 15; must exceed the timeout)
+                          looking for the execution (default 15, or 1.5 x ONA_REQUEST_TIMEOUT
+                          if longer; must exceed the timeout)
   ONA_RESYNC_SECONDS      seconds between looks at a running TaskRun without news (default 60)
   ONA_STOP_RESEND_SECONDS seconds a stop may go untaken (the execution still running) before
                           StopTaskExecution is called again (default 60)
