@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.test_connections import _execution
 from tests.e2e.test_crash_safety import _start_directly
+from tests.e2e.test_environments import FAST_ENVIRONMENTS, _executions_in
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import (
     ENVIRONMENT_ID,
@@ -32,13 +34,7 @@ ATTEMPTS = "automation.ona.com/start-attempts"
 ATTEMPT = "automation.ona.com/start-attempt"
 ADOPT_EXECUTION = "automation.ona.com/adopt-execution"
 ADOPT_ENVIRONMENT = "automation.ona.com/adopt-environment"
-FAST_ENVIRONMENTS = {"ENVIRONMENT_POLL_SECONDS": "0.3", "ENVIRONMENT_KEEPALIVE_SECONDS": "1"}
 DELAYS = {"createDelay": "1s", "startDelay": "1s", "stopDelay": "200ms", "deleteDelay": "200ms"}
-
-
-def _execution(sim: SimulatorHandle, execution_id: str) -> dict[str, Any]:
-    item = sim.control.execution(execution_id)
-    return dict(item.get("execution", item))
 
 
 def _everything_shown(taskruns: TaskRuns, name: str) -> str:
@@ -159,12 +155,7 @@ def test_a_forged_adopt_environment_does_not_reach_another_teams_environment(
     taskruns.wait_events("squatter", "EnvironmentAdoptionRefused", timeout=60)
     assert victim not in _everything_shown(taskruns, "squatter")
     assert taskruns.status("squatter").get("environmentId") in (None, "")
-    ran_there = [
-        item
-        for item in e2e_simulator.control.executions()
-        if item["execution"]["metadata"]["environmentId"] == victim
-    ]
-    assert ran_there == []
+    assert _executions_in(e2e_simulator, victim) == []
 
     control_plane.kubectl_run("-n", namespace, "delete", "taskrun", "squatter", "--wait=false")
     wait_for(lambda: not taskruns.exists("squatter"), timeout=30, what="the TaskRun gone")
