@@ -1168,14 +1168,16 @@ def _left_behind(run: TaskRun, spec: Spec) -> str:
     if spec.task is not None and status.task_id:
         parts.append(f"Ona task {status.task_id} was not deleted")
     env = spec.environment
-    if env is not None and env.from_project is not None and env.cleanup.value != "Keep":
+    cleanup = env.cleanup if env is not None and env.from_project is not None else None
+    gone = (environment_core.DELETED, environment_core.DELETING)
+    if cleanup is not None and cleanup is not environment_core.Cleanup.KEEP:
         made = status.environment_id or (
             "an environment its unresolved creation may have made"
             if status.environment_requested_at
             else ""
         )
-        if made and status.environment_phase not in ("DELETED", "DELETING"):
-            verb = "deleted" if env.cleanup.value == "Delete" else "stopped"
+        if made and status.environment_phase not in gone:
+            verb = "deleted" if cleanup is environment_core.Cleanup.DELETE else "stopped"
             parts.append(f"environment {made} was not {verb}")
     return "; ".join(parts)
 
