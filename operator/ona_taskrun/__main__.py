@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import kopf
 
 from . import config as config_module
-from . import logs
 from .app import App, build_registry
+from .observability import logs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

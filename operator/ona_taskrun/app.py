@@ -16,10 +16,7 @@ from typing import Any
 
 import kopf
 
-from . import connections, core, metrics, schedule_core
-from .config import Config
-from .connection_core import ConnectionKey
-from .kube import (
+from .clients.kube import (
     CLUSTER_CONNECTIONS,
     CONNECTIONS,
     GROUP,
@@ -28,10 +25,15 @@ from .kube import (
     VERSION,
     KubeClient,
 )
-from .leader import LeaderElector
-from .reconciler import Reconciler
-from .schedules import Schedules
-from .watch import Watch
+from .config import Config
+from .controller import connections
+from .controller.leader import LeaderElector
+from .controller.reconciler import Reconciler
+from .controller.schedules import Schedules
+from .controller.watch import Watch
+from .observability import metrics
+from .rules import core, schedule
+from .rules.connection import ConnectionKey
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class App:
             operator_namespace=config.operator_namespace,
         )
         self.schedules = Schedules(self._enqueue, crash_point=config.crash_point)
-        self.reconciler.handlers[schedule_core.KIND] = self.schedules.reconcile
+        self.reconciler.handlers[schedule.KIND] = self.schedules.reconcile
         self.metrics = metrics.Exporter(
             enabled=config.metrics_enabled,
             host=config.metrics_bind_address,

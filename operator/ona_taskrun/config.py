@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import selectors
-from .connection_core import ONA_ONLY, AllowedUrls, InvalidConnection, check_base_url
+from .rules import selectors
+from .rules.connection import ONA_ONLY, AllowedUrls, InvalidConnection, check_base_url
 
 DEFAULT_BASE_URL = "https://app.ona.com/api"
 DEFAULT_ALLOWED_BASE_URLS = "https://app.ona.com/api,https://app.gitpod.io/api"

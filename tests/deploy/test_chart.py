@@ -5,7 +5,10 @@ scripts/sync-monitoring keeps in step."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +342,58 @@ def test_monitoring_renders_the_same_rules_and_dashboard_as_the_component() -> N
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     (content,) = dashboard["data"].values()
     assert content == (MANIFESTS / "monitoring" / "dashboard.json").read_text().rstrip("\n")
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a nested structure of dicts and lists."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [[], ["nameOverride=taskruns"], ["fullnameOverride=ops-runner"]],
+    ids=["defaults", "nameOverride", "fullnameOverride"],
+)
+def test_the_metrics_job_is_the_one_the_rules_and_the_dashboard_select(names: list[str]) -> None:
+    """The ServiceMonitor's job label reaches Prometheus as the value of the Service label
+    it names; every `job="..."` in the alert rules and the dashboard must be that value,
+    whatever the release's names."""
+    objs = template(*MONITORING_ON, *names)
+    service, monitor = one(objs, "Service"), one(objs, "ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    (dashboard,) = one(objs, "ConfigMap")["data"].values()
+    texts = [*strings(one(objs, "PrometheusRule")["spec"]), *strings(json.loads(dashboard))]
+    selected = {m for text in texts for m in re.findall(r'\bjob\s*=~?\s*"([^"]*)"', text)}
+    assert selected == {job}, f"the job is {job!r}; the rules and dashboard select {selected}"
+
+
+def test_runbook_urls_take_the_charts_base_and_keep_their_anchors() -> None:
+    def urls(objs: list[dict[str, Any]]) -> dict[str, str]:
+        groups = one(objs, "PrometheusRule")["spec"]["groups"]
+        return {r["alert"]: r["annotations"]["runbook_url"] for g in groups for r in g["rules"]}
+
+    source = {
+        r["alert"]: r["annotations"]["runbook_url"]
+        for g in yaml.safe_load((MANIFESTS / "monitoring" / "rules.yaml").read_text())["groups"]
+        for r in g["rules"]
+    }
+    assert urls(template(*MONITORING_ON)) == source
+    base = "https://wiki.example.com/ona/operations"
+    moved = urls(template(*MONITORING_ON, f"monitoring.runbookBaseUrl={base}/"))
+    assert moved.keys() == source.keys()
+    for alert, url in moved.items():
+        assert url == f"{base}#{source[alert].partition('#')[2]}"
+    assert all("#" in url and url.partition("#")[2] for url in moved.values())
 
 
 def test_the_chart_copies_are_in_step_with_their_sources() -> None:

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from ona_taskrun import schedule_core
-from ona_taskrun.kube import KubeClient, KubeError
-from ona_taskrun.schedules import Schedules, key_of
+from ona_taskrun.clients.kube import KubeClient, KubeError
+from ona_taskrun.controller.schedules import Schedules, key_of
+from ona_taskrun.rules import schedule as schedule_rules
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import GROUP, VERSION, inline_task
 
@@ -54,7 +54,7 @@ def create_schedule(api: client.CustomObjectsApi, namespace: str) -> dict[str, A
 
 
 def slot_after(schedule: dict[str, Any]) -> datetime:
-    created = schedule_core.parse_schedule(schedule).created
+    created = schedule_rules.parse_schedule(schedule).created
     return created.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
 
 
@@ -99,22 +99,22 @@ async def test_two_replicas_at_one_slot_create_one_run(
     first, second = replica(kube, now, schedule), replica(kube, now, schedule)
     key = key_of(schedule)
     await asyncio.gather(look(first, key), look(second, key))
-    name = schedule_core.run_name("hourly", slot)
+    name = schedule_rules.run_name("hourly", slot)
     assert runs(api, namespace) == [name]
     # Whichever status write lost its precondition looks again: the slot stays recorded.
     for each in (first, second):
         each.observe("MODIFIED", fetch(api, namespace, "taskrunschedules", "hourly"))
         await look(each, key)
     status = fetch(api, namespace, "taskrunschedules", "hourly")["status"]
-    assert status["lastScheduleTime"] == schedule_core.core.rfc3339(slot)
+    assert status["lastScheduleTime"] == schedule_rules.core.rfc3339(slot)
     assert [a["name"] for a in status["active"]] == [name]
     assert runs(api, namespace) == [name]
 
 
 def _run(schedule: dict[str, Any], slot: datetime, *, owned: bool) -> dict[str, Any]:
-    parsed = schedule_core.parse_schedule(schedule)
-    assert isinstance(parsed.spec, schedule_core.ScheduleSpec)
-    manifest = schedule_core.run_manifest(parsed, parsed.spec, slot)
+    parsed = schedule_rules.parse_schedule(schedule)
+    assert isinstance(parsed.spec, schedule_rules.ScheduleSpec)
+    manifest = schedule_rules.run_manifest(parsed, parsed.spec, slot)
     # Without the schedule's label, the list before the create cannot see it: as if another
     # replica created it in between.
     del manifest["metadata"]["labels"]
@@ -142,7 +142,7 @@ async def test_already_exists(
     await look(looker, key_of(schedule))
 
     status = fetch(api, namespace, "taskrunschedules", "hourly")["status"]
-    assert status["lastScheduleTime"] == schedule_core.core.rfc3339(slot)  # done either way
+    assert status["lastScheduleTime"] == schedule_rules.core.rfc3339(slot)  # done either way
     assert runs(api, namespace) == [existing["metadata"]["name"]]
     after = fetch(api, namespace, "taskruns", existing["metadata"]["name"])
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ona_taskrun.ona import OnaClient
+from ona_taskrun.clients.ona import OnaClient
 from tests.support.simulator_fixtures import SimulatorHandle
 
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ona_taskrun.kube import Conflict, Gone
+from ona_taskrun.clients.kube import Conflict, Gone
 
 GROUP_VERSION = "automation.ona.com/v1alpha1"
 Deliver = Callable[[str, dict[str, Any]], None]

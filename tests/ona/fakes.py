@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from ona_taskrun.ona import OnaClient, RetryPolicy
+from ona_taskrun.clients.ona import OnaClient, RetryPolicy
 
 TOKEN = "ona-pat-s3cr3t-6f1c2d9e8b7a"
 BASE_URL = "http://ona.test/api"

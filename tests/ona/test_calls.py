@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ona_taskrun.ona import (
+from ona_taskrun.clients.ona import (
     DEFAULT_BASE_URL,
     EnvironmentVariable,
     OnaClient,

@@ -8,8 +8,8 @@ import functools
 
 import pytest
 
-from ona_taskrun.environment_watch import EnvironmentWatch
-from ona_taskrun.ona import EnvironmentPhase, NotFound, OnaClient
+from ona_taskrun.clients.ona import EnvironmentPhase, NotFound, OnaClient
+from ona_taskrun.controller.environment_watch import EnvironmentWatch
 from tests.support import waits
 from tests.support.simulator_fixtures import SimulatorHandle
 

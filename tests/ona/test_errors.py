@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ona_taskrun.ona import (
+from ona_taskrun.clients.ona import (
     Conflict,
     InvalidArgument,
     NotFound,

@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from ona_taskrun import core, metrics, selectors
-from ona_taskrun.connections import Connections, RemoteSettings, Settings
-from ona_taskrun.kube import Conflict
-from ona_taskrun.reconciler import Reconciler
+from ona_taskrun.clients.kube import Conflict
+from ona_taskrun.controller.connections import Connections, RemoteSettings, Settings
+from ona_taskrun.controller.reconciler import Reconciler
+from ona_taskrun.observability import metrics
+from ona_taskrun.rules import core, selectors
 from tests.ona.fake_kube import FakeKube
 from tests.support.scrape import parse
 from tests.support.simulator_fixtures import SimulatorHandle

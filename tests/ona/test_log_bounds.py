@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ona_taskrun import core, logs
-from ona_taskrun.eventpost import EventPoster
-from ona_taskrun.linecut import cut_line, split_cut
-from ona_taskrun.logtail_core import MAX_TAIL_BYTES, TAIL_LINE_BYTES, TailRing, tail_text
-from ona_taskrun.ona import OnaError, Unavailable
-from ona_taskrun.ona.logs import LineCutter, open_log
+from ona_taskrun.clients.ona import OnaError, Unavailable
+from ona_taskrun.clients.ona.logs import LineCutter, open_log
+from ona_taskrun.controller.eventpost import EventPoster
+from ona_taskrun.observability import logs
+from ona_taskrun.rules import core
+from ona_taskrun.rules.linecut import cut_line, split_cut
+from ona_taskrun.rules.logtail import MAX_TAIL_BYTES, TAIL_LINE_BYTES, TailRing, tail_text
 from tests.support import waits
 
 MiB = 1 << 20

@@ -9,9 +9,9 @@ import uuid
 import httpx
 import pytest
 
-from ona_taskrun.ona import OnaClient, Unavailable
-from ona_taskrun.ona.logs import open_log
-from ona_taskrun.ona.logurl import LogUrlRefused, check, system_resolve
+from ona_taskrun.clients.ona import OnaClient, Unavailable
+from ona_taskrun.clients.ona.logs import open_log
+from ona_taskrun.clients.ona.logurl import LogUrlRefused, check, system_resolve
 from tests.support.simulator_fixtures import SimulatorHandle
 
 PUBLIC = "203.0.113.7"  # TEST-NET-3: an ordinary address, never dialled here

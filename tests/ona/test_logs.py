@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ona_taskrun.ona import OnaClient, Unauthenticated, Unavailable
-from ona_taskrun.ona.logs import read_log
+from ona_taskrun.clients.ona import OnaClient, Unauthenticated, Unavailable
+from ona_taskrun.clients.ona.logs import read_log
 from tests.support.simulator_fixtures import SimulatorHandle
 
 LOG = ["one", "two", "three", "four"]

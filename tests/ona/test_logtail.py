@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from ona_taskrun import core, logs
-from ona_taskrun.connection_core import ConnectionKey
-from ona_taskrun.connections import Remote, RemoteSettings
-from ona_taskrun.logtail import LogTails
-from ona_taskrun.logtail_core import TAIL_LINE_BYTES
-from ona_taskrun.ona import OnaClient
+from ona_taskrun.clients.ona import OnaClient
+from ona_taskrun.controller.connections import Remote, RemoteSettings
+from ona_taskrun.controller.logtails import LogTails
+from ona_taskrun.observability import logs
+from ona_taskrun.rules import core
+from ona_taskrun.rules.connection import ConnectionKey
+from ona_taskrun.rules.logtail import TAIL_LINE_BYTES
 from tests.support.simulator_fixtures import SimulatorHandle
 
 FAILING = 'x sim:pending=20ms sim:duration=100ms sim:log_lines=3 sim:fail="disk full"'

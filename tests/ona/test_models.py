@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ona_taskrun.ona import (
+from ona_taskrun.clients.ona import (
     Principal,
     ResourceEvent,
     ResourceOperation,

@@ -11,8 +11,15 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from ona_taskrun.ona import NotFound, OnaClient, OutcomeUnknown, Resync, Unavailable, WatchItem
-from ona_taskrun.tracker import ExecutionTracker
+from ona_taskrun.clients.ona import (
+    NotFound,
+    OnaClient,
+    OutcomeUnknown,
+    Resync,
+    Unavailable,
+    WatchItem,
+)
+from ona_taskrun.controller.tracker import ExecutionTracker
 from tests.ona.fakes import BASE_URL, TOKEN, FakeSleep, Recorder, client, connect_error, policy
 from tests.support.waits import until
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 from gitpod import AsyncGitpod
 
-from ona_taskrun.ona import OnaClient, ResourceEvent, Resync, TaskExecution
+from ona_taskrun.clients.ona import OnaClient, ResourceEvent, Resync, TaskExecution
 from tests.support.simulator_fixtures import SimulatorHandle
 
 DEADLINE_S = 15.0

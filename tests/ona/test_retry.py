@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from ona_taskrun.ona import (
+from ona_taskrun.clients.ona import (
     NotFound,
     OutcomeUnknown,
     RateLimited,

@@ -9,8 +9,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from ona_taskrun import logs
-from ona_taskrun.ona import (
+from ona_taskrun.clients.ona import (
     Conflict,
     InvalidArgument,
     NotFound,
@@ -23,6 +22,7 @@ from ona_taskrun.ona import (
     Unavailable,
     Unimplemented,
 )
+from ona_taskrun.observability import logs
 
 from .fakes import TOKEN, FakeSleep, Recorder, client, connect_error, policy
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ona_taskrun.ona import (
+from ona_taskrun.clients.ona import (
     Conflict,
     InvalidArgument,
     NotFound,
@@ -28,7 +28,7 @@ from ona_taskrun.ona import (
     Unauthenticated,
     WatchItem,
 )
-from ona_taskrun.ona.watch import Framing
+from ona_taskrun.clients.ona.watch import Framing
 from tests.support.simulator_fixtures import SimulatorHandle
 
 from .fakes import FakeSleep, policy

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from ona_taskrun.ona import OnaClient
-from ona_taskrun.tracker import ExecutionTracker
+from ona_taskrun.clients.ona import OnaClient
+from ona_taskrun.controller.tracker import ExecutionTracker
 from tests.support.simulator_fixtures import SimulatorHandle
 from tests.support.waits import until
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import certifi
 import pytest
 
-from ona_taskrun.ona import OnaClient, OutcomeUnknown, Unavailable
-from ona_taskrun.ona._unary import proxy_for, trusted_cas
+from ona_taskrun.clients.ona import OnaClient, OutcomeUnknown, Unavailable
+from ona_taskrun.clients.ona._unary import proxy_for, trusted_cas
 
 from .fakes import TOKEN, FakeSleep, execution_json, policy
 

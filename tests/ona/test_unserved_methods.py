@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ona_taskrun import core, environment_actions, environment_core
-from ona_taskrun.connection_core import ConnectionKey
-from ona_taskrun.connections import Remote, RemoteSettings
-from ona_taskrun.core import Action, ActionKind, Observation
-from ona_taskrun.remote import METHOD_NOT_SERVED
+from ona_taskrun.controller import environment_actions
+from ona_taskrun.controller.connections import Remote, RemoteSettings
+from ona_taskrun.controller.remote import METHOD_NOT_SERVED
+from ona_taskrun.rules import core, environment
+from ona_taskrun.rules.connection import ConnectionKey
+from ona_taskrun.rules.core import Action, ActionKind, Observation
 from tests.support.simulator_fixtures import SimulatorHandle
 from tests.unit.builders import NOW, UID, at, taskrun
 
@@ -62,7 +63,7 @@ async def test_an_unserved_adoption_lookup_says_what_to_look_for(
     assert f"the Ona API does not serve {LIST}" in message
     assert f"named build-{UID}" in message
     assert project["id"] in message
-    assert f"{environment_core.ADOPT_ENVIRONMENT_ANNOTATION}=<environment id>" in message
+    assert f"{environment.ADOPT_ENVIRONMENT_ANNOTATION}=<environment id>" in message
     assert simulator.token not in message
 
     new, _, _ = core.apply_result(run, find, result, Observation(), NOW)

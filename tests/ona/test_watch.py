@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ona_taskrun.ona import (
+from ona_taskrun.clients.ona import (
     OnaError,
     PermissionDenied,
     ResourceEvent,
@@ -21,7 +21,7 @@ from ona_taskrun.ona import (
     Unavailable,
     WatchItem,
 )
-from ona_taskrun.ona.watch import ConnectFrameDecoder, JsonLinesDecoder
+from ona_taskrun.clients.ona.watch import ConnectFrameDecoder, JsonLinesDecoder
 
 from .fakes import FakeSleep, Recorder, client, connect_error, policy
 

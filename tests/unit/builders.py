@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ona_taskrun import core
+from ona_taskrun.rules import core
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "0b7a3c9e-1111-4222-8333-444455556666"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ona_taskrun import core
-from ona_taskrun.core import ActionKind, Observation, Phase
+from ona_taskrun.rules import core
+from ona_taskrun.rules.core import ActionKind, Observation, Phase
 
 from .builders import NOW, TASK, at, cond, execution, inline_spec, taskrun
 

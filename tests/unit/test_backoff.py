@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ona_taskrun import backoff
+from ona_taskrun.rules import backoff
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ona_taskrun.breaker import CircuitBreaker
+from ona_taskrun.controller.breaker import CircuitBreaker
 
 
 class Clock:

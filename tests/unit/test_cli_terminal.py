@@ -12,7 +12,7 @@ import yaml
 
 from ona_taskrun.cli.main import document
 from ona_taskrun.cli.render import describe
-from ona_taskrun.terminal import clean, clean_tree, one_line
+from ona_taskrun.rules.terminal import clean, clean_tree, one_line
 
 NOW = dt.datetime(2026, 11, 30, 9, 0, 0, tzinfo=dt.UTC)
 

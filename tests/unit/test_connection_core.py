@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core, selectors
-from ona_taskrun.connection_core import (
+from ona_taskrun.rules import core, selectors
+from ona_taskrun.rules.connection import (
     DEFAULT_CONNECTION,
     ONA_ONLY,
     AllowedUrls,

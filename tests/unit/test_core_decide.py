@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core
-from ona_taskrun.core import Action, ActionKind, FailureKind, Observation, Phase, RemoteStep
+from ona_taskrun.rules import core
+from ona_taskrun.rules.core import Action, ActionKind, FailureKind, Observation, Phase, RemoteStep
 
 from .builders import (
     EXEC,

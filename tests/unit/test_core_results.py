@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core
-from ona_taskrun.core import Action, ActionKind, FailureKind, Observation, Phase, Result
-from ona_taskrun.environment_core import RemoteEnvironment
+from ona_taskrun.rules import core
+from ona_taskrun.rules.core import Action, ActionKind, FailureKind, Observation, Phase, Result
+from ona_taskrun.rules.environment import RemoteEnvironment
 
 from .builders import (
     EXEC,

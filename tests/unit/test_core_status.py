@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core
-from ona_taskrun.core import InvalidSpec, Observation, Phase
+from ona_taskrun.rules import core
+from ona_taskrun.rules.core import InvalidSpec, Observation, Phase
 
 from .builders import (
     EXEC,

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core, environment_core
-from ona_taskrun.core import Action, ActionKind, FailureKind, Observation, Phase
-from ona_taskrun.environment_core import RemoteEnvironment
+from ona_taskrun.rules import core, environment
+from ona_taskrun.rules.core import Action, ActionKind, FailureKind, Observation, Phase
+from ona_taskrun.rules.environment import RemoteEnvironment
 
 from .builders import EXEC, NOW, TASK, UID, at, cond, execution, failure, inline_spec, taskrun
 
@@ -35,7 +35,7 @@ def mine(id_: str) -> RemoteEnvironment:
     return RemoteEnvironment(
         id=id_,
         phase="RUNNING",
-        name=environment_core.environment_name("run", UID),
+        name=environment.environment_name("run", UID),
         project_id=PROJECT,
     )
 
@@ -65,7 +65,7 @@ def refused_ready(reason: str = "Checking") -> list[dict[str, Any]]:
     """The conditions of a run whose StartTask was refused: it waits for its environment."""
     return [
         cond("Succeeded", "Unknown", "CheckingEnvironment"),
-        cond(environment_core.ENVIRONMENT_READY, "False", reason),
+        cond(environment.ENVIRONMENT_READY, "False", reason),
     ]
 
 
@@ -256,10 +256,10 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         action=Action(
-            ActionKind.GET_ENVIRONMENT, environment_id="b", reason=environment_core.ADOPT_LOOKUP
+            ActionKind.GET_ENVIRONMENT, environment_id="b", reason=environment.ADOPT_LOOKUP
         ),
         status={"environmentId": "<absent>"},
     ),
@@ -268,7 +268,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         Observation(environment=mine("b"), environment_looked=True),
         status={"environmentId": "b"},
@@ -279,7 +279,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         Observation(
             environment=replace(mine("b"), name="someone-elses-run-1234"), environment_looked=True
@@ -293,7 +293,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         Observation(environment=replace(mine("b"), project_id="other"), environment_looked=True),
         status={"environmentId": "<absent>"},
@@ -304,7 +304,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         Observation(environment_looked=True),
         status={"environmentId": "<absent>"},
@@ -468,10 +468,10 @@ ROWS = [
     ),
     Row(
         "running again after a start refused in a running environment: one more start",
-        taskrun(with_env(), waiting_plain(ready=environment_core.START_REFUSED)),
+        taskrun(with_env(), waiting_plain(ready=environment.START_REFUSED)),
         Observation(environment=env("RUNNING")),
         action=Action(ActionKind.START, task_id=TASK),
-        ready=("False", environment_core.START_REFUSED),
+        ready=("False", environment.START_REFUSED),
     ),
     Row(
         "no spec.environment, execution first followed: the keep-alive clock starts",
@@ -534,7 +534,7 @@ ROWS = [
             with_env(),
             started(
                 environmentCheckedAt=at(-10),
-                conditions=refused_ready(environment_core.START_REFUSED),
+                conditions=refused_ready(environment.START_REFUSED),
             ),
         ),
         Observation(execution=execution()),
@@ -639,7 +639,7 @@ def test_decide(row: Row) -> None:
     if row.succeeded is not None:
         assert conditions["Succeeded"] == row.succeeded
     if row.ready is not None:
-        assert conditions[environment_core.ENVIRONMENT_READY] == row.ready
+        assert conditions[environment.ENVIRONMENT_READY] == row.ready
     if row.requeue is not None:
         assert decision.requeue_after == pytest.approx(row.requeue)
     assert tuple(e.reason for e in decision.events) == row.events
@@ -648,7 +648,7 @@ def test_decide(row: Row) -> None:
 def test_without_spec_environment_nothing_about_environments_happens() -> None:
     decision = core.decide(taskrun(inline_spec(), {"taskId": TASK}), Observation(), NOW, CFG)
     assert decision.action == Action(ActionKind.START, task_id=TASK)
-    assert environment_core.ENVIRONMENT_READY not in {c.type for c in decision.status.conditions}
+    assert environment.ENVIRONMENT_READY not in {c.type for c in decision.status.conditions}
 
 
 # ------------------------------------------------------------------------ results
@@ -726,7 +726,7 @@ def test_start_task_refused_as_not_running_voids_the_claim_and_looks(spec: Any) 
     assert not new.status.start_requested_at
     assert (new.status.start_attempts, new.status.attempt) == (1, 1)
     assert not new.status.finished
-    ready = new.status.condition(environment_core.ENVIRONMENT_READY)
+    ready = new.status.condition(environment.ENVIRONMENT_READY)
     assert ready is not None
     assert (ready.status, ready.reason) == ("False", "Checking")
     assert "not running" in ready.message
@@ -780,7 +780,7 @@ def test_a_plain_run_in_a_stopped_environment_starts_it_waits_and_starts_once() 
     # One start claim that started something; the refused one was voided, same attempt.
     assert (status.start_attempts, status.attempt) == (2, 1)
     assert status.environment_id == ENV
-    ready = status.condition(environment_core.ENVIRONMENT_READY)
+    ready = status.condition(environment.ENVIRONMENT_READY)
     assert ready is not None
     assert (ready.status, ready.reason) == ("True", "Running")
     # Followed from here at no environment call until a keep-alive period has passed.
@@ -795,9 +795,9 @@ def test_a_second_refusal_in_a_running_environment_ends_as_invalid_task() -> Non
         taskrun(inline_spec(), CLAIMED), START, core.Result(failure=NOT_RUNNING), seen, NOW
     )
     assert not first.status.finished  # the environment may have stopped just then
-    ready = first.status.condition(environment_core.ENVIRONMENT_READY)
+    ready = first.status.condition(environment.ENVIRONMENT_READY)
     assert ready is not None
-    assert ready.reason == environment_core.START_REFUSED
+    assert ready.reason == environment.START_REFUSED
     again = core.decide(first, seen, NOW, CFG)
     assert again.action == START
     claimed = replace(first, status=again.status)
@@ -832,7 +832,7 @@ def test_clean_up_records_the_environment_going() -> None:
 )
 def test_bad_environment_specs_are_refused_clearly(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(core.InvalidSpec, match=message):
-        environment_core.parse_environment(raw)
+        environment.parse_environment(raw)
 
 
 def test_from_project_needs_exactly_an_inline_task_without_environment_id() -> None:
@@ -850,8 +850,8 @@ def test_from_project_needs_exactly_an_inline_task_without_environment_id() -> N
 
 
 def test_creation_spec_carries_branch_or_commit_and_class() -> None:
-    branch = environment_core.FromProject(PROJECT, branch="main", machine_class="large")
-    assert environment_core.creation_spec(branch) == {
+    branch = environment.FromProject(PROJECT, branch="main", machine_class="large")
+    assert environment.creation_spec(branch) == {
         "machine": {"class": "large"},
         "content": {
             "initializer": {
@@ -866,7 +866,7 @@ def test_creation_spec_carries_branch_or_commit_and_class() -> None:
             }
         },
     }
-    assert environment_core.creation_spec(environment_core.FromProject(PROJECT)) == {}
+    assert environment.creation_spec(environment.FromProject(PROJECT)) == {}
 
 
 @pytest.mark.parametrize(
@@ -892,4 +892,4 @@ def test_a_run_waiting_for_its_environment_asks_to_be_woken_by_it() -> None:
 
 def test_every_environment_action_is_handed_to_this_module() -> None:
     kinds = {k.value for k in ActionKind if "Environment" in k.value}
-    assert kinds == environment_core.ACTIONS
+    assert kinds == environment.ACTIONS

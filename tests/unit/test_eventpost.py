@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core
-from ona_taskrun.eventpost import EventPoster
+from ona_taskrun.controller.eventpost import EventPoster
+from ona_taskrun.rules import core
 from tests.support import waits
 
 

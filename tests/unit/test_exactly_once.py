@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core, environment_core
-from ona_taskrun.core import ActionKind, Observation
-from ona_taskrun.environment_core import RemoteEnvironment
+from ona_taskrun.rules import core, environment
+from ona_taskrun.rules.core import ActionKind, Observation
+from ona_taskrun.rules.environment import RemoteEnvironment
 
 from .builders import NOW, TASK, UID, at, cond, execution
 
@@ -109,7 +109,7 @@ class User:
 
     @staticmethod
     def _mine(id_: str) -> RemoteEnvironment:
-        name = environment_core.environment_name("run", UID)
+        name = environment.environment_name("run", UID)
         return RemoteEnvironment(id=id_, phase="CREATING", name=name, project_id=PROJECT)
 
 
@@ -125,7 +125,7 @@ EXECUTION = User(
 ENVIRONMENT = User(
     "environment",
     ActionKind.FIND_ENVIRONMENTS,
-    environment_core.ADOPT_ENVIRONMENT_ANNOTATION,
+    environment.ADOPT_ENVIRONMENT_ANNOTATION,
     unknown="EnvironmentOutcomeUnknown",
     adopted="EnvironmentAdopted",
     recreating="EnvironmentRecreating",

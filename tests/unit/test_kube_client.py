@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ona_taskrun.kube import Conflict, Gone, KubeClient, KubeError
+from ona_taskrun.clients.kube import Conflict, Gone, KubeClient, KubeError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from ona_taskrun.kube import KubeClient, KubeError
+from ona_taskrun.clients.kube import KubeClient, KubeError
 
 RUNS = "/apis/automation.ona.com/v1alpha1/namespaces/ns/taskruns"
 

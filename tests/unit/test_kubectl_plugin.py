@@ -350,7 +350,7 @@ def test_describe_of_a_new_run() -> None:
 
 def test_default_base_url_is_the_clients() -> None:
     from ona_taskrun.cli.main import DEFAULT_BASE_URL
-    from ona_taskrun.ona import DEFAULT_BASE_URL as CLIENT_DEFAULT
+    from ona_taskrun.clients.ona import DEFAULT_BASE_URL as CLIENT_DEFAULT
 
     assert DEFAULT_BASE_URL == CLIENT_DEFAULT
 

@@ -14,12 +14,12 @@ import pytest
 CONTROLLER = (
     "kopf",
     "prometheus_client",
-    "ona_taskrun.metrics",
-    "ona_taskrun.connections",
-    "ona_taskrun.reconciler",
+    "ona_taskrun.observability.metrics",
+    "ona_taskrun.controller.connections",
+    "ona_taskrun.controller.reconciler",
     "ona_taskrun.app",
-    "ona_taskrun.tracker",
-    "ona_taskrun.logtail",
+    "ona_taskrun.controller.tracker",
+    "ona_taskrun.controller.logtails",
 )
 
 
@@ -37,7 +37,9 @@ def imported_by(module: str) -> set[str]:
     return set(json.loads(done.stdout))
 
 
-@pytest.mark.parametrize("module", ["ona_taskrun.ona", "ona_taskrun.kube", "ona_taskrun.cli.main"])
+@pytest.mark.parametrize(
+    "module", ["ona_taskrun.clients.ona", "ona_taskrun.clients.kube", "ona_taskrun.cli.main"]
+)
 def test_a_client_imports_nothing_of_the_controller(module: str) -> None:
     loaded = imported_by(module)
     assert module in loaded
@@ -46,4 +48,4 @@ def test_a_client_imports_nothing_of_the_controller(module: str) -> None:
 
 def test_the_plugin_imports_the_ona_client_up_front() -> None:
     # No import inside a function: what a command needs is loaded when the plugin starts.
-    assert "ona_taskrun.ona.client" in imported_by("ona_taskrun.cli.main")
+    assert "ona_taskrun.clients.ona.client" in imported_by("ona_taskrun.cli.main")

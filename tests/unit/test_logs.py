@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ona_taskrun.logs import JsonFormatter, RedactFilter
+from ona_taskrun.observability.logs import JsonFormatter, RedactFilter
 
 TOKEN = "ona_pat_Zx9s3cr3tT0k3n"
 
@@ -135,7 +135,7 @@ def test_json_lines(logger: tuple[logging.Logger, io.StringIO, logging.Handler])
 
 def test_terminal_escape_sequences_in_a_log_record_are_shown_escaped() -> None:
     record = logging.LogRecord(
-        "ona_taskrun.reconciler",
+        "ona_taskrun.controller.reconciler",
         logging.INFO,
         __file__,
         1,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.core import Condition, Status
-from ona_taskrun.logtail_core import (
+from ona_taskrun.rules.core import Condition, Status
+from ona_taskrun.rules.logtail import (
     MAX_TAIL_BYTES,
     NOTE_MARK,
     CachedToken,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ona_taskrun.reconciler import BUSY_MERGE_FACTOR, merge_window
+from ona_taskrun.controller.reconciler import BUSY_MERGE_FACTOR, merge_window
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from ona_taskrun import metrics
-from ona_taskrun.breaker import CircuitBreaker
-from ona_taskrun.connection_core import CLUSTER_CONNECTION, DEFAULT_CONNECTION, ConnectionKey
+from ona_taskrun.controller.breaker import CircuitBreaker
+from ona_taskrun.observability import metrics
+from ona_taskrun.rules.connection import CLUSTER_CONNECTION, DEFAULT_CONNECTION, ConnectionKey
 
 NOW = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
 

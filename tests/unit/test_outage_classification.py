@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from ona_taskrun import core
-from ona_taskrun.connection_core import ConnectionKey
-from ona_taskrun.connections import Remote, RemoteSettings
-from ona_taskrun.ona import OnaClient, OnaError
-from ona_taskrun.remote import METHOD_NOT_SERVED, is_outage, to_failure, unserved_method
+from ona_taskrun.clients.ona import OnaClient, OnaError
+from ona_taskrun.controller.connections import Remote, RemoteSettings
+from ona_taskrun.controller.remote import METHOD_NOT_SERVED, is_outage, to_failure, unserved_method
+from ona_taskrun.rules import core
+from ona_taskrun.rules.connection import ConnectionKey
 from tests.ona.fakes import FakeSleep, Recorder, client, connect_error, policy
 
 Call = Callable[[OnaClient], Awaitable[object]]

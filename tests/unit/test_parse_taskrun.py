@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core
-from ona_taskrun.claims import SIGNATURE_ANNOTATION, ClaimSigner
-from ona_taskrun.reconciler import parse_taskrun
+from ona_taskrun.controller.reconciler import parse_taskrun
+from ona_taskrun.rules import core
+from ona_taskrun.rules.claims import SIGNATURE_ANNOTATION, ClaimSigner
 
 SIGNER = ClaimSigner(b"k" * 32)
 OTHER_KEY = ClaimSigner(b"o" * 32)

@@ -4,9 +4,8 @@ or grow the object without bound."""
 
 from __future__ import annotations
 
-from ona_taskrun import logs
-from ona_taskrun.ona.models import TaskExecution
-from ona_taskrun.remote import (
+from ona_taskrun.clients.ona.models import TaskExecution
+from ona_taskrun.controller.remote import (
     LABEL_LIMIT,
     MESSAGE_LIMIT,
     OUTPUT_LIMIT,
@@ -14,6 +13,7 @@ from ona_taskrun.remote import (
     shown,
     to_remote,
 )
+from ona_taskrun.observability import logs
 
 TOKEN = "ona_pat_remote-text-test-0123456789"
 HOSTILE = "boom\x1b[2J\x1b]52;c;Zm9v\x07\x9b31m\rover\x08 " + TOKEN

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core, retry_core
-from ona_taskrun.core import Action, ActionKind, Observation, Phase
+from ona_taskrun.rules import core, retry
+from ona_taskrun.rules.core import Action, ActionKind, Observation, Phase
 
 from .builders import (
     EXEC,
@@ -97,8 +97,8 @@ def test_failed_attempt_with_retries_left_waits_then_retries() -> None:
     [(1, 10.0), (2, 20.0), (3, 40.0), (5, 160.0), (6, 300.0), (10, 300.0)],
 )
 def test_backoff_doubles_from_the_base_up_to_five_minutes(attempt: int, delay: float) -> None:
-    assert retry_core.backoff(attempt, 10.0) == delay
-    assert retry_core.backoff(attempt, 0.5) == min(0.5 * 2 ** (attempt - 1), 300.0)
+    assert retry.backoff(attempt, 10.0) == delay
+    assert retry.backoff(attempt, 0.5) == min(0.5 * 2 ** (attempt - 1), 300.0)
 
 
 def test_the_back_off_of_a_later_attempt_is_longer() -> None:

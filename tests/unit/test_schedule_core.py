@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.schedule_core import (
+from ona_taskrun.rules.schedule import (
     SCHEDULE_LABEL,
     SCHEDULED_AT_ANNOTATION,
     Created,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ona_taskrun.schedules import Schedules
+from ona_taskrun.controller.schedules import Schedules
 
 KEY = "TaskRunSchedule:team-a/nightly"
 

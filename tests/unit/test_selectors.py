@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.selectors import (
+from ona_taskrun.rules.selectors import (
     LabelSelector,
     Operator,
     Requirement,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun import core
-from ona_taskrun.core import Observation, Phase
+from ona_taskrun.rules import core
+from ona_taskrun.rules.core import Observation, Phase
 
 from .builders import EXEC, NOW, TASK, at, execution, inline_spec, pending_conditions, taskrun
 

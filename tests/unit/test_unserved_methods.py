@@ -8,11 +8,11 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from ona_taskrun import core, environment_core
-from ona_taskrun.connection_core import Check, Identity, connection_status, readiness
-from ona_taskrun.core import Action, ActionKind, Observation
-from ona_taskrun.ona import errors
-from ona_taskrun.remote import to_failure
+from ona_taskrun.clients.ona import errors
+from ona_taskrun.controller.remote import to_failure
+from ona_taskrun.rules import core, environment
+from ona_taskrun.rules.connection import Check, Identity, connection_status, readiness
+from ona_taskrun.rules.core import Action, ActionKind, Observation
 
 from .builders import NOW, at, taskrun
 
@@ -51,7 +51,7 @@ def test_an_unserved_lookup_stalls_the_adoption_with_the_edges_message() -> None
     table = conditions(new.status)
     assert table["Stalled"] == ("True", "EnvironmentOutcomeUnknown")
     assert table["Succeeded"] == ("Unknown", "EnvironmentOutcomeUnknown")
-    assert table[environment_core.ENVIRONMENT_READY] == ("False", "Creating")
+    assert table[environment.ENVIRONMENT_READY] == ("False", "Creating")
     stalled = new.status.condition("Stalled")
     assert stalled is not None
     assert stalled.message == failure.message
@@ -78,7 +78,7 @@ def test_the_stalled_run_takes_the_environment_a_person_names() -> None:
         Observation(),
         NOW,
     )
-    annotated = replace(new, annotations={environment_core.ADOPT_ENVIRONMENT_ANNOTATION: "env-7"})
+    annotated = replace(new, annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "env-7"})
     decision = core.decide(annotated, Observation(), NOW, CFG)
     assert conditions(decision.status)["Stalled"][0] == "False"
     # The named environment is the one the run goes on with (adopted, or read first).

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.kube import KubeError
-from ona_taskrun.watch import Watch
+from ona_taskrun.clients.kube import KubeError
+from ona_taskrun.controller.watch import Watch
 
 
 class Done(Exception):

@@ -225,8 +225,9 @@ def main() -> int:
         print(f"bench baseline: configuration error: {exc}", file=sys.stderr)
         return 2
     kopf.configure()  # what `kopf run` does by default: INFO, kopf's full format
-    # As the operator does (ona_taskrun.logs): kopf and httpx log every handler run and
-    # every request at INFO, which would cost the baseline CPU the operator does not spend.
+    # As the operator does (ona_taskrun.observability.logs): kopf and httpx log every handler
+    # run and every request at INFO, which would cost the baseline CPU the operator does not
+    # spend.
     for name in ("kopf", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger(WATCHING_LOGGER).setLevel(logging.DEBUG)

@@ -27,9 +27,9 @@ from typing import Any, Final, TextIO
 
 import yaml
 
-from ..ona import DEFAULT_BASE_URL, OnaClient, OnaError, TaskExecution, Unauthenticated
-from ..ona.logs import read_log
-from ..terminal import clean
+from ..clients.ona import DEFAULT_BASE_URL, OnaClient, OnaError, TaskExecution, Unauthenticated
+from ..clients.ona.logs import read_log
+from ..rules.terminal import clean
 from .kube import GROUP, VERSION, Kube, KubeApiError
 from .kubeconfig import KubeconfigError, load
 from .output import PROG, OutputClosed, Printer, silence_closed, until_reader_leaves

@@ -19,7 +19,7 @@ from collections.abc import Awaitable
 from contextlib import suppress
 from typing import Any, Final, TextIO, TypeVar
 
-from ..terminal import clean, one_line
+from ..rules.terminal import clean, one_line
 
 PROG: Final = "kubectl ona"
 T = TypeVar("T")

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..core import parse_time
-from ..terminal import clean_tree, one_line
+from ..rules.core import parse_time
+from ..rules.terminal import clean_tree, one_line
 
 EVENTS_SHOWN = 10
 

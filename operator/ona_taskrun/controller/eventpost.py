@@ -26,7 +26,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
-from . import core, logs
+from ..observability import logs
+from ..rules import core
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import core, logs, selectors
-from .backoff import exponential
-from .breaker import CircuitBreaker
-from .connection_core import (
+from ..clients.kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
+from ..clients.ona import NO_OBSERVER, OnaClient, OnaObserver, RetryPolicy, errors
+from ..observability import logs
+from ..rules import core, selectors
+from ..rules.backoff import exponential
+from ..rules.connection import (
     DEFAULT_CONNECTION,
     ONA_ONLY,
     AllowedUrls,
@@ -45,9 +47,8 @@ from .connection_core import (
     parse_connection,
     readiness,
 )
+from .breaker import CircuitBreaker
 from .environment_watch import EnvironmentWatch
-from .kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
-from .ona import NO_OBSERVER, OnaClient, OnaObserver, RetryPolicy, errors
 from .remote import is_outage, to_failure, unserved_method
 from .tracker import ExecutionTracker
 

@@ -15,8 +15,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from .ona import OnaClient, errors
-from .ona.watch import Resync
+from ..clients.ona import OnaClient, errors
+from ..clients.ona.watch import Resync
 
 log = logging.getLogger(__name__)
 RESOURCE_TYPE_ENVIRONMENT = "RESOURCE_TYPE_ENVIRONMENT"

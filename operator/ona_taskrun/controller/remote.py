@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from . import core, logs, terminal
-from .ona import errors
-from .ona.client import qualified_method
-from .ona.models import TaskExecution
+from ..clients.ona import errors
+from ..clients.ona.client import qualified_method
+from ..clients.ona.models import TaskExecution
+from ..observability import logs
+from ..rules import core, terminal
 
 # The RemoteFailure reason of a call the server does not serve (`unimplemented`, or a 404
 # that is not a Connect error): environment_core stalls an adoption on it.

@@ -27,10 +27,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from . import core, logs, metrics, terminal
-from .connection_core import ConnectionKey
-from .connections import Remote
-from .logtail_core import (
+from ..clients.ona import errors, logurl
+from ..clients.ona.logs import read_log
+from ..observability import logs, metrics
+from ..rules import core, terminal
+from ..rules.connection import ConnectionKey
+from ..rules.logtail import (
     TOKEN_LIFETIME,
     CachedToken,
     LogSettings,
@@ -44,8 +46,7 @@ from .logtail_core import (
     usable,
     wants_tail,
 )
-from .ona import errors, logurl
-from .ona.logs import read_log
+from .connections import Remote
 
 log = logging.getLogger(__name__)
 

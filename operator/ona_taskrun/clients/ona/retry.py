@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from ..backoff import exponential
+from ...rules.backoff import exponential
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 

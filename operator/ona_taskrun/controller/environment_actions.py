@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from . import core, environment_core
+from ..clients.ona import errors
+from ..clients.ona.models import Environment
+from ..rules import core, environment
+from ..rules.environment import RemoteEnvironment
 from .connections import Remote
-from .environment_core import RemoteEnvironment
-from .ona import errors
-from .ona.models import Environment
 from .remote import METHOD_NOT_SERVED
 
 
@@ -45,7 +45,7 @@ async def perform(
     spec = run.spec if isinstance(run.spec, core.Spec) else None
     env_spec = spec.environment if spec is not None else None
     project = env_spec.from_project if env_spec is not None else None
-    name = environment_core.environment_name(taskrun_name, run.uid)
+    name = environment.environment_name(taskrun_name, run.uid)
     ona = remote.client
     kind = action.kind
     try:
@@ -58,12 +58,12 @@ async def perform(
         if kind is core.ActionKind.MARK_ENVIRONMENT_ACTIVE:
             stamp = core.rfc3339(datetime.now(UTC))
             await ona.mark_environment_active(
-                action.environment_id, source=environment_core.ACTIVITY_SOURCE, timestamp=stamp
+                action.environment_id, source=environment.ACTIVITY_SOURCE, timestamp=stamp
             )
             return core.Result()
         if kind is core.ActionKind.CREATE_ENVIRONMENT and project is not None:
             created = await ona.create_environment_from_project(
-                project.project_id, name=name, spec=environment_core.creation_spec(project)
+                project.project_id, name=name, spec=environment.creation_spec(project)
             )
             return core.Result(environment=to_environment(created))
         if kind is core.ActionKind.FIND_ENVIRONMENTS and project is not None:
@@ -74,7 +74,7 @@ async def perform(
                 # Created, but its id was never recorded: whatever carries its name.
                 ids = [env.id for env in await _named(remote, project.project_id, name)]
             for env_id in ids:
-                if action.reason == environment_core.Cleanup.STOP.value:
+                if action.reason == environment.Cleanup.STOP.value:
                     await ona.stop_environment(env_id)
                 else:
                     await ona.delete_environment(env_id)
@@ -88,7 +88,7 @@ async def perform(
     raise ValueError(f"action {kind.value} does not fit this TaskRun")
 
 
-def _cannot_look(why: str, name: str, project: environment_core.FromProject | None) -> str:
+def _cannot_look(why: str, name: str, project: environment.FromProject | None) -> str:
     """What a person reads on a run whose environment creation had an unknown outcome and
     cannot be looked up: the name to look for, and how to hand the run its environment."""
     where = f" of project {project.project_id}" if project is not None else ""
@@ -96,6 +96,6 @@ def _cannot_look(why: str, name: str, project: environment_core.FromProject | No
         f"{why}; the environment that an earlier CreateEnvironmentFromProject may have "
         f"created cannot be looked up, and nothing more is created. Look in Ona for an "
         f"environment{where} named {name}: annotate the TaskRun with "
-        f"{environment_core.ADOPT_ENVIRONMENT_ANNOTATION}=<environment id> to use it, or, "
+        f"{environment.ADOPT_ENVIRONMENT_ANNOTATION}=<environment id> to use it, or, "
         "if there is none, delete the TaskRun and create it again"
     )

@@ -41,7 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .connection_core import ConnectionKey
+    from ..rules.connection import ConnectionKey
 
 log = logging.getLogger(__name__)
 PREFIX = "ona_taskrun_"

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 
-from .backoff import exponential
+from ..rules.backoff import exponential
 
 
 class CircuitBreaker:

@@ -26,7 +26,7 @@ from typing import Final
 
 import httpx
 
-from ..linecut import cut_line
+from ...rules.linecut import cut_line
 from .errors import NotFound, OnaError, PermissionDenied, Unauthenticated, Unavailable
 from .logurl import Resolve, check, system_resolve
 

@@ -15,7 +15,7 @@ import signal
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .kube import Conflict, KubeClient, KubeError
+from ..clients.kube import Conflict, KubeClient, KubeError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """TaskRunSchedules at the edge: watch events in, one look per schedule out.
 
 A look lists the schedule's TaskRuns (by label, kept only if the schedule controls them),
-asks `schedule_core.decide` what to do, deletes what a Replace displaces, creates the
+asks `schedule_rules.decide` what to do, deletes what a Replace displaces, creates the
 slot's TaskRun (409 AlreadyExists: done already, the name is the idempotency key), writes
 the status with a resourceVersion precondition, posts Events, and prunes history. Looks
 run in the reconciler's work queue, so a standby replica makes none.
@@ -15,13 +15,15 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import core, logs, schedule_core
-from .kube import PLURAL, SCHEDULES, Conflict, Gone, KubeClient, KubeError
+from ..clients.kube import PLURAL, SCHEDULES, Conflict, Gone, KubeClient, KubeError
+from ..observability import logs
+from ..rules import core
+from ..rules import schedule as schedule_rules
+from ..rules.schedule import Created, CreateOutcome, Schedule
 from .reconciler import crash
-from .schedule_core import Created, CreateOutcome, Schedule
 
 log = logging.getLogger(__name__)
-KEY_PREFIX = f"{schedule_core.KIND}:"
+KEY_PREFIX = f"{schedule_rules.KIND}:"
 # How many Events of one kind a schedule repeats: a Forbid skip is seen at every look
 # until the active run ends, but said once per slot.
 _SAID_LIMIT = 32
@@ -91,10 +93,10 @@ class Schedules:
             if known is not None:
                 self._enqueue(known[0])
             return
-        name, owner_uid = schedule_core.owner(body)
+        name, owner_uid = schedule_rules.owner(body)
         if not owner_uid:
             return
-        run = schedule_core.parse_run(body)
+        run = schedule_rules.parse_run(body)
         key = f"{KEY_PREFIX}{(body.get('metadata') or {}).get('namespace')}/{name}"
         state = (run.outcome.value, run.deleting)
         if self._runs.get(uid) != (key, state):
@@ -108,17 +110,17 @@ class Schedules:
         body = self._bodies.get(key)
         if body is None or self.kube is None:
             return None
-        schedule = schedule_core.parse_schedule(body)
+        schedule = schedule_rules.parse_schedule(body)
         runs = await self._owned_runs(schedule)
         now = self._clock()
-        plan = schedule_core.decide(schedule, runs, now)
+        plan = schedule_rules.decide(schedule, runs, now)
         for run in plan.replace:
             await self._delete(schedule, run)
         outcome = None
-        if plan.slot is not None and isinstance(schedule.spec, schedule_core.ScheduleSpec):
+        if plan.slot is not None and isinstance(schedule.spec, schedule_rules.ScheduleSpec):
             outcome = await self._create(schedule, schedule.spec, plan.slot)
             crash(self._crash_point, "after-schedule-create")
-        status, events, again = schedule_core.settle(schedule, plan, outcome, now)
+        status, events, again = schedule_rules.settle(schedule, plan, outcome, now)
         if not await self._write_status(key, body, status):
             return 1.0  # the schedule changed meanwhile: its newer version is coming
         self._post(key, body, events)
@@ -137,25 +139,25 @@ class Schedules:
                 )
         return again
 
-    async def _owned_runs(self, schedule: Schedule) -> list[schedule_core.Run]:
+    async def _owned_runs(self, schedule: Schedule) -> list[schedule_rules.Run]:
         assert self.kube is not None
         bodies = await self.kube.list_objects(
             PLURAL,
             schedule.namespace,
-            label_selector=f"{schedule_core.SCHEDULE_LABEL}={schedule.name}",
+            label_selector=f"{schedule_rules.SCHEDULE_LABEL}={schedule.name}",
         )
         # A label anyone can set; only what this schedule controls counts.
         return [
-            schedule_core.parse_run(b)
+            schedule_rules.parse_run(b)
             for b in bodies
-            if schedule_core.owner_uid(b) == schedule.uid and schedule.uid
+            if schedule_rules.owner_uid(b) == schedule.uid and schedule.uid
         ]
 
     async def _create(
-        self, schedule: Schedule, spec: schedule_core.ScheduleSpec, slot: datetime
+        self, schedule: Schedule, spec: schedule_rules.ScheduleSpec, slot: datetime
     ) -> CreateOutcome:
         assert self.kube is not None
-        manifest = schedule_core.run_manifest(schedule, spec, slot)
+        manifest = schedule_rules.run_manifest(schedule, spec, slot)
         name = manifest["metadata"]["name"]
         try:
             created = await self.kube.create_object(PLURAL, schedule.namespace, manifest)
@@ -168,7 +170,7 @@ class Schedules:
                 # Created and deleted since (a Replace, a person): the slot was served.
                 return CreateOutcome(Created.EXISTS, name, "")
             uid = str(found["metadata"].get("uid", ""))
-            mine = schedule_core.owner_uid(found) == schedule.uid
+            mine = schedule_rules.owner_uid(found) == schedule.uid
             return CreateOutcome(Created.EXISTS if mine else Created.TAKEN, name, uid)
         except KubeError as exc:
             if exc.status == 422 or exc.status == 400:
@@ -179,7 +181,7 @@ class Schedules:
         log.info("%s/%s: created TaskRun %s", schedule.namespace, schedule.name, name)
         return CreateOutcome(Created.CREATED, name, str(created["metadata"].get("uid", "")))
 
-    async def _delete(self, schedule: Schedule, run: schedule_core.Run) -> bool:
+    async def _delete(self, schedule: Schedule, run: schedule_rules.Run) -> bool:
         assert self.kube is not None
         try:
             await self.kube.delete_object(PLURAL, schedule.namespace, run.name, run.uid)
@@ -207,8 +209,8 @@ class Schedules:
             return False
         except Gone:
             return True
-        updated.setdefault("kind", schedule_core.KIND)
-        updated.setdefault("apiVersion", schedule_core.API_VERSION)
+        updated.setdefault("kind", schedule_rules.KIND)
+        updated.setdefault("apiVersion", schedule_rules.API_VERSION)
         if key in self._bodies:
             self._bodies[key] = updated
         return True

@@ -20,7 +20,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import core
+from ..rules import core
 
 
 @dataclass(eq=False, kw_only=True)

@@ -17,10 +17,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import core
-from .backoff import exponential, spread
-from .ona import OnaClient, errors
-from .ona.watch import Resync
+from ..clients.ona import OnaClient, errors
+from ..clients.ona.watch import Resync
+from ..rules import core
+from ..rules.backoff import exponential, spread
 from .remote import to_failure, to_remote
 
 log = logging.getLogger(__name__)

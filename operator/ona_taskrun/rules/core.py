@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import backoff, environment_core, exactly_once
+from . import backoff, exactly_once
+from . import environment as environment_rules
 
 FINALIZER = "automation.ona.com/taskrun"
 # A person resolves an ambiguous start with one of these annotations (see README).
@@ -111,8 +112,8 @@ class Spec:
     retries: int = 0
     ttl_after_finished: timedelta | None = None
     # spec.environment; None: its defaults, at no call while the environment runs
-    # (environment_core.IMPLIED).
-    environment: environment_core.EnvironmentSpec | None = None
+    # (environment_rules.IMPLIED).
+    environment: environment_rules.EnvironmentSpec | None = None
 
     @property
     def environment_id(self) -> str | None:
@@ -151,8 +152,8 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
     task_raw, ref_raw = spec.get("task"), spec.get("taskRef")
     if (task_raw is None) == (ref_raw is None):
         raise InvalidSpec("exactly one of spec.task and spec.taskRef must be set")
-    environment = environment_core.parse_environment(spec.get("environment"))
-    from_project = environment is not None and environment.from_project is not None
+    env_spec = environment_rules.parse_environment(spec.get("environment"))
+    from_project = env_spec is not None and env_spec.from_project is not None
     if from_project and not (isinstance(task_raw, Mapping) and not task_raw.get("environmentId")):
         raise InvalidSpec(
             "spec.environment.fromProject needs an inline spec.task without environmentId"
@@ -188,7 +189,7 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
     else:
         raise InvalidSpec("spec.task and spec.taskRef must be objects")
     timeout_raw = spec.get("timeout")
-    retries, ttl = retry_core.parse_lifecycle(spec)
+    retries, ttl = retry.parse_lifecycle(spec)
     return Spec(
         task=task,
         task_ref=ref,
@@ -198,7 +199,7 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
         connection_ref=parse_connection_ref(spec.get("connectionRef")),
         retries=retries,
         ttl_after_finished=ttl,
-        environment=environment,
+        environment=env_spec,
     )
 
 
@@ -533,9 +534,9 @@ class Observation:
     # Whether the owned task was looked up and found missing.
     owned_task_missing: bool = False
     # The run's environment as read in this pass.
-    environment: environment_core.RemoteEnvironment | None = None
+    environment: environment_rules.RemoteEnvironment | None = None
     # Environments found by name after a creation whose outcome is unknown.
-    environment_candidates: tuple[environment_core.RemoteEnvironment, ...] | None = None
+    environment_candidates: tuple[environment_rules.RemoteEnvironment, ...] | None = None
     environment_cleaned: bool = False
     # Whether GetEnvironment was tried in this pass (a refused read is not repeated in it).
     environment_looked: bool = False
@@ -733,19 +734,19 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
 
     refused = obs.connection.access is Access.REFUSED
     if status.finished and spec.environment is not None and not refused:
-        cleanup = environment_core.after_finish(run, spec, obs)
+        cleanup = environment_rules.after_finish(run, spec, obs)
         if cleanup is not None:
             return cleanup
     if status.finished:
         # A final TaskRun costs no Ona API calls, whatever is edited later (only
         # spec.ttlSecondsAfterFinished deletes it in time).
-        return retry_core.decide_finished(run, spec, now)
-    status = retry_core.void_stale_claim(status)
+        return retry.decide_finished(run, spec, now)
+    status = retry.void_stale_claim(status)
     run = replace(run, status=status)
 
     if not status.task_execution_id and not status.start_requested_at and spec.desired_stopped:
         new = replace(status, phase=Phase.STOPPED.value, next_attempt_at="")
-        msg = retry_core.never_started_message(status)
+        msg = retry.never_started_message(status)
         return Decision(
             _finish(run, new, now, "Stopped", msg, ok=False),
             events=(Event("Normal", "Stopped", msg),),
@@ -781,7 +782,7 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = Settin
 
     # Every run goes through its environment's handling: spec.environment, or the defaults,
     # which cost no call while the environment runs.
-    return environment_core.decide(run, spec, environment_core.of(spec), obs, now, cfg, rest)
+    return environment_rules.decide(run, spec, environment_rules.of(spec), obs, now, cfg, rest)
 
 
 def _decide_run(
@@ -864,7 +865,7 @@ def _decide_start(
     failure = obs.remote_failure
     transient = failure if failure and failure.transient else None
     if not status.start_requested_at:
-        backing_off = retry_core.wait_to_retry(run, spec, now)
+        backing_off = retry.wait_to_retry(run, spec, now)
         if backing_off is not None:
             return backing_off
         # Record that a start is under way before calling StartTask; the edge writes
@@ -900,7 +901,7 @@ def _decide_start(
             stalled=stalled_message(status),
             annotation=run.annotations.get(ADOPT_ANNOTATION, ""),
             found=_found_executions(run, spec, obs, now, cfg, requested, settle_at),
-            spent=retry_core.past_executions(status),
+            spent=retry.past_executions(status),
             outage=transient is not None,
             retry_after=failure.retry_after if failure else None,
             look_refused=refused.message if refused and not refused.transient else "",
@@ -971,7 +972,7 @@ def _found_executions(
         return None
     since = requested - cfg.clock_skew
     candidates = [c for c in obs.candidates if c.id not in obs.claimed_elsewhere]
-    candidates = retry_core.candidates_of_attempt(candidates, run.status, since, now)
+    candidates = retry.candidates_of_attempt(candidates, run.status, since, now)
     why = ""
     not_yet = None
     if spec.task is None:
@@ -1058,10 +1059,10 @@ def _decide_running(
             new = _finish(run, status, now, "Succeeded", "the task execution succeeded", ok=True)
             events.append(Event("Normal", "Succeeded", f"execution {exec_id} succeeded"))
         elif phase is Phase.FAILED:
-            retry = retry_core.retry_after_failure(run, spec, status, now, cfg)
-            if retry is not None:
-                return retry
-            msg = retry_core.failed_message(spec, status)
+            again = retry.retry_after_failure(run, spec, status, now, cfg)
+            if again is not None:
+                return again
+            msg = retry.failed_message(spec, status)
             new = _finish(run, status, now, "Failed", msg, ok=False)
             events.append(Event("Warning", "Failed", f"execution {exec_id} failed: {msg}"))
         elif status.stop_reason == "TimedOut":
@@ -1145,7 +1146,7 @@ def _decide_deletion(run: TaskRun, obs: Observation) -> Decision:
     spec = run.spec
     if not isinstance(spec, Spec) or spec.orphan_on_delete:
         return remove
-    cleanup = _deletion_cleanup(run, spec, obs) or environment_core.on_delete(run, spec, obs)
+    cleanup = _deletion_cleanup(run, spec, obs) or environment_rules.on_delete(run, spec, obs)
     if cleanup is None:
         return remove
     if obs.connection.access is not Access.READY:
@@ -1169,15 +1170,15 @@ def _left_behind(run: TaskRun, spec: Spec) -> str:
         parts.append(f"Ona task {status.task_id} was not deleted")
     env = spec.environment
     cleanup = env.cleanup if env is not None and env.from_project is not None else None
-    gone = (environment_core.DELETED, environment_core.DELETING)
-    if cleanup is not None and cleanup is not environment_core.Cleanup.KEEP:
+    gone = (environment_rules.DELETED, environment_rules.DELETING)
+    if cleanup is not None and cleanup is not environment_rules.Cleanup.KEEP:
         made = status.environment_id or (
             "an environment its unresolved creation may have made"
             if status.environment_requested_at
             else ""
         )
         if made and status.environment_phase not in gone:
-            verb = "deleted" if cleanup is environment_core.Cleanup.DELETE else "stopped"
+            verb = "deleted" if cleanup is environment_rules.Cleanup.DELETE else "stopped"
             parts.append(f"environment {made} was not {verb}")
     return "; ".join(parts)
 
@@ -1210,8 +1211,8 @@ class Result:
     candidates: tuple[RemoteExecution, ...] | None = None
     failure: RemoteFailure | None = None
     missing: bool = False
-    environment: environment_core.RemoteEnvironment | None = None
-    environments: tuple[environment_core.RemoteEnvironment, ...] | None = None
+    environment: environment_rules.RemoteEnvironment | None = None
+    environments: tuple[environment_rules.RemoteEnvironment, ...] | None = None
 
 
 # Who may call is the same for every call; what was not found or invalid is the call's.
@@ -1236,8 +1237,8 @@ def apply_result(
     run: TaskRun, action: Action, result: Result, obs: Observation, now: datetime
 ) -> tuple[TaskRun, Observation, tuple[Event, ...]]:
     """Fold an action's outcome into the TaskRun and the observation."""
-    if action.kind in environment_core.ACTIONS:
-        return environment_core.apply_result(run, action, result, obs, now)
+    if action.kind in environment_rules.ACTIONS:
+        return environment_rules.apply_result(run, action, result, obs, now)
     status = run.status
     failure = result.failure
     if (
@@ -1248,7 +1249,7 @@ def apply_result(
     ):
         # The environment is not running: every run starts it (or fails as whenStopped
         # says), with or without spec.environment.
-        return environment_core.start_refused(run, failure, obs, now)
+        return environment_rules.start_refused(run, failure, obs, now)
     events: list[Event] = []
     obs = replace(obs, remote_failure=failure if failure and failure.transient else None)
     kind = action.kind
@@ -1361,4 +1362,4 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
 
 
 # The rules of spec.retries and spec.ttlSecondsAfterFinished build on this module's types.
-from . import retry_core  # noqa: E402
+from . import retry  # noqa: E402

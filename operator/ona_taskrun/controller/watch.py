@@ -21,8 +21,8 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
-from .backoff import exponential
-from .kube import KubeError
+from ..clients.kube import KubeError
+from ..rules.backoff import exponential
 
 log = logging.getLogger(__name__)
 

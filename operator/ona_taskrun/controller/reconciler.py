@@ -25,15 +25,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from . import core, environment_actions, environment_core, metrics
-from .backoff import exponential
-from .claims import KEY_FIELD, KEY_SECRET, SIGNATURE_ANNOTATION, ClaimSigner, new_key
-from .connection_core import ConnectionKey, is_connection_key, key_for
+from ..clients.kube import Conflict, Gone, KubeClient, KubeError
+from ..clients.ona import errors
+from ..observability import metrics
+from ..rules import core, environment
+from ..rules.backoff import exponential
+from ..rules.claims import KEY_FIELD, KEY_SECRET, SIGNATURE_ANNOTATION, ClaimSigner, new_key
+from ..rules.connection import ConnectionKey, is_connection_key, key_for
+from . import environment_actions
 from .connections import Connections, Remote
 from .eventpost import EventPoster
-from .kube import Conflict, Gone, KubeClient, KubeError
-from .logtail import LogTails
-from .ona import errors
+from .logtails import LogTails
 from .record import QueueState, TaskRunRecord
 from .remote import to_remote
 
@@ -1055,7 +1057,7 @@ class Reconciler:
         spec = run.spec if isinstance(run.spec, core.Spec) else None
         kind = action.kind
         ona = remote.client
-        if kind in environment_core.ACTIONS:
+        if kind in environment.ACTIONS:
             name = key_of(body).split("/", 1)[-1]
             return await environment_actions.perform(remote, action, run, name)
         try:
