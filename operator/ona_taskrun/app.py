@@ -32,8 +32,9 @@ from .controller.reconciler import Reconciler
 from .controller.schedules import Schedules
 from .controller.watch import Watch
 from .observability import metrics
-from .rules import core, schedule
+from .rules import schedule
 from .rules.connection import ConnectionKey
+from .rules.model import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class App:
         self.reconciler = Reconciler(
             self.connections,
             workers=config.workers,
-            settings=core.Settings(
+            settings=Settings(
                 start_settle=_seconds(config.start_settle),
                 resync_seconds=config.resync_seconds,
                 stop_resend=_seconds(config.stop_resend),

@@ -19,6 +19,7 @@ from kubernetes import client
 from ona_taskrun.clients.kube import KubeClient, KubeError
 from ona_taskrun.controller.schedules import Schedules, key_of
 from ona_taskrun.rules import schedule as schedule_rules
+from ona_taskrun.rules.model import rfc3339
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import GROUP, VERSION, inline_task
 
@@ -106,7 +107,7 @@ async def test_two_replicas_at_one_slot_create_one_run(
         each.observe("MODIFIED", fetch(api, namespace, "taskrunschedules", "hourly"))
         await look(each, key)
     status = fetch(api, namespace, "taskrunschedules", "hourly")["status"]
-    assert status["lastScheduleTime"] == schedule_rules.core.rfc3339(slot)
+    assert status["lastScheduleTime"] == rfc3339(slot)
     assert [a["name"] for a in status["active"]] == [name]
     assert runs(api, namespace) == [name]
 
@@ -142,7 +143,7 @@ async def test_already_exists(
     await look(looker, key_of(schedule))
 
     status = fetch(api, namespace, "taskrunschedules", "hourly")["status"]
-    assert status["lastScheduleTime"] == schedule_rules.core.rfc3339(slot)  # done either way
+    assert status["lastScheduleTime"] == rfc3339(slot)  # done either way
     assert runs(api, namespace) == [existing["metadata"]["name"]]
     after = fetch(api, namespace, "taskruns", existing["metadata"]["name"])
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

@@ -25,7 +25,9 @@ from ona_taskrun.clients.kube import Conflict
 from ona_taskrun.controller.connections import Connections, RemoteSettings, Settings
 from ona_taskrun.controller.reconciler import Reconciler
 from ona_taskrun.observability import metrics
-from ona_taskrun.rules import core, selectors
+from ona_taskrun.rules import selectors
+from ona_taskrun.rules.model import CLAIM_ANNOTATION
+from ona_taskrun.rules.model import Settings as RuleSettings
 from tests.ona.fake_kube import FakeKube
 from tests.support.scrape import parse
 from tests.support.simulator_fixtures import SimulatorHandle
@@ -97,7 +99,7 @@ async def op(simulator: SimulatorHandle) -> AsyncIterator[Operator]:
     reconciler = Reconciler(
         connections,
         workers=2,
-        settings=core.Settings(
+        settings=RuleSettings(
             start_settle=timedelta(seconds=3),
             resync_seconds=2.0,
             retry_backoff_base=0.1,
@@ -189,7 +191,7 @@ async def test_a_taskrun_removed_while_its_start_is_under_way_is_forgotten(
     simulator.control.set_faults("StartTask", latency_ms=1000)
     op.reconciler.merge_window = 0  # the answer is recorded at once: a write to wait for
     op.kube.create("starting", {"task": op.task(QUICK)})
-    claimed = core.CLAIM_ANNOTATION
+    claimed = CLAIM_ANNOTATION
     await eventually(
         lambda: claimed in (op.kube.objects["starting"]["metadata"].get("annotations") or {}),
         "the start claim",

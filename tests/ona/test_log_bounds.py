@@ -20,9 +20,9 @@ from ona_taskrun.clients.ona import OnaError, Unavailable
 from ona_taskrun.clients.ona.logs import LineCutter, open_log
 from ona_taskrun.controller.eventpost import EventPoster
 from ona_taskrun.observability import logs
-from ona_taskrun.rules import core
 from ona_taskrun.rules.linecut import cut_line, split_cut
 from ona_taskrun.rules.logtail import MAX_TAIL_BYTES, TAIL_LINE_BYTES, TailRing, tail_text
+from ona_taskrun.rules.model import Event
 from tests.support import waits
 
 MiB = 1 << 20
@@ -307,13 +307,13 @@ def test_a_protected_token_is_forgotten_after_its_lifetime_never_before() -> Non
 async def test_events_are_scrubbed_as_they_are_queued(secret: str) -> None:
     posted: list[str] = []
 
-    async def post(body: Mapping[str, Any], event: core.Event) -> None:
+    async def post(body: Mapping[str, Any], event: Event) -> None:
         posted.append(event.message)
 
     poster = EventPoster(post, busy=lambda: False)
     task = asyncio.create_task(poster.run())
     try:
-        poster.submit({}, core.Event("Warning", "Failed", f"execution failed: token {secret}"))
+        poster.submit({}, Event("Warning", "Failed", f"execution failed: token {secret}"))
         await waits.until(lambda: posted, "the Event posted", within=5.0)
     finally:
         task.cancel()

@@ -16,9 +16,9 @@ from ona_taskrun.clients.ona import OnaClient
 from ona_taskrun.controller.connections import Remote, RemoteSettings
 from ona_taskrun.controller.logtails import LogTails
 from ona_taskrun.observability import logs
-from ona_taskrun.rules import core
 from ona_taskrun.rules.connection import ConnectionKey
 from ona_taskrun.rules.logtail import TAIL_LINE_BYTES
+from ona_taskrun.rules.model import Event, Status, rfc3339
 from tests.support.simulator_fixtures import SimulatorHandle
 
 FAILING = 'x sim:pending=20ms sim:duration=100ms sim:log_lines=3 sim:fail="disk full"'
@@ -35,12 +35,12 @@ def restore_logs(simulator: SimulatorHandle) -> Iterator[None]:
 class Seen:
     def __init__(self) -> None:
         self.queued: list[str] = []
-        self.posted: list[core.Event] = []
+        self.posted: list[Event] = []
 
     def enqueue(self, key: str) -> None:
         self.queued.append(key)
 
-    async def post(self, body: Mapping[str, Any], events: tuple[core.Event, ...]) -> None:
+    async def post(self, body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
         self.posted.extend(events)
 
 
@@ -73,7 +73,7 @@ async def ended_run(
             await asyncio.sleep(0.05)
     phase = execution.phase.value.removeprefix("TASK_EXECUTION_PHASE_")
     ok = phase == "SUCCEEDED"
-    stamp = core.rfc3339(datetime.now(UTC))
+    stamp = rfc3339(datetime.now(UTC))
     return {
         "metadata": {"name": "run", "namespace": "ns"},
         "spec": {"taskRef": {"id": task["id"]}},
@@ -122,14 +122,14 @@ async def test_reads_the_tail_beside_the_reconcile_and_caches_the_token(
     ok_before, (timed_before, took_before) = reads("ok"), read_seconds()
     body = await ended_run(simulator, environment)
     # The environment comes from the execution when the spec does not name it.
-    failed = core.Event("Warning", "Failed", "execution failed: disk full")
-    other = core.Event("Normal", "Other", "x")
+    failed = Event("Warning", "Failed", "execution failed: disk full")
+    other = Event("Normal", "Other", "x")
     now_events = tails.after_write("ns/run", body, (failed, other), remote)
     assert now_events == (other,)  # the Failed Event waits for the tail
     await settle(tails, seen, 1)
     assert seen.queued == ["ns/run"]
     log = simulator.control.execution_log(body["status"]["taskExecutionId"])
-    status = tails.fold("ns/run", core.Status.from_dict(body["status"]))
+    status = tails.fold("ns/run", Status.from_dict(body["status"]))
     assert status.log_tail == "\n".join(log)
     assert [e.reason for e in seen.posted] == ["Failed"]
     assert seen.posted[0].message.endswith("last log lines:\n" + "\n".join(log[-3:]))
@@ -141,11 +141,11 @@ async def test_reads_the_tail_beside_the_reconcile_and_caches_the_token(
     # Once written, it is dropped; a second run of the environment reuses the token.
     written = {**body, "status": status.to_dict()}
     assert tails.after_write("ns/run", written, (), remote) == ()
-    assert tails.fold("ns/run", core.Status.from_dict(body["status"])).log_tail == ""
+    assert tails.fold("ns/run", Status.from_dict(body["status"])).log_tail == ""
     second = await ended_run(simulator, environment)
     tails.after_write("ns/second", second, (), remote)
     await settle(tails, seen, 2)
-    assert tails.fold("ns/second", core.Status.from_dict(second["status"])).log_tail
+    assert tails.fold("ns/second", Status.from_dict(second["status"])).log_tail
     assert simulator.control.logs_settings()["tokensIssued"] == 1
     token_calls = simulator.control.calls("CreateEnvironmentLogsToken")
     assert [c["requestId"] for c in token_calls] == [environment]
@@ -164,7 +164,7 @@ async def test_runs_of_one_environment_ending_together_share_one_token_request(
     assert tails.reading == 3  # all three read at once
     await settle(tails, seen, 3)
     for index, body in enumerate(bodies):
-        status = tails.fold(f"ns/run-{index}", core.Status.from_dict(body["status"]))
+        status = tails.fold(f"ns/run-{index}", Status.from_dict(body["status"]))
         assert status.log_tail.endswith("] error: disk full")
     assert simulator.control.logs_settings()["tokensIssued"] == issued + 1
 
@@ -178,7 +178,7 @@ async def test_nothing_is_read_for_runs_that_do_not_want_a_tail(
     assert tails.after_write("ns/ok", body, (), remote) == ()
     off = await ended_run(simulator, str(uuid.uuid4()))
     off["spec"]["logs"] = {"tailLines": 0}
-    failed = core.Event("Warning", "Failed", "x")
+    failed = Event("Warning", "Failed", "x")
     assert tails.after_write("ns/off", off, (failed,), remote) == (failed,)
     assert tails.after_write("ns/no-remote", off, (failed,), None) == (failed,)
     assert tails.reading == 0
@@ -191,9 +191,9 @@ async def test_an_unreadable_log_becomes_a_note(simulator: SimulatorHandle, remo
     body = await ended_run(simulator, str(uuid.uuid4()))
     simulator.control.set_log_faults(error_502=1)
     failed_before, ok_before = reads("unavailable"), reads("ok")
-    tails.after_write("ns/run", body, (core.Event("Warning", "Failed", "boom"),), remote)
+    tails.after_write("ns/run", body, (Event("Warning", "Failed", "boom"),), remote)
     await settle(tails, seen, 1)
-    status = tails.fold("ns/run", core.Status.from_dict(body["status"]))
+    status = tails.fold("ns/run", Status.from_dict(body["status"]))
     succeeded = status.condition("Succeeded")
     assert succeeded is not None
     assert succeeded.message == "disk full (log tail: the log could not be read (HTTP 502))"
@@ -230,9 +230,9 @@ async def test_a_log_url_at_a_metadata_address_is_refused_before_a_token_is_aske
         simulator.control.logs_settings()["tokensIssued"],
         reads("refused"),
     )
-    tails.after_write("ns/run", body, (core.Event("Warning", "Failed", "disk full"),), remote)
+    tails.after_write("ns/run", body, (Event("Warning", "Failed", "disk full"),), remote)
     await settle(tails, seen, 1)
-    succeeded = tails.fold("ns/run", core.Status.from_dict(body["status"])).condition("Succeeded")
+    succeeded = tails.fold("ns/run", Status.from_dict(body["status"])).condition("Succeeded")
     assert succeeded is not None
     assert succeeded.message == (
         "disk full (log tail: log URL refused: "
@@ -252,9 +252,9 @@ async def test_a_line_of_many_mib_leaves_a_bounded_tail_with_the_cut_marker(
         'x sim:pending=20ms sim:duration=50ms sim:log_lines=0 sim:long_line=32M sim:fail="boom"'
     )
     body = await ended_run(simulator, str(uuid.uuid4()), command)
-    tails.after_write("ns/run", body, (core.Event("Warning", "Failed", "boom"),), remote)
+    tails.after_write("ns/run", body, (Event("Warning", "Failed", "boom"),), remote)
     await settle(tails, seen, 1)
-    tail = tails.fold("ns/run", core.Status.from_dict(body["status"])).log_tail
+    tail = tails.fold("ns/run", Status.from_dict(body["status"])).log_tail
     label = simulator.control.execution_log(body["status"]["taskExecutionId"])[0].split("]")[0]
     kept = TAIL_LINE_BYTES - len(label) - 2  # the line's `[label] ` start counts
     assert tail.split("\n") == [
@@ -279,10 +279,10 @@ async def test_tails_and_events_are_scrubbed_of_the_tokens_the_operator_holds(
     before = set(logs.protected())
     leaky = f'x sim:pending=20ms sim:duration=50ms sim:fail="auth {simulator.token} failed"'
     first = await ended_run(simulator, environment, leaky)
-    failed = core.Event("Warning", "Failed", f"failed: auth {simulator.token} failed")
+    failed = Event("Warning", "Failed", f"failed: auth {simulator.token} failed")
     tails.after_write("ns/first", first, (failed,), remote)
     await settle(tails, seen, 1)
-    tail = tails.fold("ns/first", core.Status.from_dict(first["status"])).log_tail
+    tail = tails.fold("ns/first", Status.from_dict(first["status"])).log_tail
     assert tail.endswith("] error: auth *** failed")
     assert seen.posted[0].message.startswith("failed: auth *** failed; last log lines:")
     assert simulator.token not in seen.posted[0].message
@@ -293,6 +293,6 @@ async def test_tails_and_events_are_scrubbed_of_the_tokens_the_operator_holds(
     second = await ended_run(simulator, environment, printing)
     tails.after_write("ns/second", second, (), remote)
     await settle(tails, seen, 2)
-    tail = tails.fold("ns/second", core.Status.from_dict(second["status"])).log_tail
+    tail = tails.fold("ns/second", Status.from_dict(second["status"])).log_tail
     assert tail.endswith("] error: got ***")
     assert logs_token not in tail

@@ -12,9 +12,9 @@ import pytest
 from ona_taskrun.controller import environment_actions
 from ona_taskrun.controller.connections import Remote, RemoteSettings
 from ona_taskrun.controller.remote import METHOD_NOT_SERVED
-from ona_taskrun.rules import core, environment
 from ona_taskrun.rules.connection import ConnectionKey
-from ona_taskrun.rules.core import Action, ActionKind, Observation
+from ona_taskrun.rules.model import ADOPT_ENVIRONMENT_ANNOTATION, Action, ActionKind, Observation
+from ona_taskrun.rules.results import apply_result
 from tests.support.simulator_fixtures import SimulatorHandle
 from tests.unit.builders import NOW, UID, at, taskrun
 
@@ -63,10 +63,10 @@ async def test_an_unserved_adoption_lookup_says_what_to_look_for(
     assert f"the Ona API does not serve {LIST}" in message
     assert f"named build-{UID}" in message
     assert project["id"] in message
-    assert f"{environment.ADOPT_ENVIRONMENT_ANNOTATION}=<environment id>" in message
+    assert f"{ADOPT_ENVIRONMENT_ANNOTATION}=<environment id>" in message
     assert simulator.token not in message
 
-    new, _, _ = core.apply_result(run, find, result, Observation(), NOW)
+    new, _, _ = apply_result(run, find, result, Observation(), NOW)
     stalled = new.status.condition("Stalled")
     assert stalled is not None
     assert (stalled.status, stalled.message) == ("True", message)

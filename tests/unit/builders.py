@@ -10,7 +10,20 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ona_taskrun.rules import core
+from ona_taskrun.rules.model import (
+    Event,
+    FailureKind,
+    InvalidSpec,
+    Phase,
+    RemoteExecution,
+    RemoteFailure,
+    RemoteStep,
+    Spec,
+    Status,
+    TaskRun,
+    rfc3339,
+)
+from ona_taskrun.rules.spec import parse_spec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "0b7a3c9e-1111-4222-8333-444455556666"
@@ -20,7 +33,7 @@ EXEC = "exec-1"
 
 def at(seconds: float) -> str:
     """The RFC 3339 text of NOW + seconds (negative: in the past)."""
-    return core.rfc3339(NOW + timedelta(seconds=seconds))
+    return rfc3339(NOW + timedelta(seconds=seconds))
 
 
 def inline_spec(**extra: Any) -> dict[str, Any]:
@@ -74,18 +87,18 @@ def taskrun(
     finalizer: bool = True,
     deleting: bool = False,
     annotations: Mapping[str, str] | None = None,
-) -> core.TaskRun:
+) -> TaskRun:
     """A TaskRun as the reconciler parses it from the object."""
-    parsed: core.Spec | core.InvalidSpec
+    parsed: Spec | InvalidSpec
     try:
-        parsed = core.parse_spec(inline_spec() if spec is None else spec)
-    except core.InvalidSpec as exc:
+        parsed = parse_spec(inline_spec() if spec is None else spec)
+    except InvalidSpec as exc:
         parsed = exc
-    return core.TaskRun(
+    return TaskRun(
         uid=UID,
         generation=generation,
         spec=parsed,
-        status=core.Status.from_dict(status),
+        status=Status.from_dict(status),
         deleting=deleting,
         has_finalizer=finalizer,
         annotations=dict(annotations or {}),
@@ -94,7 +107,7 @@ def taskrun(
 
 def execution(
     id_: str = EXEC,
-    phase: core.Phase | None = core.Phase.RUNNING,
+    phase: Phase | None = Phase.RUNNING,
     version: int = 2,
     *,
     task_id: str = TASK,
@@ -103,11 +116,11 @@ def execution(
     completed_at: str = "",
     failure_message: str = "",
     log_url: str = "",
-    steps: Sequence[core.RemoteStep] = (),
+    steps: Sequence[RemoteStep] = (),
     creator_id: str = "",
-) -> core.RemoteExecution:
+) -> RemoteExecution:
     """A remote execution as the Ona client reports it (statusVersion as int and text)."""
-    return core.RemoteExecution(
+    return RemoteExecution(
         id=id_,
         task_id=task_id,
         phase=phase,
@@ -123,18 +136,16 @@ def execution(
     )
 
 
-def failure(kind: core.FailureKind, retry_after: float | None = None) -> core.RemoteFailure:
-    return core.RemoteFailure(
-        kind=kind, message=f"the API says {kind.value}", retry_after=retry_after
-    )
+def failure(kind: FailureKind, retry_after: float | None = None) -> RemoteFailure:
+    return RemoteFailure(kind=kind, message=f"the API says {kind.value}", retry_after=retry_after)
 
 
-def condition_table(status: core.Status) -> dict[str, tuple[str, str]]:
+def condition_table(status: Status) -> dict[str, tuple[str, str]]:
     """{type: (status, reason)} of every condition, for comparing with an expected table."""
     return {c.type: (c.status, c.reason) for c in status.conditions}
 
 
-def events_table(events: Sequence[core.Event]) -> list[tuple[str, str]]:
+def events_table(events: Sequence[Event]) -> list[tuple[str, str]]:
     return [(e.type, e.reason) for e in events]
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ona_taskrun.rules import core
-from ona_taskrun.rules.core import ActionKind, Observation, Phase
+from ona_taskrun.rules.model import ADOPT_ANNOTATION, ActionKind, Decision, Observation, Phase
+from ona_taskrun.rules.pipeline import decide
 
 from .builders import NOW, TASK, at, cond, execution, inline_spec, taskrun
 
@@ -27,35 +27,35 @@ STALLED = {
 OWN = (execution("exec-own", Phase.RUNNING, 1, created_at=at(-119)),)
 
 
-def _text(decision: core.Decision) -> str:
+def _text(decision: Decision) -> str:
     status = str(decision.status.to_dict())
     return status + " ".join(e.message for e in decision.events)
 
 
 def test_a_refused_name_never_appears_in_status_or_events() -> None:
-    run = taskrun(inline_spec(), STALLED, annotations={core.ADOPT_ANNOTATION: FOREIGN})
-    decision = core.decide(run, Observation(candidates=OWN), NOW)
+    run = taskrun(inline_spec(), STALLED, annotations={ADOPT_ANNOTATION: FOREIGN})
+    decision = decide(run, Observation(candidates=OWN), NOW)
     assert [e.reason for e in decision.events] == ["AdoptionRefused"]
     assert decision.status.task_execution_id == ""
     assert FOREIGN not in _text(decision)
 
 
 def test_a_refused_name_is_not_looked_at_again_until_another_is_named() -> None:
-    run = taskrun(inline_spec(), STALLED, annotations={core.ADOPT_ANNOTATION: FOREIGN})
-    refused = core.decide(run, Observation(candidates=OWN), NOW)
-    again = core.decide(replace(run, status=refused.status), Observation(), NOW)
+    run = taskrun(inline_spec(), STALLED, annotations={ADOPT_ANNOTATION: FOREIGN})
+    refused = decide(run, Observation(candidates=OWN), NOW)
+    again = decide(replace(run, status=refused.status), Observation(), NOW)
     assert again.action is None
     assert again.events == ()
-    renamed = replace(run, status=refused.status, annotations={core.ADOPT_ANNOTATION: "exec-own"})
-    looked = core.decide(renamed, Observation(), NOW)
+    renamed = replace(run, status=refused.status, annotations={ADOPT_ANNOTATION: "exec-own"})
+    looked = decide(renamed, Observation(), NOW)
     assert looked.action is not None
     assert looked.action.kind is ActionKind.FIND_EXECUTIONS
-    adopted = core.decide(renamed, Observation(candidates=OWN), NOW)
+    adopted = decide(renamed, Observation(candidates=OWN), NOW)
     assert adopted.status.task_execution_id == "exec-own"
 
 
 def test_an_over_long_name_is_cut_before_use() -> None:
-    run = taskrun(inline_spec(), STALLED, annotations={core.ADOPT_ANNOTATION: "x" * 100_000})
-    decision = core.decide(run, Observation(candidates=OWN), NOW)
+    run = taskrun(inline_spec(), STALLED, annotations={ADOPT_ANNOTATION: "x" * 100_000})
+    decision = decide(run, Observation(candidates=OWN), NOW)
     assert "x" * 200 not in _text(decision)
     assert len(str(decision.status.to_dict())) < 5_000

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ona_taskrun.controller.eventpost import EventPoster
-from ona_taskrun.rules import core
+from ona_taskrun.rules.model import Event
 from tests.support import waits
 
 
@@ -23,7 +23,7 @@ class Api:
         self.most_at_once = 0
         self.gate = asyncio.Event()
 
-    async def post(self, body: Mapping[str, Any], event: core.Event) -> None:
+    async def post(self, body: Mapping[str, Any], event: Event) -> None:
         self.in_flight.append(event.message)
         self.most_at_once = max(self.most_at_once, len(self.in_flight))
         try:
@@ -33,8 +33,8 @@ class Api:
         self.posted.append(event.message)
 
 
-def event(n: int) -> core.Event:
-    return core.Event("Normal", "Succeeded", f"event {n}")
+def event(n: int) -> Event:
+    return Event("Normal", "Succeeded", f"event {n}")
 
 
 async def until(condition: Any, what: str) -> None:
@@ -120,7 +120,7 @@ async def test_a_failed_post_is_logged_and_the_rest_go_on(
 ) -> None:
     posted: list[str] = []
 
-    async def post(body: Mapping[str, Any], event: core.Event) -> None:
+    async def post(body: Mapping[str, Any], event: Event) -> None:
         if event.message == "event 0":
             raise RuntimeError("refused")
         posted.append(event.message)

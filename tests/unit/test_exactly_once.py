@@ -1,7 +1,7 @@
 """Exactly-once creation, one table run against every user of it: a task execution
 (StartTask) and an environment (CreateEnvironmentFromProject). Each row is a situation
 after a creation whose outcome is unknown (claimed, no id recorded), decided through
-`core.decide` as the operator does; the two users differ only in their words, their look
+`decide` as the operator does; the two users differ only in their words, their look
 and what they record."""
 
 from __future__ import annotations
@@ -13,13 +13,26 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules import core, environment
-from ona_taskrun.rules.core import ActionKind, Observation
-from ona_taskrun.rules.environment import RemoteEnvironment
+from ona_taskrun.rules import environment
+from ona_taskrun.rules.model import (
+    ADOPT_ANNOTATION,
+    ADOPT_ENVIRONMENT_ANNOTATION,
+    STALLED,
+    ActionKind,
+    Condition,
+    Decision,
+    Observation,
+    RemoteEnvironment,
+    Settings,
+    Status,
+    TaskRun,
+)
+from ona_taskrun.rules.pipeline import decide
+from ona_taskrun.rules.spec import parse_spec
 
 from .builders import NOW, TASK, UID, at, cond, execution
 
-CFG = core.Settings()  # settle 15 s
+CFG = Settings()  # settle 15 s
 PROJECT = "0d6c2b55-7777-4888-9999-aaaabbbbcccc"
 FOREIGN = "belongs-to-another-team-4f1c"
 
@@ -45,9 +58,7 @@ class User:
     recreating: str
     refused: str
 
-    def claimed(
-        self, claimed_at: str, *, stalled: str | None = None, adopt: str = ""
-    ) -> core.TaskRun:
+    def claimed(self, claimed_at: str, *, stalled: str | None = None, adopt: str = "") -> TaskRun:
         annotations = {self.annotation: adopt} if adopt else {}
         if self.name == "execution":
             spec: Mapping[str, Any] = {
@@ -70,11 +81,11 @@ class User:
             **status,
             "conditions": _conditions(self.unknown, stalled),
         }
-        return core.TaskRun(
+        return TaskRun(
             uid=UID,
             generation=1,
-            spec=core.parse_spec(spec),
-            status=core.Status.from_dict(status),
+            spec=parse_spec(spec),
+            status=Status.from_dict(status),
             has_finalizer=True,
             annotations=annotations,
         )
@@ -97,11 +108,11 @@ class User:
             seen = replace(seen, name="someone-elses-run-1234")
         return Observation(environment=seen, environment_looked=True)
 
-    def recorded(self, decision: core.Decision) -> str:
+    def recorded(self, decision: Decision) -> str:
         status = decision.status
         return status.task_execution_id if self.name == "execution" else status.environment_id
 
-    def claim(self, decision: core.Decision) -> str:
+    def claim(self, decision: Decision) -> str:
         status = decision.status
         if self.name == "execution":
             return status.start_requested_at
@@ -116,7 +127,7 @@ class User:
 EXECUTION = User(
     "execution",
     ActionKind.FIND_EXECUTIONS,
-    core.ADOPT_ANNOTATION,
+    ADOPT_ANNOTATION,
     unknown="StartOutcomeUnknown",
     adopted="Adopted",
     recreating="Restarting",
@@ -125,7 +136,7 @@ EXECUTION = User(
 ENVIRONMENT = User(
     "environment",
     ActionKind.FIND_ENVIRONMENTS,
-    environment.ADOPT_ENVIRONMENT_ANNOTATION,
+    ADOPT_ENVIRONMENT_ANNOTATION,
     unknown="EnvironmentOutcomeUnknown",
     adopted="EnvironmentAdopted",
     recreating="EnvironmentRecreating",
@@ -133,21 +144,21 @@ ENVIRONMENT = User(
 )
 USERS = [pytest.param(EXECUTION, id="execution"), pytest.param(ENVIRONMENT, id="environment")]
 SETTLED = at(-20)  # past the settle
-STALLED = "cannot tell which one was made"
+STALL_NOTE = "cannot tell which one was made"
 
 
-def _stalled(decision: core.Decision) -> core.Condition | None:
-    cond = decision.status.condition(core.STALLED)
+def _stalled(decision: Decision) -> Condition | None:
+    cond = decision.status.condition(STALLED)
     return cond if cond is not None and cond.status == "True" else None
 
 
-def _shown(decision: core.Decision) -> str:
+def _shown(decision: Decision) -> str:
     return str(decision.status.to_dict()) + " ".join(e.message for e in decision.events)
 
 
 @pytest.mark.parametrize("user", USERS)
 def test_before_the_settle_it_waits(user: User) -> None:
-    decision = core.decide(user.claimed(at(-5)), user.found("made-1"), NOW, CFG)
+    decision = decide(user.claimed(at(-5)), user.found("made-1"), NOW, CFG)
     assert decision.action is None
     assert user.recorded(decision) == ""
     assert decision.requeue_after == 11.0  # 15 s from the end of the claim's second
@@ -156,7 +167,7 @@ def test_before_the_settle_it_waits(user: User) -> None:
 
 @pytest.mark.parametrize("user", USERS)
 def test_settled_without_a_look_it_looks(user: User) -> None:
-    decision = core.decide(user.claimed(SETTLED), Observation(), NOW, CFG)
+    decision = decide(user.claimed(SETTLED), Observation(), NOW, CFG)
     assert decision.action is not None
     assert decision.action.kind is user.look
     assert user.claim(decision) == SETTLED
@@ -164,7 +175,7 @@ def test_settled_without_a_look_it_looks(user: User) -> None:
 
 @pytest.mark.parametrize("user", USERS)
 def test_nothing_found_creates_again(user: User) -> None:
-    decision = core.decide(user.claimed(SETTLED), user.found(), NOW, CFG)
+    decision = decide(user.claimed(SETTLED), user.found(), NOW, CFG)
     assert user.claim(decision) == ""
     assert user.recorded(decision) == ""
     assert [(e.type, e.reason) for e in decision.events] == [("Normal", user.recreating)]
@@ -172,7 +183,7 @@ def test_nothing_found_creates_again(user: User) -> None:
 
 @pytest.mark.parametrize("user", USERS)
 def test_one_found_is_adopted(user: User) -> None:
-    decision = core.decide(user.claimed(SETTLED), user.found("made-1"), NOW, CFG)
+    decision = decide(user.claimed(SETTLED), user.found("made-1"), NOW, CFG)
     assert user.recorded(decision) == "made-1"
     assert [(e.type, e.reason) for e in decision.events] == [("Normal", user.adopted)]
     assert "made-1" in decision.events[0].message
@@ -180,7 +191,7 @@ def test_one_found_is_adopted(user: User) -> None:
 
 @pytest.mark.parametrize("user", USERS)
 def test_two_found_stall_for_a_person_naming_both(user: User) -> None:
-    decision = core.decide(user.claimed(SETTLED), user.found("made-2", "made-1"), NOW, CFG)
+    decision = decide(user.claimed(SETTLED), user.found("made-2", "made-1"), NOW, CFG)
     assert user.recorded(decision) == ""
     assert user.claim(decision) == SETTLED  # nothing more is created
     stalled = _stalled(decision)
@@ -189,16 +200,14 @@ def test_two_found_stall_for_a_person_naming_both(user: User) -> None:
     assert "(made-1, made-2" in stalled.message
     assert f"{user.annotation}=<{user.name} id>" in stalled.message
     assert [(e.type, e.reason) for e in decision.events] == [("Warning", user.unknown)]
-    again = core.decide(
-        replace(user.claimed(SETTLED), status=decision.status), Observation(), NOW, CFG
-    )
+    again = decide(replace(user.claimed(SETTLED), status=decision.status), Observation(), NOW, CFG)
     assert (again.action, again.events) == (None, ())  # it waits for the person
 
 
 @pytest.mark.parametrize("user", USERS)
 def test_a_hand_adoption_of_one_the_run_finds_its_own_is_adopted(user: User) -> None:
-    run = user.claimed(SETTLED, stalled=STALLED, adopt=" made-2 ")
-    decision = core.decide(run, user.named("made-2", ours=True), NOW, CFG)
+    run = user.claimed(SETTLED, stalled=STALL_NOTE, adopt=" made-2 ")
+    decision = decide(run, user.named("made-2", ours=True), NOW, CFG)
     assert user.recorded(decision) == "made-2"
     assert _stalled(decision) is None
     assert [(e.type, e.reason) for e in decision.events] == [("Normal", user.adopted)]
@@ -207,8 +216,8 @@ def test_a_hand_adoption_of_one_the_run_finds_its_own_is_adopted(user: User) -> 
 
 @pytest.mark.parametrize("user", USERS)
 def test_a_hand_adoption_of_one_not_the_runs_is_refused_without_naming_it(user: User) -> None:
-    run = user.claimed(SETTLED, stalled=STALLED, adopt=FOREIGN)
-    decision = core.decide(run, user.named(FOREIGN, ours=False), NOW, CFG)
+    run = user.claimed(SETTLED, stalled=STALL_NOTE, adopt=FOREIGN)
+    decision = decide(run, user.named(FOREIGN, ours=False), NOW, CFG)
     assert user.recorded(decision) == ""
     stalled = _stalled(decision)
     assert stalled is not None
@@ -219,14 +228,14 @@ def test_a_hand_adoption_of_one_not_the_runs_is_refused_without_naming_it(user: 
 
 @pytest.mark.parametrize("user", USERS)
 def test_a_refused_name_is_not_looked_at_again(user: User) -> None:
-    run = user.claimed(SETTLED, stalled=STALLED, adopt=FOREIGN)
-    refused = core.decide(run, user.named(FOREIGN, ours=False), NOW, CFG)
-    again = core.decide(replace(run, status=refused.status), Observation(), NOW, CFG)
+    run = user.claimed(SETTLED, stalled=STALL_NOTE, adopt=FOREIGN)
+    refused = decide(run, user.named(FOREIGN, ours=False), NOW, CFG)
+    again = decide(replace(run, status=refused.status), Observation(), NOW, CFG)
     assert (again.action, again.events) == (None, ())
     assert user.recorded(again) == ""
     # Another name is considered: the run looks (or reads) again.
     renamed = replace(run, status=refused.status, annotations={user.annotation: "made-2"})
-    looked = core.decide(renamed, Observation(), NOW, CFG)
+    looked = decide(renamed, Observation(), NOW, CFG)
     assert looked.action is not None
 
 
@@ -235,9 +244,9 @@ def test_the_settle_counts_from_the_end_of_the_claims_second(user: User) -> None
     # The claim is written in whole seconds: one written as 00:00:00 may have been made at
     # 00:00:00.999, so with a 15 s settle nothing is looked at before 00:00:16.
     run = user.claimed(at(0))
-    early = core.decide(run, Observation(), NOW + timedelta(seconds=15.5), CFG)
+    early = decide(run, Observation(), NOW + timedelta(seconds=15.5), CFG)
     assert early.action is None
     assert early.requeue_after == pytest.approx(0.5)
-    due = core.decide(run, Observation(), NOW + timedelta(seconds=16), CFG)
+    due = decide(run, Observation(), NOW + timedelta(seconds=16), CFG)
     assert due.action is not None
     assert due.action.kind is user.look

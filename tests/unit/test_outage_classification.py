@@ -13,8 +13,8 @@ import pytest
 from ona_taskrun.clients.ona import OnaClient, OnaError
 from ona_taskrun.controller.connections import Remote, RemoteSettings
 from ona_taskrun.controller.remote import METHOD_NOT_SERVED, is_outage, to_failure, unserved_method
-from ona_taskrun.rules import core
 from ona_taskrun.rules.connection import ConnectionKey
+from ona_taskrun.rules.model import FailureKind
 from tests.ona.fakes import FakeSleep, Recorder, client, connect_error, policy
 
 Call = Callable[[OnaClient], Awaitable[object]]
@@ -168,7 +168,7 @@ async def test_unserved_answers_leave_the_breaker_closed_and_are_told_once() -> 
         refused = await failure_of(connect_error(403, "permission_denied"))
         for _ in range(38):
             failure = remote.failed(unserved)
-            assert failure.kind is core.FailureKind.INVALID_ARGUMENT
+            assert failure.kind is FailureKind.INVALID_ARGUMENT
         remote.failed(refused)
         assert not remote.breaker.open
         assert remote.breaker.opened == 0

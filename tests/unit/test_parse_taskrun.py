@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from ona_taskrun.controller.reconciler import parse_taskrun
-from ona_taskrun.rules import core
 from ona_taskrun.rules.claims import SIGNATURE_ANNOTATION, ClaimSigner
+from ona_taskrun.rules.model import ATTEMPTS_ANNOTATION, CLAIM_ANNOTATION, CLAIM_ATTEMPT_ANNOTATION
 
 SIGNER = ClaimSigner(b"k" * 32)
 OTHER_KEY = ClaimSigner(b"o" * 32)
@@ -35,9 +35,9 @@ def claim(
     at: str, attempts: int, attempt: int = 1, *, signer: ClaimSigner = SIGNER, uid: str = UID
 ) -> dict[str, str]:
     return {
-        core.CLAIM_ANNOTATION: at,
-        core.ATTEMPTS_ANNOTATION: str(attempts),
-        core.CLAIM_ATTEMPT_ANNOTATION: str(attempt),
+        CLAIM_ANNOTATION: at,
+        ATTEMPTS_ANNOTATION: str(attempts),
+        CLAIM_ATTEMPT_ANNOTATION: str(attempt),
         SIGNATURE_ANNOTATION: signer.sign(uid, at, attempts, attempt),
     }
 
@@ -80,13 +80,13 @@ def unsigned(at: str, attempts: int, attempt: int = 1) -> dict[str, str]:
             id="forged-claim-over-a-cleared-one",
         ),
         pytest.param(
-            {**claim(T1, 2), core.CLAIM_ANNOTATION: "2026-06-01T00:00:00Z"},
+            {**claim(T1, 2), CLAIM_ANNOTATION: "2026-06-01T00:00:00Z"},
             {},
             ("", 0),
             id="signed-claim-with-its-time-edited",
         ),
         pytest.param(
-            {**claim(T1, 2), core.ATTEMPTS_ANNOTATION: "1"},
+            {**claim(T1, 2), ATTEMPTS_ANNOTATION: "1"},
             {},
             ("", 0),
             id="signed-claim-with-its-count-edited",
@@ -102,13 +102,13 @@ def unsigned(at: str, attempts: int, attempt: int = 1) -> dict[str, str]:
             id="an-old-signed-claim-written-back",
         ),
         pytest.param(
-            {**unsigned(T1, 2), core.ATTEMPTS_ANNOTATION: "x", SIGNATURE_ANNOTATION: "v1:x"},
+            {**unsigned(T1, 2), ATTEMPTS_ANNOTATION: "x", SIGNATURE_ANNOTATION: "v1:x"},
             {},
             ("", 0),
             id="unreadable-attempts",
         ),
         pytest.param(
-            {**unsigned(T1, 2), core.ATTEMPTS_ANNOTATION: "9" * 40, SIGNATURE_ANNOTATION: "v1:x"},
+            {**unsigned(T1, 2), ATTEMPTS_ANNOTATION: "9" * 40, SIGNATURE_ANNOTATION: "v1:x"},
             {},
             ("", 0),
             id="absurd-attempts",
@@ -131,9 +131,7 @@ def test_without_the_key_no_annotation_claim_counts() -> None:
     ("annotations", "attempt"),
     [
         pytest.param(claim(T1, 2, 3), 3, id="claim-for-attempt-3"),
-        pytest.param(
-            {**claim(T1, 2, 3), core.CLAIM_ATTEMPT_ANNOTATION: "1"}, 0, id="attempt-edited"
-        ),
+        pytest.param({**claim(T1, 2, 3), CLAIM_ATTEMPT_ANNOTATION: "1"}, 0, id="attempt-edited"),
     ],
 )
 def test_the_claim_names_its_attempt(annotations: dict[str, str], attempt: int) -> None:

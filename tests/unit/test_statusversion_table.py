@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules import core
-from ona_taskrun.rules.core import Observation, Phase
+from ona_taskrun.rules.conditions import apply_execution
+from ona_taskrun.rules.model import Observation, Phase, Status
+from ona_taskrun.rules.pipeline import decide
 
 from .builders import EXEC, NOW, TASK, at, execution, inline_spec, pending_conditions, taskrun
 
@@ -50,10 +51,10 @@ def held_status(version: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("held", "remote", "applies"), TABLE)
 def test_apply_execution(held: str, remote: int, applies: bool) -> None:
-    status = core.Status.from_dict(held_status(held))
+    status = Status.from_dict(held_status(held))
     update = execution(phase=Phase.FAILED, version=remote, failure_message="boom")
 
-    new = core.apply_execution(status, update)
+    new = apply_execution(status, update)
 
     if applies:
         assert (new.phase, new.status_version, new.failure_message) == (
@@ -70,7 +71,7 @@ def test_decide_ends_the_run_only_on_a_newer_status(held: str, remote: int, appl
     run = taskrun(inline_spec(), held_status(held))
     update = execution(phase=Phase.SUCCEEDED, version=remote)
 
-    decision = core.decide(run, Observation(execution=update), NOW)
+    decision = decide(run, Observation(execution=update), NOW)
 
     succeeded = decision.status.condition("Succeeded")
     assert succeeded is not None
@@ -86,12 +87,12 @@ def test_decide_ends_the_run_only_on_a_newer_status(held: str, remote: int, appl
 
 def test_versions_arriving_out_of_order_keep_the_newest() -> None:
     """Updates 3, 5, 4, 5 (a replayed watch): the status ends at version 5's content."""
-    status = core.Status.from_dict(held_status(""))
+    status = Status.from_dict(held_status(""))
     for version, phase in (
         (3, Phase.RUNNING),
         (5, Phase.FAILED),
         (4, Phase.RUNNING),
         (5, Phase.RUNNING),
     ):
-        status = core.apply_execution(status, execution(phase=phase, version=version))
+        status = apply_execution(status, execution(phase=phase, version=version))
     assert (status.phase, status.status_version) == ("FAILED", "5")

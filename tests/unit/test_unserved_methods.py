@@ -10,18 +10,31 @@ from typing import Any
 
 from ona_taskrun.clients.ona import errors
 from ona_taskrun.controller.remote import to_failure
-from ona_taskrun.rules import core, environment
+from ona_taskrun.rules.conditions import status_patch
 from ona_taskrun.rules.connection import Check, Identity, connection_status, readiness
-from ona_taskrun.rules.core import Action, ActionKind, Observation
+from ona_taskrun.rules.model import (
+    ADOPT_ENVIRONMENT_ANNOTATION,
+    ENVIRONMENT_READY,
+    Action,
+    ActionKind,
+    Observation,
+    RemoteFailure,
+    Result,
+    Settings,
+    Status,
+    TaskRun,
+)
+from ona_taskrun.rules.pipeline import decide
+from ona_taskrun.rules.results import apply_result
 
 from .builders import NOW, at, taskrun
 
 PROJECT = "0d6c2b55-7777-4888-9999-aaaabbbbcccc"
 LIST = "gitpod.v1.EnvironmentService/ListEnvironments"
-CFG = core.Settings(environment_poll=2.0, environment_timeout=timedelta(seconds=120))
+CFG = Settings(environment_poll=2.0, environment_timeout=timedelta(seconds=120))
 
 
-def unserved(method: str) -> core.RemoteFailure:
+def unserved(method: str) -> RemoteFailure:
     """The failure the edge hands the core for a method answered `unimplemented`."""
     exc = errors.Unimplemented(
         f"{method} is not implemented", method=method, code="unimplemented", http_status=501
@@ -29,7 +42,7 @@ def unserved(method: str) -> core.RemoteFailure:
     return to_failure(exc)
 
 
-def project_run(**status: Any) -> core.TaskRun:
+def project_run(**status: Any) -> TaskRun:
     spec = {
         "task": {"name": "build", "command": "make test"},
         "environment": {"fromProject": {"projectId": PROJECT}},
@@ -37,21 +50,21 @@ def project_run(**status: Any) -> core.TaskRun:
     return taskrun(spec, {"environmentRequestedAt": at(-30), **status})
 
 
-def conditions(status: core.Status) -> dict[str, tuple[str, str]]:
+def conditions(status: Status) -> dict[str, tuple[str, str]]:
     return {c.type: (c.status, c.reason) for c in status.conditions}
 
 
 def test_an_unserved_lookup_stalls_the_adoption_with_the_edges_message() -> None:
     run = project_run()
-    assert core.decide(run, Observation(), NOW, CFG).action == Action(ActionKind.FIND_ENVIRONMENTS)
+    assert decide(run, Observation(), NOW, CFG).action == Action(ActionKind.FIND_ENVIRONMENTS)
     failure = unserved("ListEnvironments")
-    new, obs, events = core.apply_result(
-        run, Action(ActionKind.FIND_ENVIRONMENTS), core.Result(failure=failure), Observation(), NOW
+    new, obs, events = apply_result(
+        run, Action(ActionKind.FIND_ENVIRONMENTS), Result(failure=failure), Observation(), NOW
     )
     table = conditions(new.status)
     assert table["Stalled"] == ("True", "EnvironmentOutcomeUnknown")
     assert table["Succeeded"] == ("Unknown", "EnvironmentOutcomeUnknown")
-    assert table[environment.ENVIRONMENT_READY] == ("False", "Creating")
+    assert table[ENVIRONMENT_READY] == ("False", "Creating")
     stalled = new.status.condition("Stalled")
     assert stalled is not None
     assert stalled.message == failure.message
@@ -64,22 +77,22 @@ def test_an_unserved_lookup_stalls_the_adoption_with_the_edges_message() -> None
 
     # Never loops: the next decisions, now or much later, call nothing.
     for later in (NOW, NOW + timedelta(hours=1)):
-        decision = core.decide(new, Observation(), later, CFG)
+        decision = decide(new, Observation(), later, CFG)
         assert decision.action is None
         assert decision.requeue_after is None
 
 
 def test_the_stalled_run_takes_the_environment_a_person_names() -> None:
     run = project_run()
-    new, _, _ = core.apply_result(
+    new, _, _ = apply_result(
         run,
         Action(ActionKind.FIND_ENVIRONMENTS),
-        core.Result(failure=unserved("ListEnvironments")),
+        Result(failure=unserved("ListEnvironments")),
         Observation(),
         NOW,
     )
-    annotated = replace(new, annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "env-7"})
-    decision = core.decide(annotated, Observation(), NOW, CFG)
+    annotated = replace(new, annotations={ADOPT_ENVIRONMENT_ANNOTATION: "env-7"})
+    decision = decide(annotated, Observation(), NOW, CFG)
     assert conditions(decision.status)["Stalled"][0] == "False"
     # The named environment is the one the run goes on with (adopted, or read first).
     looked = decision.action.environment_id if decision.action is not None else ""
@@ -93,10 +106,10 @@ def test_other_unserved_environment_calls_fail_with_the_method_named() -> None:
             "environment": {},
         }
     )
-    new, _, events = core.apply_result(
+    new, _, events = apply_result(
         run,
         Action(ActionKind.GET_ENVIRONMENT, environment_id="env-1"),
-        core.Result(failure=unserved("GetEnvironment")),
+        Result(failure=unserved("GetEnvironment")),
         Observation(),
         NOW,
     )
@@ -113,10 +126,10 @@ def test_a_refused_start_names_the_unserved_method_and_ends_the_run() -> None:
         {"task": {"environmentId": "env-1", "name": "b", "command": "x"}},
         {"taskId": "task-1", "startRequestedAt": at(0)},
     )
-    new, _, _ = core.apply_result(
+    new, _, _ = apply_result(
         run,
         Action(ActionKind.START, task_id="task-1"),
-        core.Result(failure=unserved("StartTask")),
+        Result(failure=unserved("StartTask")),
         Observation(),
         NOW,
     )
@@ -134,7 +147,7 @@ def test_the_connection_status_lists_unserved_methods() -> None:
     # A connection opened anew (a restart, another base URL) knows of none: the field goes.
     again = connection_status(status, 1, Check(identity=identity), NOW)
     assert "unservedMethods" not in again
-    assert core.status_patch(status, again)["unservedMethods"] is None
+    assert status_patch(status, again)["unservedMethods"] is None
 
 
 def test_an_unserved_identity_method_says_nothing_about_the_token() -> None:

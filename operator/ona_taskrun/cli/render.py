@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..rules.core import parse_time
+from ..rules.model import parse_time
 from ..rules.terminal import clean_tree, one_line
 
 EVENTS_SHOWN = 10

@@ -26,8 +26,9 @@ from typing import Any
 from ..clients.kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
 from ..clients.ona import NO_OBSERVER, OnaClient, OnaObserver, RetryPolicy, errors
 from ..observability import logs
-from ..rules import core, selectors
+from ..rules import selectors
 from ..rules.backoff import exponential
+from ..rules.conditions import status_patch
 from ..rules.connection import (
     DEFAULT_CONNECTION,
     ONA_ONLY,
@@ -47,6 +48,19 @@ from ..rules.connection import (
     parse_connection,
     readiness,
 )
+from ..rules.model import (
+    ADOPT_ANNOTATION,
+    READY,
+    Access,
+    ConnectionView,
+    FailureKind,
+    InvalidSpec,
+    RemoteExecution,
+    RemoteFailure,
+    Spec,
+    TaskRun,
+)
+from ..rules.spec import parse_connection_ref
 from .breaker import CircuitBreaker
 from .environment_watch import EnvironmentWatch
 from .remote import is_outage, to_failure, unserved_method
@@ -126,7 +140,7 @@ class Remote:
         await self.environments.close()
         await self.client.aclose()
 
-    def failed(self, exc: errors.OnaError) -> core.RemoteFailure:
+    def failed(self, exc: errors.OnaError) -> RemoteFailure:
         """A call made for a TaskRun failed: what it means for the run. Only an outage
         (`is_outage`) counts toward the breaker; any other answer shows the API is up. A
         method the server does not serve is reported for the connection, once."""
@@ -165,10 +179,10 @@ class Remote:
             return
         self.principal = self.principal or identity.subject.id
 
-    def learn_principal(self, run: core.TaskRun, execution: core.RemoteExecution | None) -> None:
+    def learn_principal(self, run: TaskRun, execution: RemoteExecution | None) -> None:
         # Only executions this operator started itself (not adopted by a person) count.
         started_here = run.status.start_attempts > 0
-        adopted_by_hand = core.ADOPT_ANNOTATION in run.annotations
+        adopted_by_hand = ADOPT_ANNOTATION in run.annotations
         if execution is not None and execution.creator_id and started_here and not adopted_by_hand:
             if self.principal and self.principal != execution.creator_id and not self._warned:
                 # Expected once after a rotation to a token of another subject.
@@ -182,7 +196,7 @@ class _Look:
     """What is remembered of one named connection between looks."""
 
     identity: Identity | None = None
-    failure: core.RemoteFailure | None = None
+    failure: RemoteFailure | None = None
     check_at: float = 0.0  # loop time of the next identity check
     readiness: Readiness | None = None
     misses: int = 0  # looks in a row that found no usable Secret
@@ -252,8 +266,8 @@ class Connections:
     def remote_for(self, namespace: str, spec: Mapping[str, Any]) -> Remote | None:
         """The Remote a TaskRun body's spec names, if it is usable."""
         try:
-            ref = core.parse_connection_ref(spec.get("connectionRef"))
-        except core.InvalidSpec:
+            ref = parse_connection_ref(spec.get("connectionRef"))
+        except InvalidSpec:
             return None
         return self._remotes.get(key_for(namespace, ref))
 
@@ -435,8 +449,8 @@ class Connections:
             state, token = await self._read_secret(spec.secret)
         except KubeError as exc:
             # The API server did not answer: keep using what we have, and say so.
-            failure = core.RemoteFailure(
-                core.FailureKind.UNAVAILABLE,
+            failure = RemoteFailure(
+                FailureKind.UNAVAILABLE,
                 f"cannot read {spec.secret}: {exc}",
                 reason="SecretUnreadable",
             )
@@ -515,7 +529,7 @@ class Connections:
         if remote is not None and remote.unserved:
             check = replace(check, unserved_methods=tuple(sorted(remote.unserved)))
         new = connection_status(old, _generation(body), check, datetime.now(UTC))
-        patch = core.status_patch(old, new)
+        patch = status_patch(old, new)
         if not patch:
             return None
         plural = CONNECTIONS if key.namespace else CLUSTER_CONNECTIONS
@@ -537,9 +551,7 @@ class Connections:
 
     # ------------------------------------------------------------------ a TaskRun's view
 
-    async def view(
-        self, namespace: str, run: core.TaskRun
-    ) -> tuple[core.ConnectionView, Remote | None]:
+    async def view(self, namespace: str, run: TaskRun) -> tuple[ConnectionView, Remote | None]:
         """Whether this TaskRun may go on through its connection, and the Remote to use.
 
         The namespace rule and the connection's policy are asked before every remote action
@@ -551,7 +563,7 @@ class Connections:
         own, see `claims`) is checked against what is already known of it.
         """
         spec = run.spec
-        ref = spec.connection_ref if isinstance(spec, core.Spec) else None
+        ref = spec.connection_ref if isinstance(spec, Spec) else None
         key = key_for(namespace, ref)
         remote = self._remotes.get(key)
         if remote is None and (key.default or key not in self._bodies):
@@ -561,7 +573,7 @@ class Connections:
             # A policy that cannot be read allows nothing (and the connection says why).
             return self._missing(key), None
         status = run.status
-        parsed = spec if isinstance(spec, core.Spec) else None
+        parsed = spec if isinstance(spec, Spec) else None
         environment_id = (parsed.environment_id if parsed else None) or ""
         task_id = status.task_id or (parsed.task_ref.id if parsed and parsed.task_ref else "")
         if not environment_id and remote is not None:
@@ -577,7 +589,7 @@ class Connections:
         if refused is not None or remote is None:
             return refused or self._missing(key), remote
         if settled:
-            return core.READY, remote
+            return READY, remote
         assert parsed is not None
         if not key.default:
             look = self._looks.get(key)
@@ -587,10 +599,10 @@ class Connections:
                 return _waiting(why.reason, f"{key} is not ready: {why.message}"), remote
         if lookup:
             found = await self._task_environment(remote, task_id or "")
-            if isinstance(found, core.ConnectionView):
+            if isinstance(found, ConnectionView):
                 return found, remote
             refused = await self._refusal(key, policy, namespace, parsed, found)
-        return refused or core.READY, remote
+        return refused or READY, remote
 
     def _policy(self, key: ConnectionKey) -> Policy | None:
         """The connection's policy; None when its spec cannot be read (allow nothing)."""
@@ -611,7 +623,7 @@ class Connections:
             allowed_urls=self.settings.allowed_urls,
         )
 
-    def _missing(self, key: ConnectionKey) -> core.ConnectionView:
+    def _missing(self, key: ConnectionKey) -> ConnectionView:
         if key.default:
             return _waiting(
                 "NoDefaultConnection",
@@ -631,9 +643,9 @@ class Connections:
         key: ConnectionKey,
         policy: Policy,
         namespace: str,
-        spec: core.Spec | None,
+        spec: Spec | None,
         environment_id: str,
-    ) -> core.ConnectionView | None:
+    ) -> ConnectionView | None:
         """A refusal (or a wait, if the namespace cannot be read) under this policy. With
         no spec (an invalid one) only the namespace rule can be asked."""
         labels: Mapping[str, str] = {}
@@ -656,9 +668,9 @@ class Connections:
         )
         if refusal is None:
             return None
-        return core.ConnectionView(core.Access.REFUSED, "NotPermitted", refusal)
+        return ConnectionView(Access.REFUSED, "NotPermitted", refusal)
 
-    async def _task_environment(self, remote: Remote, task_id: str) -> str | core.ConnectionView:
+    async def _task_environment(self, remote: Remote, task_id: str) -> str | ConnectionView:
         known = remote.task_environments.get(task_id)
         if known is not None:
             return known
@@ -666,8 +678,8 @@ class Connections:
             task = await remote.client.get_task(task_id)
         except errors.NotFound:
             # Fail closed: a task this token cannot read has no environment to allow.
-            return core.ConnectionView(
-                core.Access.REFUSED,
+            return ConnectionView(
+                Access.REFUSED,
                 "NotPermitted",
                 f"task {task_id} was not found through {remote.key}, so its environment "
                 "cannot be checked against spec.policy.environmentIds",
@@ -716,8 +728,8 @@ def _read_token_file(path: str) -> str:
         return ""
 
 
-def _waiting(reason: str, message: str) -> core.ConnectionView:
-    return core.ConnectionView(core.Access.WAITING, reason, message)
+def _waiting(reason: str, message: str) -> ConnectionView:
+    return ConnectionView(Access.WAITING, reason, message)
 
 
 def _rv(body: Mapping[str, Any]) -> int:

@@ -27,11 +27,11 @@ from dataclasses import replace
 from typing import Any
 
 from ..observability import logs
-from ..rules import core
+from ..rules.model import Event
 
 log = logging.getLogger(__name__)
 
-Post = Callable[[Mapping[str, Any], core.Event], Coroutine[Any, Any, None]]
+Post = Callable[[Mapping[str, Any], Event], Coroutine[Any, Any, None]]
 
 
 class EventPoster:
@@ -59,7 +59,7 @@ class EventPoster:
         # While busy, how often to look whether the reconcile queue has emptied.
         self._recheck = recheck
         # (when it was queued, the object, the Event), oldest first.
-        self._waiting: collections.deque[tuple[float, Mapping[str, Any], core.Event]] = (
+        self._waiting: collections.deque[tuple[float, Mapping[str, Any], Event]] = (
             collections.deque()
         )
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -71,7 +71,7 @@ class EventPoster:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def submit(self, body: Mapping[str, Any], event: core.Event) -> None:
+    def submit(self, body: Mapping[str, Any], event: Event) -> None:
         message = logs.scrub(event.message)
         if message != event.message:
             event = replace(event, message=message)
@@ -128,7 +128,7 @@ class EventPoster:
         while self._waiting and len(self._in_flight) < room:
             self._start(*self._waiting.popleft()[1:])
 
-    def _start(self, body: Mapping[str, Any], event: core.Event) -> None:
+    def _start(self, body: Mapping[str, Any], event: Event) -> None:
         task = asyncio.create_task(self._post(body, event))
         self._in_flight.add(task)
         task.add_done_callback(self._done)

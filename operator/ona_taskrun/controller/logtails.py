@@ -1,7 +1,7 @@
 """Log tails, the edge: read the end of a finished run's log in the background.
 
 The reconciler writes a run's final status first, exactly as before. Then, if the run
-wants a tail (`logtail_core.wants_tail`), `after_write` starts a background read through
+wants a tail (`rules.logtail.wants_tail`), `after_write` starts a background read through
 the run's connection: a logs token for the execution's environment (one per connection
 and environment, cached until shortly before it expires), then the log, with the
 retries of `ona.logs.read_log`. The reconciler never waits for it: when the read is done
@@ -30,7 +30,7 @@ from typing import Any, Final
 from ..clients.ona import errors, logurl
 from ..clients.ona.logs import read_log
 from ..observability import logs, metrics
-from ..rules import core, terminal
+from ..rules import terminal
 from ..rules.connection import ConnectionKey
 from ..rules.logtail import (
     TOKEN_LIFETIME,
@@ -46,6 +46,7 @@ from ..rules.logtail import (
     usable,
     wants_tail,
 )
+from ..rules.model import Event, Status
 from .connections import Remote
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ HELD_EVENTS: Final = frozenset({"Failed", "TimedOut"})
 
 _ENDED: Final = frozenset({"FAILED", "SUCCEEDED", "STOPPED"})
 
-Post = Callable[[Mapping[str, Any], tuple[core.Event, ...]], Awaitable[None]]
+Post = Callable[[Mapping[str, Any], tuple[Event, ...]], Awaitable[None]]
 
 
 def _problem(exc: errors.OnaError) -> str:
@@ -99,7 +100,7 @@ class LogTails:
 
     # ------------------------------------------------------------------ reconciler hooks
 
-    def fold(self, key: str, status: core.Status) -> core.Status:
+    def fold(self, key: str, status: Status) -> Status:
         """The status with a finished read's tail (or note) in it, if one is waiting."""
         outcome = self._outcomes.get(key)
         return status if outcome is None else apply_outcome(status, outcome)
@@ -108,9 +109,9 @@ class LogTails:
         self,
         key: str,
         body: Mapping[str, Any],
-        events: tuple[core.Event, ...],
+        events: tuple[Event, ...],
         remote: Remote | None,
-    ) -> tuple[core.Event, ...]:
+    ) -> tuple[Event, ...]:
         """Called with each status the reconciler has written (or found unchanged) and
         the Events it is about to post; returns the Events to post now."""
         raw = body.get("status") or {}
@@ -118,7 +119,7 @@ class LogTails:
             raw.get("phase") not in _ENDED or raw.get("logTail") or not raw.get("logUrl")
         ):
             return events  # the common case, decided without parsing the status
-        status = core.Status.from_dict(raw)
+        status = Status.from_dict(raw)
         if key in self._outcomes and (status.log_tail or has_note(status)):
             del self._outcomes[key]  # written: nothing more to do for this run
             return events
@@ -162,10 +163,10 @@ class LogTails:
         self,
         key: str,
         body: Mapping[str, Any],
-        status: core.Status,
+        status: Status,
         settings: LogSettings,
         remote: Remote,
-        held: tuple[core.Event, ...],
+        held: tuple[Event, ...],
     ) -> None:
         started = 0.0
         result = "canceled"
@@ -207,7 +208,7 @@ class LogTails:
         self._enqueue(key)
 
     async def _tail(
-        self, body: Mapping[str, Any], status: core.Status, settings: LogSettings, remote: Remote
+        self, body: Mapping[str, Any], status: Status, settings: LogSettings, remote: Remote
     ) -> TailOutcome:
         client = remote.client
         # Refused before a token is asked for (`open_log` checks again, at each try).
@@ -230,9 +231,7 @@ class LogTails:
             ring.push(line)
         return outcome_of(ring.lines(), settings)
 
-    async def _environment(
-        self, body: Mapping[str, Any], status: core.Status, remote: Remote
-    ) -> str:
+    async def _environment(self, body: Mapping[str, Any], status: Status, remote: Remote) -> str:
         spec = body.get("spec") or {}
         source = spec.get("task") or spec.get("taskRef") or {}
         environment = source.get("environmentId") or remote.task_environments.get(status.task_id)

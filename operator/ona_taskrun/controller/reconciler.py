@@ -1,12 +1,12 @@
-"""The reconciler: a work queue of TaskRuns, each handled by the pure core.
+"""The reconciler: a work queue of TaskRuns, each handled by the pure rules.
 
 The TaskRun watch (`watch.Watch`) delivers every event here; what is remembered of each
 TaskRun, its newest object included, is one `record.TaskRunRecord`, and its key is
 queued. A worker takes a key (never two workers the same key) and takes the TaskRun a
-step at a time: observe, decide (`core.decide`), write the status it returns with a
+step at a time: observe, decide (`decide`), write the status it returns with a
 resourceVersion precondition *before* acting, act, record the outcome
-(`core.apply_result`); until the core has nothing more to do, then requeues when the
-core asks. A TaskRun that is gone is forgotten whole (`Reconciler._forget`).
+(`apply_result`); until the rules have nothing more to do, then requeues when
+they ask. A TaskRun that is gone is forgotten whole (`Reconciler._forget`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,36 @@ from typing import Any
 from ..clients.kube import Conflict, Gone, KubeClient, KubeError
 from ..clients.ona import errors
 from ..observability import metrics
-from ..rules import core, environment
 from ..rules.backoff import exponential
 from ..rules.claims import KEY_FIELD, KEY_SECRET, SIGNATURE_ANNOTATION, ClaimSigner, new_key
+from ..rules.conditions import status_patch
 from ..rules.connection import ConnectionKey, is_connection_key, key_for
+from ..rules.model import (
+    ATTEMPTS_ANNOTATION,
+    CLAIM_ANNOTATION,
+    CLAIM_ATTEMPT_ANNOTATION,
+    ENVIRONMENT_ACTIONS,
+    FINALIZER,
+    STALLED,
+    SUCCEEDED,
+    Access,
+    Action,
+    ActionKind,
+    Decision,
+    Event,
+    FailureKind,
+    InvalidSpec,
+    Observation,
+    RemoteFailure,
+    Result,
+    Settings,
+    Spec,
+    Status,
+    TaskRun,
+)
+from ..rules.pipeline import decide
+from ..rules.results import apply_result
+from ..rules.spec import parse_connection_ref, parse_spec, task_reference
 from . import environment_actions
 from .connections import Connections, Remote
 from .eventpost import EventPoster
@@ -43,9 +69,9 @@ log = logging.getLogger(__name__)
 MAX_STEPS = 25
 # Kubernetes-only actions: they never wait for the Ona API's back-off or breaker.
 _LOCAL_ACTIONS = (
-    core.ActionKind.ADD_FINALIZER,
-    core.ActionKind.REMOVE_FINALIZER,
-    core.ActionKind.DELETE_TASKRUN,
+    ActionKind.ADD_FINALIZER,
+    ActionKind.REMOVE_FINALIZER,
+    ActionKind.DELETE_TASKRUN,
 )
 
 
@@ -54,17 +80,17 @@ def key_of(body: Mapping[str, Any]) -> str:
     return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
-def parse_taskrun(body: Mapping[str, Any], signer: ClaimSigner | None = None) -> core.TaskRun:
-    """The core's view of a TaskRun body. The start claim in its annotations counts only
+def parse_taskrun(body: Mapping[str, Any], signer: ClaimSigner | None = None) -> TaskRun:
+    """The rules' view of a TaskRun body. The start claim in its annotations counts only
     when `signer` verifies it as the operator's own (see `claims`); otherwise the claim
     the status mirrors is the run's."""
     meta = body.get("metadata", {})
-    spec: core.Spec | core.InvalidSpec
+    spec: Spec | InvalidSpec
     try:
-        spec = core.parse_spec(body.get("spec") or {})
-    except core.InvalidSpec as exc:
+        spec = parse_spec(body.get("spec") or {})
+    except InvalidSpec as exc:
         spec = exc
-    status = core.Status.from_dict(body.get("status"))
+    status = Status.from_dict(body.get("status"))
     claim = _claim_of(body, signer)
     if claim is not None and claim[1] < status.start_attempts:
         claim = None  # an older claim of this run, written back: the status is newer
@@ -72,13 +98,13 @@ def parse_taskrun(body: Mapping[str, Any], signer: ClaimSigner | None = None) ->
         status = replace(
             status, start_requested_at=claim[0], start_attempts=claim[1], claim_attempt=claim[2]
         )
-    return core.TaskRun(
+    return TaskRun(
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation") or 0),
         spec=spec,
         status=status,
         deleting=bool(meta.get("deletionTimestamp")),
-        has_finalizer=core.FINALIZER in (meta.get("finalizers") or ()),
+        has_finalizer=FINALIZER in (meta.get("finalizers") or ()),
         annotations=dict(meta.get("annotations") or {}),
     )
 
@@ -89,13 +115,13 @@ def _claim_of(body: Mapping[str, Any], signer: ClaimSigner | None) -> tuple[str,
     hold no claim the operator signed (the status then says)."""
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    if core.CLAIM_ANNOTATION not in annotations or signer is None:
+    if CLAIM_ANNOTATION not in annotations or signer is None:
         return None
-    attempts = str(annotations.get(core.ATTEMPTS_ANNOTATION, "0"))
-    attempt = str(annotations.get(core.CLAIM_ATTEMPT_ANNOTATION, "0"))
+    attempts = str(annotations.get(ATTEMPTS_ANNOTATION, "0"))
+    attempt = str(annotations.get(CLAIM_ATTEMPT_ANNOTATION, "0"))
     if not (attempts.isdigit() and attempt.isdigit()) or len(attempts) + len(attempt) > 12:
         return None
-    claim = (str(annotations[core.CLAIM_ANNOTATION]), int(attempts), int(attempt))
+    claim = (str(annotations[CLAIM_ANNOTATION]), int(attempts), int(attempt))
     signature = str(annotations.get(SIGNATURE_ANNOTATION, ""))
     if not signer.verify(str(meta.get("uid", "")), *claim, signature):
         return None
@@ -113,8 +139,8 @@ def crash(point: str, wanted: str) -> None:
 class _Seen:
     """What one step of a reconcile knows before it decides."""
 
-    run: core.TaskRun  # as held: the status decided but not written yet included
-    obs: core.Observation
+    run: TaskRun  # as held: the status decided but not written yet included
+    obs: Observation
     remote: Remote | None  # the run's connection, when it may be used for this run
     finalizer_due: bool  # the finalizer goes out with the next write that needs it
 
@@ -132,14 +158,14 @@ class Reconciler:
         connections: Connections,
         *,
         workers: int = 8,
-        settings: core.Settings | None = None,
+        settings: Settings | None = None,
         crash_point: str = "",
         merge_window: float = 1.0,
         operator_namespace: str = "ona-system",
     ) -> None:
         self.connections = connections
         self._kube: KubeClient | None = None
-        self.settings = settings or core.Settings()
+        self.settings = settings or Settings()
         self.crash_point = crash_point
         self.merge_window = merge_window
         # Verifies the start claims in TaskRuns' annotations; loaded before the first
@@ -402,10 +428,8 @@ class Reconciler:
             if record.forgotten:
                 continue
             try:
-                ref = core.parse_connection_ref(
-                    (record.body.get("spec") or {}).get("connectionRef")
-                )
-            except core.InvalidSpec:
+                ref = parse_connection_ref((record.body.get("spec") or {}).get("connectionRef"))
+            except InvalidSpec:
                 continue
             if key_for(_namespace(key), ref) == connection:
                 self.enqueue(key)
@@ -517,11 +541,11 @@ class Reconciler:
             self._others.pop(key, None)
 
     @contextlib.contextmanager
-    def _starting(self, record: TaskRunRecord, action: core.Action) -> Iterator[None]:
+    def _starting(self, record: TaskRunRecord, action: Action) -> Iterator[None]:
         """A StartTask from its call until its answer (whose execution is then held for
         the TaskRun at once): meanwhile, another TaskRun of the same task does not adopt
         an execution it finds (it may be this one's)."""
-        if action.kind is not core.ActionKind.START or not action.task_id:
+        if action.kind is not ActionKind.START or not action.task_id:
             yield
             return
         task_id = action.task_id
@@ -542,7 +566,7 @@ class Reconciler:
     def _claimed_elsewhere(self, record: TaskRunRecord) -> frozenset[str]:
         return frozenset(e for e, holder in self._held_by.items() if holder is not record)
 
-    def _reserve(self, record: TaskRunRecord, run: core.TaskRun, decision: core.Decision) -> str:
+    def _reserve(self, record: TaskRunRecord, run: TaskRun, decision: Decision) -> str:
         """An execution this TaskRun is about to record (an adoption) is held for it from
         the decision on, not from the write's answer: another TaskRun deciding meanwhile
         sees it taken. Returns the id newly held, to release if the write fails."""
@@ -565,13 +589,13 @@ class Reconciler:
 
     async def reconcile(self, key: str) -> None:
         """Take one TaskRun as far as it goes now, a step at a time: observe what is known
-        of it, decide (the pure core), write the decided status before acting (so a crash
-        never loses a claim), act, and record the outcome; until the core has nothing
-        more to do, requeueing it when the core asks."""
+        of it, decide (the pure rules), write the decided status before acting (so a crash
+        never loses a claim), act, and record the outcome; until the rules have
+        nothing more to do, requeueing it when they ask."""
         record = self._records.get(key)
         if record is None or record.forgotten or self.kube is None:
             return
-        body, obs = record.body, core.Observation()
+        body, obs = record.body, Observation()
         for _ in range(MAX_STEPS):
             if record.forgotten:
                 return  # gone meanwhile: nothing more to write
@@ -606,7 +630,7 @@ class Reconciler:
         self._requeue(key, 5.0)
 
     async def _observe(
-        self, record: TaskRunRecord, body: Mapping[str, Any], obs: core.Observation
+        self, record: TaskRunRecord, body: Mapping[str, Any], obs: Observation
     ) -> _Seen:
         """Observe: the TaskRun as held, its connection's view of it, what that connection
         knows of its execution and, before an adoption, which executions other TaskRuns
@@ -619,7 +643,7 @@ class Reconciler:
             run = replace(run, has_finalizer=True)
         view, usable = await self.connections.view(_namespace(record.key), run)
         # A run the connection does not serve gets no remote read or action at all.
-        remote = usable if view.access is not core.Access.REFUSED else None
+        remote = usable if view.access is not Access.REFUSED else None
         obs = replace(obs, connection=view)
         if remote is not None:
             obs = await self._observe_remote(record, run, obs, remote)
@@ -634,13 +658,13 @@ class Reconciler:
             )
         return _Seen(run, obs, remote, finalizer_due)
 
-    def _decide(self, record: TaskRunRecord, seen: _Seen) -> core.Decision:
-        """Decide: the pure core's decision, with a log tail read meanwhile folded in."""
-        decision = core.decide(seen.run, seen.obs, _now(), self.settings)
+    def _decide(self, record: TaskRunRecord, seen: _Seen) -> Decision:
+        """Decide: the pure rules' decision, with a log tail read meanwhile folded in."""
+        decision = decide(seen.run, seen.obs, _now(), self.settings)
         return replace(decision, status=self.logtails.fold(record.key, decision.status))
 
     async def _write(
-        self, record: TaskRunRecord, body: dict[str, Any], seen: _Seen, decision: core.Decision
+        self, record: TaskRunRecord, body: dict[str, Any], seen: _Seen, decision: Decision
     ) -> _Written | None:
         """Write the decided status (and start claim) before any action, an execution about
         to be adopted held for the TaskRun meanwhile; then what follows from it being
@@ -672,12 +696,12 @@ class Reconciler:
         record: TaskRunRecord,
         body: dict[str, Any],
         seen: _Seen,
-        decision: core.Decision,
-        action: core.Action,
-    ) -> tuple[dict[str, Any], core.Observation] | None:
+        decision: Decision,
+        action: Action,
+    ) -> tuple[dict[str, Any], Observation] | None:
         """Act, and record the outcome: the body and observation to decide on next, or
         None when there is nothing more to do now."""
-        if action.kind is core.ActionKind.DELETE_TASKRUN:
+        if action.kind is ActionKind.DELETE_TASKRUN:
             await self._delete_taskrun(body)
             return None
         if action.kind in _LOCAL_ACTIONS:
@@ -689,7 +713,7 @@ class Reconciler:
             except Gone:
                 self._forget(record)
                 return None
-        # The core acts remotely only through a usable connection.
+        # The rules act remotely only through a usable connection.
         remote = seen.remote
         assert remote is not None, f"{action.kind.value} without a connection"
         run = replace(seen.run, status=decision.status)
@@ -700,26 +724,26 @@ class Reconciler:
         self,
         record: TaskRunRecord,
         remote: Remote,
-        action: core.Action,
-        run: core.TaskRun,
+        action: Action,
+        run: TaskRun,
         body: Mapping[str, Any],
-    ) -> core.Result:
+    ) -> Result:
         """One remote action through the TaskRun's connection, between its crash points
         (tests only). An execution it starts is the TaskRun's from the answer on."""
         kind = action.kind
-        if kind is core.ActionKind.START:
+        if kind is ActionKind.START:
             crash(self.crash_point, "after-claim")
-        if kind is core.ActionKind.STOP:
+        if kind is ActionKind.STOP:
             crash(self.crash_point, "after-stop-claim")
-        if kind is core.ActionKind.CREATE_ENVIRONMENT:
+        if kind is ActionKind.CREATE_ENVIRONMENT:
             crash(self.crash_point, "after-environment-claim")
         with self._starting(record, action):
             result = await self._perform_through(remote, action, run, body)
-        if kind is core.ActionKind.CREATE_ENVIRONMENT:
+        if kind is ActionKind.CREATE_ENVIRONMENT:
             crash(self.crash_point, "after-environment-create")
         if result.failure is None:
             remote.answered()  # a failure was recorded as it came (Remote.failed)
-        if kind is core.ActionKind.START:
+        if kind is ActionKind.START:
             crash(self.crash_point, "after-start")
             if result.execution is not None:
                 log.info("%s: started execution %s", record.key, result.execution.id)
@@ -733,14 +757,14 @@ class Reconciler:
         record: TaskRunRecord,
         body: dict[str, Any],
         remote: Remote,
-        run: core.TaskRun,
-        action: core.Action,
-        result: core.Result,
-        obs: core.Observation,
-    ) -> tuple[dict[str, Any], core.Observation] | None:
+        run: TaskRun,
+        action: Action,
+        result: Result,
+        obs: Observation,
+    ) -> tuple[dict[str, Any], Observation] | None:
         """Record an action's outcome: written, its Events posted, and the back-off of the
         TaskRun's remote calls kept or cleared."""
-        new_run, obs, events = core.apply_result(run, action, result, obs, _now())
+        new_run, obs, events = apply_result(run, action, result, obs, _now())
         recorded = await self._write_result(record, body, run, action, result, obs)
         if recorded is None:
             return None
@@ -761,8 +785,8 @@ class Reconciler:
         return recorded, obs
 
     async def _observe_remote(
-        self, record: TaskRunRecord, run: core.TaskRun, obs: core.Observation, remote: Remote
-    ) -> core.Observation:
+        self, record: TaskRunRecord, run: TaskRun, obs: Observation, remote: Remote
+    ) -> Observation:
         """What the TaskRun's connection knows of its execution, failures and principal."""
         exec_id = run.status.task_execution_id
         if exec_id:
@@ -780,7 +804,7 @@ class Reconciler:
         return replace(obs, own_principal=remote.principal)
 
     def _backing_off(
-        self, record: TaskRunRecord, action: core.Action | None, remote: Remote | None
+        self, record: TaskRunRecord, action: Action | None, remote: Remote | None
     ) -> bool:
         """True while a remote action for this TaskRun must wait: for its own back-off,
         or for its connection's breaker while the Ona API keeps failing."""
@@ -799,7 +823,7 @@ class Reconciler:
         self,
         record: TaskRunRecord,
         body: Mapping[str, Any],
-        decision: core.Decision,
+        decision: Decision,
         remote: Remote | None,
         before: str = "",
     ) -> None:
@@ -847,7 +871,7 @@ class Reconciler:
         self._remember(record, body)
         return body
 
-    def _parse(self, record: TaskRunRecord, body: Mapping[str, Any]) -> core.TaskRun:
+    def _parse(self, record: TaskRunRecord, body: Mapping[str, Any]) -> TaskRun:
         """The TaskRun as the object says, with the status decided but not written yet:
         only this operator writes status, so what it holds is newer."""
         run = parse_taskrun(body, self.claim_signer)
@@ -858,9 +882,9 @@ class Reconciler:
         self,
         record: TaskRunRecord,
         body: dict[str, Any],
-        run: core.TaskRun,
-        status: core.Status,
-        action: core.Action | None,
+        run: TaskRun,
+        status: Status,
+        action: Action | None,
         finalizer_due: bool = False,
     ) -> dict[str, Any]:
         """Write the start claim (with the finalizer, if it is still due) in one
@@ -869,7 +893,7 @@ class Reconciler:
         body = await self._write_claim(record, body, status, action, finalizer_due)
         old = body.get("status") or {}
         new = status.to_dict()
-        patch = core.status_patch(old, new)
+        patch = status_patch(old, new)
         if not patch:
             record.unwritten = None
             return body
@@ -905,14 +929,14 @@ class Reconciler:
         self,
         record: TaskRunRecord,
         body: dict[str, Any],
-        status: core.Status,
-        action: core.Action | None,
+        status: Status,
+        action: Action | None,
         finalizer_due: bool,
     ) -> dict[str, Any]:
         meta = body["metadata"]
         written = _claim_of(body, self.claim_signer)
         if written is None:
-            before = core.Status.from_dict(body.get("status"))
+            before = Status.from_dict(body.get("status"))
             written = (before.start_requested_at, before.start_attempts, 0)
         patch: dict[str, Any] = {}
         wanted = (status.start_requested_at, status.start_attempts, status.claim_attempt)
@@ -920,14 +944,14 @@ class Reconciler:
             assert self.claim_signer is not None, "no TaskRun is reconciled before the key"
             signature = self.claim_signer.sign(str(meta.get("uid", "")), *wanted)
             patch["annotations"] = {
-                core.CLAIM_ANNOTATION: status.start_requested_at,
-                core.ATTEMPTS_ANNOTATION: str(status.start_attempts),
-                core.CLAIM_ATTEMPT_ANNOTATION: str(status.claim_attempt),
+                CLAIM_ANNOTATION: status.start_requested_at,
+                ATTEMPTS_ANNOTATION: str(status.start_attempts),
+                CLAIM_ATTEMPT_ANNOTATION: str(status.claim_attempt),
                 SIGNATURE_ANNOTATION: signature,
             }
         needs_finalizer = bool(patch) or (action is not None and action.kind in _NEED_FINALIZER)
         if finalizer_due and needs_finalizer:
-            patch["finalizers"] = [*(meta.get("finalizers") or []), core.FINALIZER]
+            patch["finalizers"] = [*(meta.get("finalizers") or []), FINALIZER]
         if not patch:
             return body
         assert self.kube is not None
@@ -939,9 +963,9 @@ class Reconciler:
 
     def _may_wait(
         self,
-        run: core.TaskRun,
-        status: core.Status,
-        action: core.Action | None,
+        run: TaskRun,
+        status: Status,
+        action: Action | None,
         written: Mapping[str, Any],
     ) -> bool:
         """Whether a status change may wait for the merge window: progress that loses
@@ -952,11 +976,11 @@ class Reconciler:
             return False
         if action is not None and action.kind not in _MAY_ACT_UNWRITTEN:
             return False
-        succeeded = status.condition(core.SUCCEEDED)
+        succeeded = status.condition(SUCCEEDED)
         if succeeded is not None and succeeded.reason == "Adopted":
             return False  # the end of an unknown start: say so at once, as itself
         # The start claim is the annotations' (already written); its mirror can wait.
-        before = core.Status.from_dict(written)
+        before = Status.from_dict(written)
         if len(status.attempts) != len(before.attempts):
             return False  # the move to a next attempt (spec.retries) is written first
         return status.stop_requested_at == before.stop_requested_at and _stalled(
@@ -967,15 +991,15 @@ class Reconciler:
         self,
         record: TaskRunRecord,
         body: dict[str, Any],
-        run: core.TaskRun,
-        action: core.Action,
-        result: core.Result,
-        obs: core.Observation,
+        run: TaskRun,
+        action: Action,
+        result: Result,
+        obs: Observation,
     ) -> dict[str, Any] | None:
         """Record an action's outcome; on a conflict re-read and fold it in again, so an
         execution id is never lost to a concurrent edit of the TaskRun."""
         for _ in range(10):
-            new_run, _, _ = core.apply_result(run, action, result, obs, _now())
+            new_run, _, _ = apply_result(run, action, result, obs, _now())
             try:
                 return await self._write_status(record, body, new_run, new_run.status, None)
             except Conflict:
@@ -1003,22 +1027,22 @@ class Reconciler:
             log.debug("%s: already deleted or re-created; nothing to delete", key_of(body))
 
     async def _set_finalizer(
-        self, record: TaskRunRecord, body: dict[str, Any], kind: core.ActionKind
+        self, record: TaskRunRecord, body: dict[str, Any], kind: ActionKind
     ) -> dict[str, Any]:
         assert self.kube is not None
         meta = body["metadata"]
         current = list(meta.get("finalizers") or [])
-        if kind is core.ActionKind.ADD_FINALIZER:
-            wanted = [*current, core.FINALIZER]
+        if kind is ActionKind.ADD_FINALIZER:
+            wanted = [*current, FINALIZER]
         else:
-            wanted = [f for f in current if f != core.FINALIZER]
+            wanted = [f for f in current if f != FINALIZER]
         updated = await self.kube.set_finalizers(
             meta["namespace"], meta["name"], wanted, meta["resourceVersion"]
         )
         self._remember(record, updated)
         return updated
 
-    async def _post(self, body: Mapping[str, Any], events: tuple[core.Event, ...]) -> None:
+    async def _post(self, body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
         """Queue Events to be posted beside the reconcile, not in it: they are best effort,
         and a worker waiting on one is a TaskRun not being started."""
         if self.kube is None:
@@ -1027,15 +1051,15 @@ class Reconciler:
             log.info("%s: %s: %s", key_of(body), event.reason, event.message)
             self.events.submit(body, event)
 
-    async def _post_one(self, body: Mapping[str, Any], event: core.Event) -> None:
+    async def _post_one(self, body: Mapping[str, Any], event: Event) -> None:
         if self.kube is not None:
             await self.kube.post_event(body, event.type, event.reason, event.message)
 
     # ------------------------------------------------------------------ actions
 
     async def _perform_through(
-        self, remote: Remote, action: core.Action, run: core.TaskRun, body: Mapping[str, Any]
-    ) -> core.Result:
+        self, remote: Remote, action: Action, run: TaskRun, body: Mapping[str, Any]
+    ) -> Result:
         """Perform an action; after a 401, read the token again and, if it was rotated,
         try once more (a refused call changed nothing). A named connection's 401 is
         waited out rather than ending the run (its token may be rotating), except on
@@ -1052,75 +1076,75 @@ class Reconciler:
         return result
 
     async def _perform(
-        self, remote: Remote, action: core.Action, run: core.TaskRun, body: Mapping[str, Any]
-    ) -> core.Result:
-        spec = run.spec if isinstance(run.spec, core.Spec) else None
+        self, remote: Remote, action: Action, run: TaskRun, body: Mapping[str, Any]
+    ) -> Result:
+        spec = run.spec if isinstance(run.spec, Spec) else None
         kind = action.kind
         ona = remote.client
-        if kind in environment.ACTIONS:
+        if kind in ENVIRONMENT_ACTIONS:
             name = key_of(body).split("/", 1)[-1]
             return await environment_actions.perform(remote, action, run, name)
         try:
-            if kind is core.ActionKind.START:
+            if kind is ActionKind.START:
                 execution = await ona.start_task(action.task_id)
                 remote.principal = execution.metadata.creator.id or remote.principal
-                return core.Result(execution=to_remote(execution))
-            if kind is core.ActionKind.FIND_OWNED_TASK and spec and spec.task:
-                ref = core.task_reference(run.uid)
+                return Result(execution=to_remote(execution))
+            if kind is ActionKind.FIND_OWNED_TASK and spec and spec.task:
+                ref = task_reference(run.uid)
                 env_id = spec.task.environment_id or run.status.environment_id
                 tasks = await ona.list_tasks(references=[ref], environment_ids=[env_id])
                 if not tasks:
-                    return core.Result(missing=True)
+                    return Result(missing=True)
                 remote.principal = remote.principal or tasks[0].metadata.creator.id
-                return core.Result(task_id=tasks[0].id)
-            if kind is core.ActionKind.CREATE_TASK and spec and spec.task:
+                return Result(task_id=tasks[0].id)
+            if kind is ActionKind.CREATE_TASK and spec and spec.task:
                 task = spec.task
                 created = await ona.create_task(
                     task.environment_id or run.status.environment_id,
                     task.name,
                     task.command,
-                    reference=core.task_reference(run.uid),
+                    reference=task_reference(run.uid),
                     description=task.description or f"TaskRun {key_of(body)}",
                     env=dict(task.env),
                     runs_on=task.runs_on,
                     depends_on=task.depends_on,
                 )
                 remote.principal = created.metadata.creator.id or remote.principal
-                return core.Result(task_id=created.id)
-            if kind is core.ActionKind.RESOLVE_TASK_REF and spec and spec.task_ref:
+                return Result(task_id=created.id)
+            if kind is ActionKind.RESOLVE_TASK_REF and spec and spec.task_ref:
                 task_ref = spec.task_ref
                 tasks = await ona.list_tasks(
                     references=[task_ref.reference or ""],
                     environment_ids=[task_ref.environment_id or ""],
                 )
-                return core.Result(task_id=tasks[0].id) if tasks else core.Result(missing=True)
-            if kind is core.ActionKind.FIND_EXECUTIONS:
+                return Result(task_id=tasks[0].id) if tasks else Result(missing=True)
+            if kind is ActionKind.FIND_EXECUTIONS:
                 found = await ona.list_task_executions(task_ids=[action.task_id])
-                return core.Result(candidates=tuple(to_remote(e) for e in found))
-            if kind is core.ActionKind.STOP:
+                return Result(candidates=tuple(to_remote(e) for e in found))
+            if kind is ActionKind.STOP:
                 await ona.stop_task_execution(action.execution_id)
-                return core.Result()
-            if kind is core.ActionKind.STOP_OWNED_EXECUTIONS:
+                return Result()
+            if kind is ActionKind.STOP_OWNED_EXECUTIONS:
                 for execution in await ona.list_task_executions(task_ids=[action.task_id]):
                     if not execution.is_final:
                         await ona.stop_task_execution(execution.id)
-                return core.Result()
-            if kind is core.ActionKind.DELETE_TASK:
+                return Result()
+            if kind is ActionKind.DELETE_TASK:
                 await ona.delete_task(action.task_id, missing_ok=True)
-                return core.Result()
+                return Result()
         except errors.OnaError as exc:
-            return core.Result(failure=remote.failed(exc))
+            return Result(failure=remote.failed(exc))
         raise ValueError(f"action {kind.value} does not fit this TaskRun")
 
 
 # Remote side effects that a delete must be able to clean up: the finalizer comes first.
 _NEED_FINALIZER = frozenset(
     {
-        core.ActionKind.CREATE_TASK,
-        core.ActionKind.START,
-        core.ActionKind.STOP,
-        core.ActionKind.STOP_OWNED_EXECUTIONS,
-        core.ActionKind.CREATE_ENVIRONMENT,
+        ActionKind.CREATE_TASK,
+        ActionKind.START,
+        ActionKind.STOP,
+        ActionKind.STOP_OWNED_EXECUTIONS,
+        ActionKind.CREATE_ENVIRONMENT,
     }
 )
 
@@ -1142,23 +1166,23 @@ def merge_window(base: float, *, first: bool, busy: bool) -> float:
 
 _MAY_ACT_UNWRITTEN = frozenset(
     {
-        core.ActionKind.FIND_OWNED_TASK,
-        core.ActionKind.CREATE_TASK,
-        core.ActionKind.RESOLVE_TASK_REF,
-        core.ActionKind.FIND_EXECUTIONS,
-        core.ActionKind.START,
+        ActionKind.FIND_OWNED_TASK,
+        ActionKind.CREATE_TASK,
+        ActionKind.RESOLVE_TASK_REF,
+        ActionKind.FIND_EXECUTIONS,
+        ActionKind.START,
         # Reads, and calls that change nothing when repeated after a crash. Creating an
         # environment is not among them: its claim is written first.
-        core.ActionKind.GET_ENVIRONMENT,
-        core.ActionKind.FIND_ENVIRONMENTS,
-        core.ActionKind.START_ENVIRONMENT,
-        core.ActionKind.MARK_ENVIRONMENT_ACTIVE,
+        ActionKind.GET_ENVIRONMENT,
+        ActionKind.FIND_ENVIRONMENTS,
+        ActionKind.START_ENVIRONMENT,
+        ActionKind.MARK_ENVIRONMENT_ACTIVE,
     }
 )
 
 
-def _stalled(status: core.Status) -> bool:
-    cond = status.condition(core.STALLED)
+def _stalled(status: Status) -> bool:
+    cond = status.condition(STALLED)
     return cond is not None and cond.status == "True"
 
 
@@ -1166,9 +1190,9 @@ def _namespace(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def _refused_token(result: core.Result) -> bool:
+def _refused_token(result: Result) -> bool:
     failure = result.failure
-    return failure is not None and failure.kind is core.FailureKind.UNAUTHENTICATED
+    return failure is not None and failure.kind is FailureKind.UNAUTHENTICATED
 
 
 def _uid(body: Mapping[str, Any]) -> str:
@@ -1185,7 +1209,7 @@ def _rv(body: Mapping[str, Any]) -> int:
     return int(raw) if str(raw).isdigit() else 0
 
 
-def _retry_delay(failure: core.RemoteFailure, attempt: int) -> float:
+def _retry_delay(failure: RemoteFailure, attempt: int) -> float:
     """Capped exponential backoff with jitter; a longer Retry-After from the server wins."""
     backoff = exponential(2.0, attempt, 60.0, jitter=random.random())
     return max(float(failure.retry_after or 0.0), backoff)

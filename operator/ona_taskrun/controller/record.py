@@ -20,7 +20,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..rules import core
+from ..rules.model import RemoteFailure, Status
 
 
 @dataclass(eq=False, kw_only=True)
@@ -49,12 +49,12 @@ class TaskRunRecord(QueueState):
 
     body: dict[str, Any]  # the newest object seen (watch event or the answer to a write)
     # Back-off of the TaskRun's own remote calls after a transient failure.
-    last_failure: core.RemoteFailure | None = None
+    last_failure: RemoteFailure | None = None
     failed_calls: int = 0  # transient failures in a row: the back-off grows with them
     retry_at: float | None = None  # loop time before which no remote call is made
     # A status decided but not written yet (merged into a later write, see the merge
     # window), and the loop time of the last status write.
-    unwritten: core.Status | None = None
+    unwritten: Status | None = None
     written_at: float = 0.0
     # Execution ids this TaskRun holds, no other may adopt them: every attempt's, one
     # reserved by an adoption under way, and its own start's from the answer on.

@@ -1,4 +1,4 @@
-"""Translation between the Ona client's models and errors and the pure core's types, and
+"""Translation between the Ona client's models and errors and the pure rules' types, and
 the one reading of a failed call that says whether the Ona API is down (`is_outage`)."""
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from ..clients.ona import errors
 from ..clients.ona.client import qualified_method
 from ..clients.ona.models import TaskExecution
 from ..observability import logs
-from ..rules import core, terminal
+from ..rules import terminal
+from ..rules.model import FailureKind, Phase, RemoteExecution, RemoteFailure, RemoteStep, rfc3339
 
 # The RemoteFailure reason of a call the server does not serve (`unimplemented`, or a 404
-# that is not a Connect error): environment_core stalls an adoption on it.
+# that is not a Connect error): rules.environment stalls an adoption on it.
 METHOD_NOT_SERVED = "MethodNotServed"
 
 
 def _time(value: datetime | None) -> str:
-    return core.rfc3339(value) if value is not None else ""
+    return rfc3339(value) if value is not None else ""
 
 
 # What of a task's own text (failure messages, step labels, outputs) goes into a
@@ -46,19 +47,19 @@ def _outputs(raw: dict[str, str]) -> dict[str, str]:
     return {shown(k, LABEL_LIMIT): shown(v, OUTPUT_LIMIT) for k, v in kept}
 
 
-def to_remote(execution: TaskExecution) -> core.RemoteExecution:
+def to_remote(execution: TaskExecution) -> RemoteExecution:
     labels: dict[str, str] = {}
     for group in execution.spec.plan:
         for step in group.steps:
             labels[step.id] = step.label
-    return core.RemoteExecution(
+    return RemoteExecution(
         id=execution.id,
         task_id=execution.metadata.task_id,
-        phase=core.Phase.from_remote(execution.status.phase.value),
+        phase=Phase.from_remote(execution.status.phase.value),
         status_version=execution.status_version_int,
         status_version_text=str(execution.status_version_int),
         steps=tuple(
-            core.RemoteStep(
+            RemoteStep(
                 id=s.id,
                 phase=s.phase.value,
                 label=shown(labels.get(s.id, ""), LABEL_LIMIT),
@@ -77,23 +78,23 @@ def to_remote(execution: TaskExecution) -> core.RemoteExecution:
     )
 
 
-_KINDS: tuple[tuple[type[errors.OnaError], core.FailureKind], ...] = (
-    (errors.Unauthenticated, core.FailureKind.UNAUTHENTICATED),
-    (errors.PermissionDenied, core.FailureKind.PERMISSION_DENIED),
-    (errors.NotFound, core.FailureKind.NOT_FOUND),
-    (errors.InvalidArgument, core.FailureKind.INVALID_ARGUMENT),
-    (errors.Conflict, core.FailureKind.INVALID_ARGUMENT),
-    (errors.RateLimited, core.FailureKind.RATE_LIMITED),
-    (errors.OutcomeUnknown, core.FailureKind.OUTCOME_UNKNOWN),
+_KINDS: tuple[tuple[type[errors.OnaError], FailureKind], ...] = (
+    (errors.Unauthenticated, FailureKind.UNAUTHENTICATED),
+    (errors.PermissionDenied, FailureKind.PERMISSION_DENIED),
+    (errors.NotFound, FailureKind.NOT_FOUND),
+    (errors.InvalidArgument, FailureKind.INVALID_ARGUMENT),
+    (errors.Conflict, FailureKind.INVALID_ARGUMENT),
+    (errors.RateLimited, FailureKind.RATE_LIMITED),
+    (errors.OutcomeUnknown, FailureKind.OUTCOME_UNKNOWN),
     # A method the server does not serve is not served on the next try either: the run
     # that needs it is told so rather than retried without end (see unserved_method).
-    (errors.Unimplemented, core.FailureKind.INVALID_ARGUMENT),
-    (errors.Unavailable, core.FailureKind.UNAVAILABLE),
+    (errors.Unimplemented, FailureKind.INVALID_ARGUMENT),
+    (errors.Unavailable, FailureKind.UNAVAILABLE),
 )
 
 
-def to_failure(exc: errors.OnaError) -> core.RemoteFailure:
-    kind = next((k for cls, k in _KINDS if isinstance(exc, cls)), core.FailureKind.UNAVAILABLE)
+def to_failure(exc: errors.OnaError) -> RemoteFailure:
+    kind = next((k for cls, k in _KINDS if isinstance(exc, cls)), FailureKind.UNAVAILABLE)
     message = shown(str(exc))
     reason = ""
     if exc.code == "failed_precondition":
@@ -105,9 +106,7 @@ def to_failure(exc: errors.OnaError) -> core.RemoteFailure:
         message = f"the Ona API does not serve {unserved_method(exc)} ({exc.code}, {_http(exc)})"
         if exc.message:
             message += f": {shown(exc.message)}"
-    return core.RemoteFailure(
-        kind=kind, message=message, retry_after=exc.retry_after, reason=reason
-    )
+    return RemoteFailure(kind=kind, message=message, retry_after=exc.retry_after, reason=reason)
 
 
 def _http(exc: errors.OnaError) -> str:

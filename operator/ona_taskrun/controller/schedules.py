@@ -17,8 +17,9 @@ from typing import Any
 
 from ..clients.kube import PLURAL, SCHEDULES, Conflict, Gone, KubeClient, KubeError
 from ..observability import logs
-from ..rules import core
 from ..rules import schedule as schedule_rules
+from ..rules.conditions import status_patch
+from ..rules.model import Event
 from ..rules.schedule import Created, CreateOutcome, Schedule
 from .reconciler import crash
 
@@ -130,7 +131,7 @@ class Schedules:
                     key,
                     body,
                     (
-                        core.Event(
+                        Event(
                             "Normal",
                             "Pruned",
                             f"deleted finished TaskRun {run.name} beyond the history limit",
@@ -193,7 +194,7 @@ class Schedules:
         self, key: str, body: dict[str, Any], status: Mapping[str, Any]
     ) -> bool:
         assert self.kube is not None
-        patch = core.status_patch(body.get("status") or {}, status)
+        patch = status_patch(body.get("status") or {}, status)
         if not patch:
             return True
         meta = body["metadata"]
@@ -215,7 +216,7 @@ class Schedules:
             self._bodies[key] = updated
         return True
 
-    def _post(self, key: str, body: Mapping[str, Any], events: tuple[core.Event, ...]) -> None:
+    def _post(self, key: str, body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
         if self.kube is None:
             return
         said = self._said.setdefault(key, [])

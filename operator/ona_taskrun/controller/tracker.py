@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from ..clients.ona import OnaClient, errors
 from ..clients.ona.watch import Resync
-from ..rules import core
 from ..rules.backoff import exponential, spread
+from ..rules.model import RemoteExecution, RemoteFailure
 from .remote import to_failure, to_remote
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ExecutionTracker:
         self._tracked: dict[str, _Tracked] = {}
         # How many tracked executions each environment has: its stream closes at zero.
         self._per_environment: collections.Counter[str] = collections.Counter()
-        self._latest: dict[str, core.RemoteExecution] = {}
+        self._latest: dict[str, RemoteExecution] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._healthy_watches: set[str] = set()
         self._wake = asyncio.Event()
@@ -76,7 +76,7 @@ class ExecutionTracker:
         self._news_delay = news_delay
         self._news_reader: asyncio.Task[None] | None = None
         self._failures = 0
-        self.failure: core.RemoteFailure | None = None
+        self.failure: RemoteFailure | None = None
 
     # ------------------------------------------------------------------ interface
 
@@ -136,10 +136,10 @@ class ExecutionTracker:
         """Environments whose WatchEvents stream is open."""
         return len(self._healthy_watches)
 
-    def latest(self, execution_id: str) -> core.RemoteExecution | None:
+    def latest(self, execution_id: str) -> RemoteExecution | None:
         return self._latest.get(execution_id)
 
-    def observe(self, execution: core.RemoteExecution) -> bool:
+    def observe(self, execution: RemoteExecution) -> bool:
         """Keep an execution's status if it is newer than the one held; True if it was."""
         held = self._latest.get(execution.id)
         if held is not None and held.status_version >= execution.status_version:
@@ -219,7 +219,7 @@ class ExecutionTracker:
             return
         self._update(to_remote(execution))
 
-    def _update(self, execution: core.RemoteExecution) -> None:
+    def _update(self, execution: RemoteExecution) -> None:
         tracked = self._tracked.get(execution.id)
         if tracked is None:
             return

@@ -1,4 +1,4 @@
-"""The pure core of Ona connections: which connection a TaskRun uses, what a connection's
+"""The pure rules of Ona connections: which connection a TaskRun uses, what a connection's
 policy allows, and what a connection's status says after one look at its Secret and token.
 
 No I/O happens here. The edges (`connections.py`) read Secrets, call
@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import ParseResult, urlparse
 
 from . import selectors
-from .core import (
+from .model import (
     CLUSTER_CONNECTION,
     NAMESPACED_CONNECTION,
     Condition,

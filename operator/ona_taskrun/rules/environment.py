@@ -27,111 +27,70 @@ start the task once). Its first look and signal come one keep-alive period after
 execution is first followed (with spec.environment they come at once), so a run shorter
 than that makes no environment call at all.
 
-Like `core`, nothing here does I/O; `core.decide` and `core.apply_result` call in here.
+Nothing here does I/O. `pipeline.decide` asks `gate` at one point (a decision of its own or
+a go-ahead, never a callback), and `results.apply_result` hands it the outcomes of
+`ENVIRONMENT_ACTIONS`.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import core, exactly_once
+from . import exactly_once
+from .conditions import (
+    finish,
+    observed,
+    pending,
+    refusal_reason,
+    remote_backoff,
+    set_condition,
+    set_conditions,
+    stalled_message,
+)
+from .model import (
+    ADOPT_ENVIRONMENT_ANNOTATION,
+    CREATING,
+    DELETED,
+    DELETING,
+    DOWN_PHASES,
+    ENVIRONMENT_READY,
+    GONE_PHASES,
+    IMPLIED,
+    START_REFUSED,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    UP_PHASES,
+    Access,
+    Action,
+    ActionKind,
+    Cleanup,
+    Condition,
+    Decision,
+    EnvironmentSpec,
+    Event,
+    FailureKind,
+    FromProject,
+    Observation,
+    Phase,
+    RemoteEnvironment,
+    RemoteExecution,
+    RemoteFailure,
+    Result,
+    Settings,
+    Spec,
+    Status,
+    TaskRun,
+    parse_time,
+    rfc3339,
+)
 
-ENVIRONMENT_READY = "EnvironmentReady"
-# A person resolves an ambiguous environment creation with this annotation.
-ADOPT_ENVIRONMENT_ANNOTATION = "automation.ona.com/adopt-environment"
-ACTIVITY_SOURCE = "ona-taskrun-operator"
-# The EnvironmentReady reason of a run whose StartTask was refused with failed_precondition
-# although its environment had just been read running.
-START_REFUSED = "StartRefused"
 
-# Environment phases in the short form the TaskRun status uses.
-CREATING, STARTING, RUNNING, UPDATING = "CREATING", "STARTING", "RUNNING", "UPDATING"
-STOPPING, STOPPED, DELETING, DELETED = "STOPPING", "STOPPED", "DELETING", "DELETED"
-_UP = frozenset({RUNNING, UPDATING})  # UPDATING is still running
-_GONE = frozenset({DELETING, DELETED})
-# An execution cannot be running in these; a phase this operator does not know is not
-# taken for one of them.
-_DOWN = frozenset({STOPPING, STOPPED, DELETING, DELETED})
-
-
-class Cleanup(enum.StrEnum):
-    DELETE = "Delete"
-    STOP = "Stop"
-    KEEP = "Keep"
-
-
-@dataclass(frozen=True)
-class FromProject:
-    project_id: str
-    branch: str = ""
-    commit: str = ""
-    machine_class: str = ""
-
-
-@dataclass(frozen=True)
-class EnvironmentSpec:
-    """`spec.environment`: what to do about the environment the task runs in."""
-
-    start_when_stopped: bool = True
-    keep_alive: bool = True
-    from_project: FromProject | None = None
-    cleanup: Cleanup = Cleanup.DELETE
-    # Read the environment before the start (spec.environment says so). False: the run's
-    # StartTask tells, by failed_precondition, that the environment is not running.
-    look_first: bool = True
-
-
-# What a run without spec.environment gets: the defaults, at no call while it runs.
-IMPLIED = EnvironmentSpec(look_first=False)
-
-
-def of(spec: core.Spec) -> EnvironmentSpec:
+def of(spec: Spec) -> EnvironmentSpec:
     """The environment handling a run gets: its spec.environment, or the defaults."""
     return spec.environment if spec.environment is not None else IMPLIED
-
-
-def parse_environment(raw: Any) -> EnvironmentSpec | None:
-    """Read `spec.environment`; None when absent. Raises core.InvalidSpec."""
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise core.InvalidSpec("spec.environment must be an object")
-    when = raw.get("whenStopped", "Start")
-    if when not in ("Start", "Fail"):
-        raise core.InvalidSpec(f"spec.environment.whenStopped {when!r} must be Start or Fail")
-    keep_alive = raw.get("keepAlive", True)
-    if not isinstance(keep_alive, bool):
-        raise core.InvalidSpec("spec.environment.keepAlive must be true or false")
-    cleanup_raw = raw.get("cleanup", "Delete")
-    try:
-        cleanup = Cleanup(cleanup_raw)
-    except ValueError:
-        raise core.InvalidSpec(
-            f"spec.environment.cleanup {cleanup_raw!r} must be Delete, Stop or Keep"
-        ) from None
-    project_raw = raw.get("fromProject")
-    project: FromProject | None = None
-    if project_raw is not None:
-        if not isinstance(project_raw, Mapping) or not project_raw.get("projectId"):
-            raise core.InvalidSpec("spec.environment.fromProject needs a projectId")
-        project = FromProject(
-            project_id=str(project_raw["projectId"]),
-            branch=str(project_raw.get("branch") or ""),
-            commit=str(project_raw.get("commit") or ""),
-            machine_class=str(project_raw.get("class") or ""),
-        )
-        if project.branch and project.commit:
-            raise core.InvalidSpec("spec.environment.fromProject takes a branch or a commit")
-    return EnvironmentSpec(
-        start_when_stopped=when == "Start",
-        keep_alive=keep_alive,
-        from_project=project,
-        cleanup=cleanup,
-    )
 
 
 def environment_name(taskrun_name: str, uid: str) -> str:
@@ -156,60 +115,47 @@ def creation_spec(project: FromProject) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class RemoteEnvironment:
-    """What the decisions need of an Ona environment."""
+class GoAhead:
+    """The environment lets the run go on: the task, start and tracking decide next, with
+    this run (its status may carry what the environment's look found). When the next
+    keep-alive is due by `look_again_at`, the decision after waits no longer than that."""
 
-    id: str
-    phase: str  # short form, e.g. RUNNING; "" when unknown
-    failure_message: str = ""
-    name: str = ""
-    project_id: str = ""
-
-    @property
-    def up(self) -> bool:
-        return self.phase in _UP and not self.failure_message
+    run: TaskRun
+    look_again_at: datetime | None = None
 
 
-# The actions of this module, by their ActionKind value (core imports this module, so
-# its enum cannot be read here at import time).
-ACTIONS = frozenset(
-    {
-        "GetEnvironment",
-        "StartEnvironment",
-        "CreateEnvironment",
-        "FindEnvironments",
-        "MarkEnvironmentActive",
-        "CleanUpEnvironment",
-    }
-)
-
-
-# ----------------------------------------------------------------------- deciding
-
-
-def decide(
-    run: core.TaskRun,
-    spec: core.Spec,
+def gate(
+    run: TaskRun,
+    spec: Spec,
     env_spec: EnvironmentSpec,
-    obs: core.Observation,
+    obs: Observation,
     now: datetime,
-    cfg: core.Settings,
-    rest: Callable[[core.TaskRun], core.Decision],
-) -> core.Decision:
-    """The decision for a TaskRun that is not over, as `env_spec` (see `of`) asks; `rest`
-    is the ordinary decision (task, start, tracking), asked once the environment allows."""
+    cfg: Settings,
+) -> Decision | GoAhead:
+    """The environment's step of the pipeline, for a TaskRun that is not over, as
+    `env_spec` (see `of`) asks: a decision of its own (wait, create, start, fail, signal
+    activity), or a go-ahead for the rest of the pipeline."""
     status = run.status
     if status.task_execution_id or status.start_requested_at:
-        return _while_started(run, spec, env_spec, obs, now, cfg, rest)
+        return _while_started(run, spec, env_spec, obs, now, cfg)
     if env_spec.from_project is not None and not status.environment_id:
         return _create(run, env_spec.from_project, obs, now, cfg)
     if not env_spec.look_first and not _waiting_for_it(status):
         # The happy path of a run without spec.environment: no look before the start.
-        return rest(run)
-    return _before_start(run, spec, env_spec, obs, now, cfg, rest)
+        return GoAhead(run)
+    return _before_start(run, spec, env_spec, obs, now, cfg)
 
 
-def _waiting_for_it(status: core.Status) -> bool:
+def within_look(decision: Decision, ahead: GoAhead, now: datetime) -> Decision:
+    """A decision made after a go-ahead waits no longer than the next keep-alive look."""
+    if ahead.look_again_at is None or decision.status.finished or decision.action is not None:
+        return decision  # an action comes first; the next decision sets the wait
+    wait = max((ahead.look_again_at - now).total_seconds(), 0.1)
+    requeue = decision.requeue_after
+    return replace(decision, requeue_after=wait if requeue is None else min(requeue, wait))
+
+
+def _waiting_for_it(status: Status) -> bool:
     """Whether the run is waiting for its environment (a StartTask said it is not running,
     or a look since found it not running yet)."""
     ready = status.condition(ENVIRONMENT_READY)
@@ -217,28 +163,26 @@ def _waiting_for_it(status: core.Status) -> bool:
 
 
 def _ready(
-    run: core.TaskRun, status: core.Status, now: datetime, value: str, reason: str, message: str
-) -> core.Status:
-    cond = core.Condition(
-        ENVIRONMENT_READY, value, reason, message, observed_generation=run.generation
-    )
-    return replace(status, conditions=core._set_condition(status.conditions, cond, now))
+    run: TaskRun, status: Status, now: datetime, value: str, reason: str, message: str
+) -> Status:
+    cond = Condition(ENVIRONMENT_READY, value, reason, message, observed_generation=run.generation)
+    return replace(status, conditions=set_condition(status.conditions, cond, now))
 
 
 def _waiting(
-    run: core.TaskRun,
-    status: core.Status,
+    run: TaskRun,
+    status: Status,
     now: datetime,
     ready_reason: str,
     message: str,
-    failure: core.RemoteFailure | None = None,
-) -> core.Status:
+    failure: RemoteFailure | None = None,
+) -> Status:
     """A run that waits for its environment: PENDING, Succeeded=Unknown with a reason that
     says the environment's state (it is the REASON column of `kubectl get otr`)."""
-    status = replace(status, phase=status.phase or core.Phase.PENDING.value)
+    status = replace(status, phase=status.phase or Phase.PENDING.value)
     status = _ready(run, status, now, "False", ready_reason, message)
     reason = _WAITING_REASONS.get(ready_reason, "WaitingForEnvironment")
-    return core._pending(run, status, now, reason, message, failure)
+    return pending(run, status, now, reason, message, failure)
 
 
 _WAITING_REASONS = {
@@ -251,30 +195,30 @@ _WAITING_REASONS = {
 
 
 def _fail(
-    run: core.TaskRun,
-    status: core.Status,
+    run: TaskRun,
+    status: Status,
     now: datetime,
     reason: str,
     message: str,
     ready_reason: str = "Failed",
-) -> core.Decision:
+) -> Decision:
     status = _ready(run, status, now, "False", ready_reason, message)
-    return core.Decision(
-        core._finish(run, status, now, reason, message, ok=False),
-        events=(core.Event("Warning", reason, message),),
+    return Decision(
+        finish(run, status, now, reason, message, ok=False),
+        events=(Event("Warning", reason, message),),
     )
 
 
-def _transient(obs: core.Observation) -> core.RemoteFailure | None:
+def _transient(obs: Observation) -> RemoteFailure | None:
     failure = obs.remote_failure
     return failure if failure is not None and failure.transient else None
 
 
 def _get(
-    status: core.Status,
-    spec: core.Spec | None = None,
-    execution: core.RemoteExecution | None = None,
-) -> core.Action:
+    status: Status,
+    spec: Spec | None = None,
+    execution: RemoteExecution | None = None,
+) -> Action:
     """Read the environment; a task named by id alone tells it by its execution, or else
     by its task (GetTask, once per task)."""
     env_id = (
@@ -283,30 +227,27 @@ def _get(
         or (execution.environment_id if execution else "")
     )
     task_id = status.task_id or (spec.task_ref.id if spec and spec.task_ref else None) or ""
-    return core.Action(
-        core.ActionKind.GET_ENVIRONMENT, environment_id=env_id or "", task_id=task_id
-    )
+    return Action(ActionKind.GET_ENVIRONMENT, environment_id=env_id or "", task_id=task_id)
 
 
 def _before_start(
-    run: core.TaskRun,
-    spec: core.Spec,
+    run: TaskRun,
+    spec: Spec,
     env_spec: EnvironmentSpec,
-    obs: core.Observation,
+    obs: Observation,
     now: datetime,
-    cfg: core.Settings,
-    rest: Callable[[core.TaskRun], core.Decision],
-) -> core.Decision:
+    cfg: Settings,
+) -> Decision | GoAhead:
     status = run.status
     env = obs.environment
     if env is None:
         # Read it in this pass, before anything is created or started in it.
         msg = "checking the environment before starting the task"
         new = _waiting(run, status, now, "Checking", msg, _transient(obs))
-        return core.Decision(
+        return Decision(
             new,
             action=_get(status, spec),
-            requeue_after=core._backoff(obs) if _transient(obs) else None,
+            requeue_after=remote_backoff(obs) if _transient(obs) else None,
         )
     status = replace(status, environment_id=env.id, environment_phase=env.phase)
     if env.up:
@@ -316,9 +257,9 @@ def _before_start(
         # else: running, yet StartTask was refused in it a moment ago. It is started once
         # more; a second refusal in a running environment ends the run (start_refused).
         status = replace(status, environment_requested_at="")
-        return rest(replace(run, status=status))
+        return GoAhead(replace(run, status=status))
     label = env.phase or "UNKNOWN"
-    requested = core.parse_time(status.environment_requested_at)
+    requested = parse_time(status.environment_requested_at)
     if env.failure_message and (requested is not None or env.phase != STOPPED):
         return _fail(
             run,
@@ -327,7 +268,7 @@ def _before_start(
             "EnvironmentFailed",
             f"environment {env.id} failed: {env.failure_message}",
         )
-    if env.phase in _GONE:
+    if env.phase in GONE_PHASES:
         return _fail(
             run,
             status,
@@ -344,7 +285,7 @@ def _before_start(
         return _fail(run, status, now, "EnvironmentNotRunning", msg, _ready_reason(env.phase))
     if requested is None:
         requested = now
-        status = replace(status, environment_requested_at=core.rfc3339(now))
+        status = replace(status, environment_requested_at=rfc3339(now))
     if now >= requested + cfg.environment_timeout:
         msg = (
             f"environment {env.id} did not reach RUNNING within "
@@ -354,21 +295,21 @@ def _before_start(
     if env.phase == STOPPED:
         msg = f"starting environment {env.id} (it was stopped)"
         new = _waiting(run, status, now, "Starting", msg)
-        return core.Decision(
+        return Decision(
             new,
-            action=core.Action(core.ActionKind.START_ENVIRONMENT, environment_id=env.id),
-            events=(core.Event("Normal", "EnvironmentStarting", msg),),
+            action=Action(ActionKind.START_ENVIRONMENT, environment_id=env.id),
+            events=(Event("Normal", "EnvironmentStarting", msg),),
             wait_environment=env.id,
         )
     msg = f"waiting for environment {env.id} to be running (it is {label})"
-    return core.Decision(
+    return Decision(
         _waiting(run, status, now, _ready_reason(env.phase), msg),
         requeue_after=cfg.environment_poll,
         wait_environment=env.id,
     )
 
 
-def _ready_reason_now(status: core.Status) -> str:
+def _ready_reason_now(status: Status) -> str:
     ready = status.condition(ENVIRONMENT_READY)
     return ready.reason if ready is not None else ""
 
@@ -376,26 +317,26 @@ def _ready_reason_now(status: core.Status) -> str:
 def _ready_reason(phase: str) -> str:
     if phase == CREATING:
         return "Creating"
-    if phase in (STARTING, *_UP):
+    if phase in (STARTING, *UP_PHASES):
         return "Starting"
     return "Stopped"
 
 
 def _create(
-    run: core.TaskRun,
+    run: TaskRun,
     project: FromProject,
-    obs: core.Observation,
+    obs: Observation,
     now: datetime,
-    cfg: core.Settings,
-) -> core.Decision:
+    cfg: Settings,
+) -> Decision:
     status = run.status
     transient = _transient(obs)
     if not status.environment_requested_at:
         # The claim goes out (with a resourceVersion precondition) before the call.
-        new = replace(status, environment_requested_at=core.rfc3339(now))
+        new = replace(status, environment_requested_at=rfc3339(now))
         msg = f"creating an environment of project {project.project_id}"
         new = _waiting(run, new, now, "Creating", msg, transient)
-        return core.Decision(new, action=core.Action(core.ActionKind.CREATE_ENVIRONMENT))
+        return Decision(new, action=Action(ActionKind.CREATE_ENVIRONMENT))
     # The outcome is unknown: exactly_once resolves it, as for a start. A person may name
     # the environment to use; the name is a request, honoured only for an environment
     # created for this very run (its name carries the TaskRun's uid) of the project the
@@ -404,9 +345,9 @@ def _create(
     outcome = exactly_once.resolve(
         exactly_once.Creation(
             words=_creation_words(project),
-            claimed_at=core.parse_time(status.environment_requested_at) or now,
+            claimed_at=parse_time(status.environment_requested_at) or now,
             settle=cfg.start_settle,
-            stalled=core.stalled_message(status),
+            stalled=stalled_message(status),
             annotation=run.annotations.get(ADOPT_ENVIRONMENT_ANNOTATION, ""),
             # The look is by the run's name in the spec's project: all it finds may be ours.
             found=(
@@ -424,36 +365,36 @@ def _create(
         ),
         now,
     )
-    events = tuple(core.Event(n.type, n.reason, n.message) for n in (outcome.event,) if n)
+    events = tuple(Event(n.type, n.reason, n.message) for n in (outcome.event,) if n)
     step = exactly_once.Step
     if outcome.step is step.AWAIT_PERSON:
-        return core.Decision(core._observe(status, run.generation))
+        return Decision(observed(status, run.generation))
     if outcome.step is step.ADOPT and outcome.chosen is not None:
         chosen = outcome.chosen
         new = replace(status, environment_id=chosen.id, environment_phase=chosen.phase)
         ready = _ready_reason(chosen.phase)
-        return core.Decision(_waiting(run, new, now, ready, outcome.message), events=events)
+        return Decision(_waiting(run, new, now, ready, outcome.message), events=events)
     if outcome.step is step.CREATE_AGAIN:
         new = replace(status, environment_requested_at="")
-        return core.Decision(_waiting(run, new, now, "Creating", outcome.message), events=events)
+        return Decision(_waiting(run, new, now, "Creating", outcome.message), events=events)
     if outcome.step is step.STALL:
-        stalled = core._conditions(
+        stalled = set_conditions(
             _ready(run, status, now, "False", "Creating", outcome.message),
             run.generation,
             now,
             succeeded=("Unknown", "EnvironmentOutcomeUnknown", outcome.message),
             stalled=("True", "EnvironmentOutcomeUnknown", outcome.message),
         )
-        return core.Decision(stalled, events=events)
+        return Decision(stalled, events=events)
     action = None
     if outcome.step is step.LOOK:
-        action = core.Action(core.ActionKind.FIND_ENVIRONMENTS)
+        action = Action(ActionKind.FIND_ENVIRONMENTS)
     elif outcome.step is step.READ_NAMED:
-        action = core.Action(
-            core.ActionKind.GET_ENVIRONMENT, environment_id=outcome.name, reason=ADOPT_LOOKUP
+        action = Action(
+            ActionKind.GET_ENVIRONMENT, environment_id=outcome.name, reason=ADOPT_LOOKUP
         )
     shown = transient if outcome.trouble is exactly_once.Trouble.OUTAGE else None
-    return core.Decision(
+    return Decision(
         _waiting(run, status, now, "Creating", outcome.message, shown),
         action=action,
         requeue_after=outcome.requeue,
@@ -483,7 +424,7 @@ def _creation_words(project: FromProject) -> exactly_once.Words:
     )
 
 
-def _made_for(run: core.TaskRun, project: FromProject, env: RemoteEnvironment) -> bool:
+def _made_for(run: TaskRun, project: FromProject, env: RemoteEnvironment) -> bool:
     """Whether an environment was created for this very run: named after it (the name
     carries its uid) in the project its spec names."""
     return (
@@ -494,37 +435,34 @@ def _made_for(run: core.TaskRun, project: FromProject, env: RemoteEnvironment) -
 
 
 def _while_started(
-    run: core.TaskRun,
-    spec: core.Spec,
+    run: TaskRun,
+    spec: Spec,
     env_spec: EnvironmentSpec,
-    obs: core.Observation,
+    obs: Observation,
     now: datetime,
-    cfg: core.Settings,
-    rest: Callable[[core.TaskRun], core.Decision],
-) -> core.Decision:
+    cfg: Settings,
+) -> Decision | GoAhead:
     status = run.status
     exec_id = status.task_execution_id
     if not exec_id:
-        return rest(run)  # a start whose outcome is being resolved: the core's business
+        return GoAhead(run)  # a start whose outcome is being resolved: the start's business
     if _ready_reason_now(status) == START_REFUSED:
         # The start went through after all: the environment runs.
         msg = f"environment {status.environment_id} is running"
         status = _ready(run, status, now, "True", "Running", msg)
     execution = obs.execution if obs.execution and obs.execution.id == exec_id else None
-    phase = (
-        execution.phase if execution and execution.phase else core.Phase.from_remote(status.phase)
-    )
+    phase = execution.phase if execution and execution.phase else Phase.from_remote(status.phase)
     stopped_by_us = bool(status.stop_requested_at) and status.stop_reason != "EnvironmentStopped"
-    if phase is core.Phase.SUCCEEDED or stopped_by_us:
-        return rest(replace(run, status=status))
+    if phase is Phase.SUCCEEDED or stopped_by_us:
+        return GoAhead(replace(run, status=status))
     final = phase is not None and phase.final
     if not env_spec.look_first and not status.environment_checked_at:
         # Without spec.environment the keep-alive clock starts when the execution is first
         # followed (its environment was running when it started), and goes out with the
         # status write that records the execution: a run shorter than one period makes no
         # environment call at all. With it, the first look and signal come at once.
-        status = replace(status, environment_checked_at=core.rfc3339(now))
-    checked = core.parse_time(status.environment_checked_at)
+        status = replace(status, environment_checked_at=rfc3339(now))
+    checked = parse_time(status.environment_checked_at)
     due_at = checked + cfg.keepalive if checked is not None else now
     due = now >= due_at
     env = obs.environment
@@ -533,46 +471,39 @@ def _while_started(
     # call; its execution says how it ended.
     wanted = due or (final and env_spec.look_first) or status.stop_reason == "EnvironmentStopped"
     if env is None and wanted and not obs.environment_looked:
-        return core.Decision(
-            core._observe(status, run.generation),
+        return Decision(
+            observed(status, run.generation),
             action=_get(status, spec, execution),
             track=exec_id,
         )
     if env is None and due and obs.environment_looked:
         # The look was refused (a token without rights on environments, say): the run is
         # followed without it, and the next look comes a period later, not at once.
-        status = replace(status, environment_checked_at=core.rfc3339(now))
+        status = replace(status, environment_checked_at=rfc3339(now))
         due_at = now + cfg.keepalive
     if env is not None:
         status = replace(status, environment_id=env.id, environment_phase=env.phase)
-        if env.failure_message or env.phase in _DOWN:
+        if env.failure_message or env.phase in DOWN_PHASES:
             return _lost(run, status, env, phase, now)
         if due:
-            status = replace(status, environment_checked_at=core.rfc3339(now))
+            status = replace(status, environment_checked_at=rfc3339(now))
             due_at = now + cfg.keepalive
             if env_spec.keep_alive and not final:
-                return core.Decision(
+                return Decision(
                     status,
-                    action=core.Action(
-                        core.ActionKind.MARK_ENVIRONMENT_ACTIVE, environment_id=env.id
-                    ),
+                    action=Action(ActionKind.MARK_ENVIRONMENT_ACTIVE, environment_id=env.id),
                     track=exec_id,
                 )
-    decision = rest(replace(run, status=status))
-    if decision.status.finished or decision.action is not None:
-        return decision  # an action comes first; the next decision sets the wait
-    wait = max((due_at - now).total_seconds(), 0.1)
-    requeue = decision.requeue_after
-    return replace(decision, requeue_after=wait if requeue is None else min(requeue, wait))
+    return GoAhead(replace(run, status=status), look_again_at=due_at)
 
 
 def _lost(
-    run: core.TaskRun,
-    status: core.Status,
+    run: TaskRun,
+    status: Status,
     env: RemoteEnvironment,
-    phase: core.Phase | None,
+    phase: Phase | None,
     now: datetime,
-) -> core.Decision:
+) -> Decision:
     """The environment stopped or failed under a started execution."""
     failed = bool(env.failure_message)
     reason = "EnvironmentFailed" if failed else "EnvironmentStopped"
@@ -582,22 +513,18 @@ def _lost(
     status = _ready(run, status, now, "False", "Failed" if failed else "Stopped", msg)
     if phase is not None and phase.final:
         return _fail(run, status, now, reason, msg, "Failed" if failed else "Stopped")
-    stop_at = core.parse_time(status.stop_requested_at)
+    stop_at = parse_time(status.stop_requested_at)
     if stop_at is not None and now < stop_at + _STOP_GRACE:
         # Stopped already: wait (a little) for the execution to end, so the run's phase
         # says how it ended.
-        return core.Decision(
-            core._pending(run, status, now, reason, msg), track=exec_id, requeue_after=2.0
-        )
+        return Decision(pending(run, status, now, reason, msg), track=exec_id, requeue_after=2.0)
     if not status.stop_requested_at:
         # Make sure it ends, then end the run with the environment's reason.
-        new = replace(status, stop_requested_at=core.rfc3339(now), stop_reason="EnvironmentStopped")
-        new = core._pending(run, new, now, reason, msg)
-        return core.Decision(
+        new = replace(status, stop_requested_at=rfc3339(now), stop_reason="EnvironmentStopped")
+        new = pending(run, new, now, reason, msg)
+        return Decision(
             new,
-            action=core.Action(
-                core.ActionKind.STOP, execution_id=exec_id, reason="EnvironmentStopped"
-            ),
+            action=Action(ActionKind.STOP, execution_id=exec_id, reason="EnvironmentStopped"),
             track=exec_id,
         )
     return _fail(run, status, now, reason, msg, "Failed" if failed else "Stopped")
@@ -607,12 +534,9 @@ def _lost(
 _STOP_GRACE = timedelta(seconds=30)
 
 
-# ----------------------------------------------------------------------- clean-up
-
-
 def _cleanup_action(
-    run: core.TaskRun, env_spec: EnvironmentSpec | None, obs: core.Observation
-) -> core.Action | None:
+    run: TaskRun, env_spec: EnvironmentSpec | None, obs: Observation
+) -> Action | None:
     """What an environment created for this run still needs when the run is over."""
     if env_spec is None or env_spec.from_project is None or env_spec.cleanup is Cleanup.KEEP:
         return None
@@ -622,55 +546,52 @@ def _cleanup_action(
     if not status.environment_id and not status.environment_requested_at:
         return None
     phase = status.environment_phase
-    done = _GONE if env_spec.cleanup is Cleanup.DELETE else _GONE | {STOPPING, STOPPED}
+    done = GONE_PHASES if env_spec.cleanup is Cleanup.DELETE else GONE_PHASES | {STOPPING, STOPPED}
     if status.environment_id and phase in done:
         return None
-    return core.Action(
-        core.ActionKind.CLEAN_UP_ENVIRONMENT,
+    return Action(
+        ActionKind.CLEAN_UP_ENVIRONMENT,
         environment_id=status.environment_id,
         reason=env_spec.cleanup.value,
     )
 
 
-def after_finish(run: core.TaskRun, spec: core.Spec, obs: core.Observation) -> core.Decision | None:
+def after_finish(run: TaskRun, spec: Spec, obs: Observation) -> Decision | None:
     """A run that is over: clean up the environment made for it, if it still needs it."""
     action = _cleanup_action(run, spec.environment, obs)
-    if action is None or obs.connection.access is not core.Access.READY:
+    if action is None or obs.connection.access is not Access.READY:
         return None
-    return core.Decision(core._observe(run.status, run.generation), action=action)
+    return Decision(observed(run.status, run.generation), action=action)
 
 
-def on_delete(run: core.TaskRun, spec: core.Spec, obs: core.Observation) -> core.Action | None:
+def on_delete(run: TaskRun, spec: Spec, obs: Observation) -> Action | None:
     """A deleted TaskRun (deletionPolicy Stop): its environment goes as `cleanup` says."""
     return _cleanup_action(run, spec.environment, obs)
 
 
-# ------------------------------------------------------------------ action results
-
-
 def apply_result(
-    run: core.TaskRun,
-    action: core.Action,
-    result: core.Result,
-    obs: core.Observation,
+    run: TaskRun,
+    action: Action,
+    result: Result,
+    obs: Observation,
     now: datetime,
-) -> tuple[core.TaskRun, core.Observation, tuple[core.Event, ...]]:
+) -> tuple[TaskRun, Observation, tuple[Event, ...]]:
     status = run.status
     failure = result.failure
     kind = action.kind
-    events: list[core.Event] = []
+    events: list[Event] = []
     obs = replace(obs, remote_failure=failure if failure and failure.transient else None)
-    if kind is core.ActionKind.GET_ENVIRONMENT:
+    if kind is ActionKind.GET_ENVIRONMENT:
         obs = replace(obs, environment_looked=True)
-    if kind is core.ActionKind.GET_ENVIRONMENT and action.reason == ADOPT_LOOKUP:
+    if kind is ActionKind.GET_ENVIRONMENT and action.reason == ADOPT_LOOKUP:
         # A person's choice that cannot be read is refused (by _create), never a failure
         # of the run; an outage is looked at again.
         return run, replace(obs, environment=result.environment), ()
     started = bool(status.task_execution_id)
 
-    if kind is core.ActionKind.CLEAN_UP_ENVIRONMENT:
+    if kind is ActionKind.CLEAN_UP_ENVIRONMENT:
         obs = replace(obs, environment_cleaned=True)
-        gone = failure is not None and failure.kind is core.FailureKind.NOT_FOUND
+        gone = failure is not None and failure.kind is FailureKind.NOT_FOUND
         if failure is None or gone:
             deleting = action.reason == Cleanup.DELETE.value
             phase = DELETING if deleting else STOPPING
@@ -684,7 +605,7 @@ def apply_result(
             if not gone and status.environment_id:
                 verb = "deleting" if deleting else "stopping"
                 events.append(
-                    core.Event(
+                    Event(
                         "Normal",
                         "EnvironmentDeleted" if deleting else "EnvironmentStopped",
                         f"{verb} environment {status.environment_id} created for this run",
@@ -694,50 +615,48 @@ def apply_result(
             obs = replace(obs, environment_cleaned=False)
         else:
             msg = f"could not clean up environment {action.environment_id}: {failure.message}"
-            events.append(core.Event("Warning", "EnvironmentCleanupFailed", msg))
+            events.append(Event("Warning", "EnvironmentCleanupFailed", msg))
         return replace(run, status=status), obs, tuple(events)
 
     if failure is not None and failure.transient:
-        if kind is core.ActionKind.CREATE_ENVIRONMENT:
+        if kind is ActionKind.CREATE_ENVIRONMENT:
             # Refused before it was sent, or 429: nothing was created, the claim is void.
             status = replace(status, environment_requested_at="")
         if not (status.finished or started):
-            status = core._pending(run, status, now, "Waiting", failure.message, failure)
+            status = pending(run, status, now, "Waiting", failure.message, failure)
         # A started run keeps its conditions: its execution is still followed.
         return replace(run, status=status), obs, ()
 
-    if failure is not None and started and failure.kind is not core.FailureKind.NOT_FOUND:
+    if failure is not None and started and failure.kind is not FailureKind.NOT_FOUND:
         # A refused look or signal during the run does not end it: the execution is still
         # followed, and the next period tries again.
         return replace(run, status=status), obs, ()
 
     if failure is not None:
-        if kind is core.ActionKind.CREATE_ENVIRONMENT and (
-            failure.kind is core.FailureKind.OUTCOME_UNKNOWN
-        ):
+        if kind is ActionKind.CREATE_ENVIRONMENT and (failure.kind is FailureKind.OUTCOME_UNKNOWN):
             msg = f"the outcome of CreateEnvironmentFromProject is unknown: {failure.message}"
-            status = core._pending(run, status, now, "EnvironmentOutcomeUnknown", msg)
-            events.append(core.Event("Warning", "EnvironmentOutcomeUnknown", msg))
+            status = pending(run, status, now, "EnvironmentOutcomeUnknown", msg)
+            events.append(Event("Warning", "EnvironmentOutcomeUnknown", msg))
             return replace(run, status=status), obs, tuple(events)
-        if kind is core.ActionKind.MARK_ENVIRONMENT_ACTIVE:
+        if kind is ActionKind.MARK_ENVIRONMENT_ACTIVE:
             # A refused signal is looked at again on the next period, with the environment.
             return replace(run, status=status), obs, ()
-        if kind is core.ActionKind.FIND_ENVIRONMENTS and failure.reason == "MethodNotServed":
+        if kind is ActionKind.FIND_ENVIRONMENTS and failure.reason == "MethodNotServed":
             # remote.METHOD_NOT_SERVED: ListEnvironments would be refused again, so the run
             # waits for a person, who can look by the name the message gives. The claim
             # stays: nothing more is created.
             msg = failure.message
-            status = core._conditions(
+            status = set_conditions(
                 _ready(run, status, now, "False", "Creating", msg),
                 run.generation,
                 now,
                 succeeded=("Unknown", "EnvironmentOutcomeUnknown", msg),
                 stalled=("True", "EnvironmentOutcomeUnknown", msg),
             )
-            events.append(core.Event("Warning", "EnvironmentOutcomeUnknown", msg))
+            events.append(Event("Warning", "EnvironmentOutcomeUnknown", msg))
             return replace(run, status=status), obs, tuple(events)
-        created = kind is core.ActionKind.CREATE_ENVIRONMENT
-        reason = core.refusal_reason(
+        created = kind is ActionKind.CREATE_ENVIRONMENT
+        reason = refusal_reason(
             failure.kind,
             not_found="ProjectNotFound" if created else "EnvironmentNotFound",
             invalid="InvalidEnvironment",
@@ -749,24 +668,24 @@ def apply_result(
         return replace(run, status=decision.status), obs, decision.events
 
     env = result.environment
-    if kind is core.ActionKind.GET_ENVIRONMENT and env is not None:
+    if kind is ActionKind.GET_ENVIRONMENT and env is not None:
         obs = replace(obs, environment=env)
-    elif kind is core.ActionKind.CREATE_ENVIRONMENT and env is not None:
+    elif kind is ActionKind.CREATE_ENVIRONMENT and env is not None:
         status = replace(status, environment_id=env.id, environment_phase=env.phase)
         obs = replace(obs, environment=env)
         events.append(
-            core.Event("Normal", "EnvironmentCreated", f"created environment {env.id} for this run")
+            Event("Normal", "EnvironmentCreated", f"created environment {env.id} for this run")
         )
-    elif kind is core.ActionKind.FIND_ENVIRONMENTS:
+    elif kind is ActionKind.FIND_ENVIRONMENTS:
         obs = replace(obs, environment_candidates=result.environments or ())
-    elif kind is core.ActionKind.START_ENVIRONMENT:
+    elif kind is ActionKind.START_ENVIRONMENT:
         obs = replace(obs, environment=None)  # read it again to see it starting
     return replace(run, status=status), obs, tuple(events)
 
 
 def start_refused(
-    run: core.TaskRun, failure: core.RemoteFailure, obs: core.Observation, now: datetime
-) -> tuple[core.TaskRun, core.Observation, tuple[core.Event, ...]]:
+    run: TaskRun, failure: RemoteFailure, obs: Observation, now: datetime
+) -> tuple[TaskRun, Observation, tuple[Event, ...]]:
     """StartTask said failed_precondition: the environment is not running (a run without
     spec.environment learns it so; with it, the environment stopped between the look and
     the start). Nothing was started, so the claim is void and the next start is claimed
@@ -785,8 +704,8 @@ def start_refused(
                 f"StartTask was refused although environment {seen.id} is running: "
                 f"{failure.message}"
             )
-            status = core._finish(run, status, now, "InvalidTask", msg, ok=False)
-            return replace(run, status=status), obs, (core.Event("Warning", "InvalidTask", msg),)
+            status = finish(run, status, now, "InvalidTask", msg, ok=False)
+            return replace(run, status=status), obs, (Event("Warning", "InvalidTask", msg),)
         msg = (
             f"StartTask was refused although environment {seen.id} was running: "
             f"{failure.message}; looking at the environment again"

@@ -3,7 +3,7 @@ end of a log as it streams by, how the tail is cut to its bounds, what it adds t
 status and to the run's Event, and when a cached logs token must be renewed.
 
 No I/O: `logtail` (the edge) reads the log and calls these. Every rule is a row in
-`tests/unit/test_logtail_core.py`.
+`tests/unit/test_logtail_rules.py`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
-from .core import SUCCEEDED, Condition, Phase, Status, parse_time
 from .linecut import cut_line, split_cut
+from .model import SUCCEEDED, Condition, Phase, Status, parse_time
 
 DEFAULT_TAIL_LINES: Final = 20
 MAX_TAIL_LINES: Final = 100  # the CRD's bound on spec.logs.tailLines

@@ -1,6 +1,7 @@
 """Retries and clean-up: the pure rules of `spec.retries` and `spec.ttlSecondsAfterFinished`.
 
-Part of the pure core: `core.decide` calls these at a few named points. No I/O.
+Part of the pure rules: `pipeline.decide`, `start` and `running` call these at a few
+named points. No I/O.
 
 Retries. A TaskRun has at most `spec.retries + 1` attempts. An attempt whose execution
 ends FAILED remotely is followed by the next one after a back-off (the base setting,
@@ -10,8 +11,8 @@ refusal before a start (NotPermitted, TaskNotFound, Unauthorized, Forbidden, Inv
 end the run as they do without retries. `spec.timeout` bounds each attempt's execution.
 
 At most one execution per attempt. Every attempt starts through the same start claim as
-a run without retries (see `core._decide_start`), and the claim names its attempt
-(`core.CLAIM_ATTEMPT_ANNOTATION`):
+a run without retries (see `start.decide_start`), and the claim names its attempt
+(`model.CLAIM_ATTEMPT_ANNOTATION`):
 - The move from attempt N to N+1 is one status write: attempt N's execution goes into
   `status.attempts[]`, the execution id is cleared and attempt N's claim is voided. The
   reconciler writes it at once, before anything else happens for the TaskRun.
@@ -24,42 +25,34 @@ crash, lost answer or second replica can make more attempts than the spec allows
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
-from . import core
 from .backoff import exponential
+from .conditions import pending
+from .model import (
+    SUCCEEDED,
+    Action,
+    ActionKind,
+    Decision,
+    Event,
+    RemoteExecution,
+    Settings,
+    Spec,
+    Status,
+    TaskRun,
+    parse_time,
+    rfc3339,
+)
 
-MAX_RETRIES = 10
-# A year: a longer wait is better said by leaving spec.ttlSecondsAfterFinished out.
-MAX_TTL_SECONDS = 365 * 24 * 3600
 BACKOFF_CAP_SECONDS = 300.0
+
+
 RETRYING = "Retrying"
+
+
 _MESSAGE_LIMIT = 512
-
-
-def parse_lifecycle(spec: Mapping[str, Any]) -> tuple[int, timedelta | None]:
-    """`spec.retries` and `spec.ttlSecondsAfterFinished`; InvalidSpec when out of range
-    (the CRD rejects those at apply time; this guards objects that skipped it)."""
-    retries = spec.get("retries")
-    if retries is None:
-        retries = 0
-    if isinstance(retries, bool) or not isinstance(retries, int):
-        raise core.InvalidSpec(f"spec.retries {retries!r} is not a whole number")
-    if not 0 <= retries <= MAX_RETRIES:
-        raise core.InvalidSpec(f"spec.retries {retries} must be from 0 to {MAX_RETRIES}")
-    ttl_raw = spec.get("ttlSecondsAfterFinished")
-    if ttl_raw is None:
-        return retries, None
-    if isinstance(ttl_raw, bool) or not isinstance(ttl_raw, int):
-        raise core.InvalidSpec(f"spec.ttlSecondsAfterFinished {ttl_raw!r} is not a whole number")
-    if not 0 <= ttl_raw <= MAX_TTL_SECONDS:
-        raise core.InvalidSpec(
-            f"spec.ttlSecondsAfterFinished {ttl_raw} must be from 0 to {MAX_TTL_SECONDS}"
-        )
-    return retries, timedelta(seconds=ttl_raw)
 
 
 def backoff(failed_attempt: int, base: float) -> float:
@@ -67,16 +60,16 @@ def backoff(failed_attempt: int, base: float) -> float:
     return exponential(base, failed_attempt - 1, BACKOFF_CAP_SECONDS)
 
 
-def current_attempt(status: core.Status) -> int:
+def current_attempt(status: Status) -> int:
     return max(status.attempt, 1)
 
 
-def past_executions(status: core.Status) -> frozenset[str]:
+def past_executions(status: Status) -> frozenset[str]:
     """The executions of attempts that are over: never adopted for a later one."""
     return frozenset(str(a.get("executionId")) for a in status.attempts if a.get("executionId"))
 
 
-def void_stale_claim(status: core.Status) -> core.Status:
+def void_stale_claim(status: Status) -> Status:
     """A start claim made for an earlier attempt than the current one starts nothing."""
     if status.start_requested_at and 0 < status.claim_attempt < current_attempt(status):
         return replace(status, start_requested_at="", claim_attempt=0)
@@ -84,18 +77,18 @@ def void_stale_claim(status: core.Status) -> core.Status:
 
 
 def candidates_of_attempt(
-    candidates: Sequence[core.RemoteExecution],
-    status: core.Status,
+    candidates: Sequence[RemoteExecution],
+    status: Status,
     since: datetime,
     now: datetime,
-) -> list[core.RemoteExecution]:
+) -> list[RemoteExecution]:
     """The executions an unknown start of the current attempt may have made: none that an
     earlier attempt recorded and, after the first attempt, only those created since the
     claim (`since` allows for clock skew)."""
     past = past_executions(status)
     kept = [c for c in candidates if c.id not in past]
     if current_attempt(status) > 1:
-        kept = [c for c in kept if (core.parse_time(c.created_at) or now) >= since]
+        kept = [c for c in kept if (parse_time(c.created_at) or now) >= since]
     return kept
 
 
@@ -103,7 +96,7 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
 
 
-def _retrying_message(spec: core.Spec, status: core.Status) -> str:
+def _retrying_message(spec: Spec, status: Status) -> str:
     last = status.attempts[-1] if status.attempts else {}
     why = str(last.get("failureMessage") or "the task execution failed")
     return _shorten(
@@ -120,8 +113,8 @@ def _second_after(moment: datetime) -> datetime:
 
 
 def retry_after_failure(
-    run: core.TaskRun, spec: core.Spec, status: core.Status, now: datetime, cfg: core.Settings
-) -> core.Decision | None:
+    run: TaskRun, spec: Spec, status: Status, now: datetime, cfg: Settings
+) -> Decision | None:
     """The move to the next attempt after the current one's execution FAILED, or None
     when the run ends here (no retries left, or a stop was asked)."""
     attempt = current_attempt(status)
@@ -147,7 +140,7 @@ def retry_after_failure(
         status,
         attempt=attempt + 1,
         attempts=(*status.attempts, record),
-        next_attempt_at=core.rfc3339(next_at),
+        next_attempt_at=rfc3339(next_at),
         task_execution_id="",
         phase="",
         status_version="",
@@ -163,27 +156,25 @@ def retry_after_failure(
         claim_attempt=status.claim_attempt if ahead else 0,
     )
     message = _retrying_message(spec, new)
-    return core.Decision(
-        core._pending(run, new, now, RETRYING, message),
+    return Decision(
+        pending(run, new, now, RETRYING, message),
         track=None,
         requeue_after=(next_at - now).total_seconds(),
-        events=(
-            core.Event("Warning", RETRYING, f"execution {status.task_execution_id}: {message}"),
-        ),
+        events=(Event("Warning", RETRYING, f"execution {status.task_execution_id}: {message}"),),
     )
 
 
-def wait_to_retry(run: core.TaskRun, spec: core.Spec, now: datetime) -> core.Decision | None:
+def wait_to_retry(run: TaskRun, spec: Spec, now: datetime) -> Decision | None:
     """While the back-off before the next attempt lasts: Retrying, and look again then."""
     status = run.status
-    due = core.parse_time(status.next_attempt_at)
+    due = parse_time(status.next_attempt_at)
     if due is None or now >= due:
         return None
-    pending = core._pending(run, status, now, RETRYING, _retrying_message(spec, status))
-    return core.Decision(pending, requeue_after=(due - now).total_seconds())
+    waiting = pending(run, status, now, RETRYING, _retrying_message(spec, status))
+    return Decision(waiting, requeue_after=(due - now).total_seconds())
 
 
-def failed_message(spec: core.Spec, status: core.Status) -> str:
+def failed_message(spec: Spec, status: Status) -> str:
     message = status.failure_message or "the task execution failed"
     attempt = current_attempt(status)
     if spec.retries and attempt > spec.retries:
@@ -191,7 +182,7 @@ def failed_message(spec: core.Spec, status: core.Status) -> str:
     return message
 
 
-def never_started_message(status: core.Status) -> str:
+def never_started_message(status: Status) -> str:
     if status.attempts:
         return (
             f"spec.desiredPhase is STOPPED: stopped while waiting to retry; attempt "
@@ -200,36 +191,33 @@ def never_started_message(status: core.Status) -> str:
     return "spec.desiredPhase is STOPPED: the task was never started"
 
 
-# ------------------------------------------------------------------------ clean-up
-
-
-def finished_at(status: core.Status) -> datetime | None:
+def finished_at(status: Status) -> datetime | None:
     """When the run ended: the execution's completedAt, else when Succeeded became final
     (a run that ended before any execution, e.g. NotPermitted)."""
-    ended = core.parse_time(status.completed_at)
+    ended = parse_time(status.completed_at)
     if ended is not None:
         return ended
-    succeeded = status.condition(core.SUCCEEDED)
-    return core.parse_time(succeeded.last_transition_time) if succeeded else None
+    succeeded = status.condition(SUCCEEDED)
+    return parse_time(succeeded.last_transition_time) if succeeded else None
 
 
-def decide_finished(run: core.TaskRun, spec: core.Spec, now: datetime) -> core.Decision:
+def decide_finished(run: TaskRun, spec: Spec, now: datetime) -> Decision:
     """A finished TaskRun: nothing to do, unless spec.ttlSecondsAfterFinished is over."""
     status = replace(run.status, observed_generation=run.generation)
     ttl = spec.ttl_after_finished
     ended = finished_at(status)
     if ttl is None or ended is None:
-        return core.Decision(status=status)
+        return Decision(status=status)
     due = ended + ttl
     if now < due:
-        return core.Decision(status=status, requeue_after=(due - now).total_seconds())
+        return Decision(status=status, requeue_after=(due - now).total_seconds())
     seconds = int(ttl.total_seconds())
     message = (
-        f"deleting the TaskRun: finished at {core.rfc3339(ended)}, "
+        f"deleting the TaskRun: finished at {rfc3339(ended)}, "
         f"spec.ttlSecondsAfterFinished is {seconds}"
     )
-    return core.Decision(
+    return Decision(
         status=status,
-        action=core.Action(core.ActionKind.DELETE_TASKRUN),
-        events=(core.Event("Normal", "Expired", message),),
+        action=Action(ActionKind.DELETE_TASKRUN),
+        events=(Event("Normal", "Expired", message),),
     )

@@ -1,4 +1,4 @@
-"""The pure core of TaskRunSchedules: reading a schedule, which slot is due, what to do
+"""The pure rules of TaskRunSchedules: reading a schedule, which slot is due, what to do
 about runs still active, which finished runs to prune, and the schedule's new status.
 
 A slot is one time the cron expression names, in the schedule's time zone. Its TaskRun is
@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from . import core
+from .model import SUCCEEDED, Condition, Event, InvalidSpec, Status, parse_time, rfc3339
+from .spec import parse_spec as parse_taskrun_spec
 
 KIND, PLURAL = "TaskRunSchedule", "taskrunschedules"
 API_VERSION = "automation.ona.com/v1alpha1"
@@ -158,8 +159,8 @@ def parse_spec(raw: Mapping[str, Any]) -> ScheduleSpec:
     if not isinstance(template, Mapping) or not isinstance(template.get("spec"), Mapping):
         raise InvalidSchedule("InvalidTemplate", "spec.taskRunTemplate.spec must be a TaskRun spec")
     try:
-        core.parse_spec(template["spec"])
-    except core.InvalidSpec as exc:
+        parse_taskrun_spec(template["spec"])
+    except InvalidSpec as exc:
         raise InvalidSchedule("InvalidTemplate", f"spec.taskRunTemplate.spec: {exc}") from None
     meta = template.get("metadata") or {}
     return ScheduleSpec(
@@ -223,7 +224,7 @@ def parse_schedule(body: Mapping[str, Any]) -> Schedule:
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         generation=int(meta.get("generation") or 0),
-        created=core.parse_time(str(meta.get("creationTimestamp", ""))) or datetime.now(UTC),
+        created=parse_time(str(meta.get("creationTimestamp", ""))) or datetime.now(UTC),
         spec=spec,
         status=dict(body.get("status") or {}),
     )
@@ -243,18 +244,16 @@ def owner_uid(body: Mapping[str, Any]) -> str:
 
 def parse_run(body: Mapping[str, Any]) -> Run:
     meta = body.get("metadata") or {}
-    status = core.Status.from_dict(body.get("status"))
-    succeeded = status.condition(core.SUCCEEDED)
+    status = Status.from_dict(body.get("status"))
+    succeeded = status.condition(SUCCEEDED)
     outcome = Outcome.ACTIVE
     completed: datetime | None = None
     if succeeded is not None and succeeded.status in ("True", "False"):
         outcome = Outcome.SUCCEEDED if succeeded.status == "True" else Outcome.FAILED
-        completed = core.parse_time(status.completed_at) or core.parse_time(
-            succeeded.last_transition_time
-        )
+        completed = parse_time(status.completed_at) or parse_time(succeeded.last_transition_time)
     annotations = meta.get("annotations") or {}
-    created = core.parse_time(str(meta.get("creationTimestamp", ""))) or datetime.now(UTC)
-    slot = core.parse_time(str(annotations.get(SCHEDULED_AT_ANNOTATION, ""))) or created
+    created = parse_time(str(meta.get("creationTimestamp", ""))) or datetime.now(UTC)
+    slot = parse_time(str(annotations.get(SCHEDULED_AT_ANNOTATION, ""))) or created
     return Run(
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
@@ -278,7 +277,7 @@ def run_manifest(schedule: Schedule, spec: ScheduleSpec, slot: datetime) -> dict
             "name": run_name(schedule.name, slot),
             "namespace": schedule.namespace,
             "labels": {**spec.labels, SCHEDULE_LABEL: schedule.name},
-            "annotations": {**spec.annotations, SCHEDULED_AT_ANNOTATION: core.rfc3339(slot)},
+            "annotations": {**spec.annotations, SCHEDULED_AT_ANNOTATION: rfc3339(slot)},
             "ownerReferences": [
                 {
                     "apiVersion": API_VERSION,
@@ -342,12 +341,12 @@ class Plan:
     slot: datetime | None = None
     replace: tuple[Run, ...] = ()
     prune: tuple[Run, ...] = ()
-    events: tuple[core.Event, ...] = ()
+    events: tuple[Event, ...] = ()
     active: tuple[Run, ...] = ()
     last_schedule: datetime | None = None
     last_successful: datetime | None = None
     next: datetime | None = None
-    ready: core.Condition | None = None
+    ready: Condition | None = None
     requeue_after: float | None = None
 
 
@@ -364,8 +363,8 @@ def _prunable(runs: Sequence[Run], outcome: Outcome, limit: int) -> tuple[Run, .
 def decide(schedule: Schedule, runs: Sequence[Run], now: datetime) -> Plan:
     """From the schedule, the TaskRuns it owns and the time: the plan of this look."""
     status = schedule.status
-    last = core.parse_time(str(status.get("lastScheduleTime") or ""))
-    last_ok = core.parse_time(str(status.get("lastSuccessfulTime") or ""))
+    last = parse_time(str(status.get("lastScheduleTime") or ""))
+    last_ok = parse_time(str(status.get("lastSuccessfulTime") or ""))
     for run in runs:
         if run.outcome is Outcome.SUCCEEDED and run.completed_at is not None:
             last_ok = max(last_ok, run.completed_at) if last_ok else run.completed_at
@@ -373,7 +372,7 @@ def decide(schedule: Schedule, runs: Sequence[Run], now: datetime) -> Plan:
     spec = schedule.spec
     base = Plan(active=active, last_schedule=last, last_successful=last_ok)
     if isinstance(spec, InvalidSchedule):
-        return replace(base, ready=core.Condition(READY, "False", spec.reason, str(spec)))
+        return replace(base, ready=Condition(READY, "False", spec.reason, str(spec)))
     prune = _prunable(runs, Outcome.SUCCEEDED, spec.successful_limit) + _prunable(
         runs, Outcome.FAILED, spec.failed_limit
     )
@@ -385,10 +384,10 @@ def decide(schedule: Schedule, runs: Sequence[Run], now: datetime) -> Plan:
         requeue_after=_until(due.next, now),
         ready=_ready(spec),
     )
-    events: list[core.Event] = []
+    events: list[Event] = []
     if due.too_many:
         events.append(
-            core.Event(
+            Event(
                 "Warning",
                 "TooManyMissedTimes",
                 f"more than {MAX_MISSED} slots were missed; only the most recent runs. "
@@ -403,7 +402,7 @@ def decide(schedule: Schedule, runs: Sequence[Run], now: datetime) -> Plan:
         and slot + timedelta(seconds=spec.starting_deadline) < now
     ):
         events.append(
-            core.Event("Warning", "MissedSchedule", f"missed the {_stamp(slot)} slot: too late")
+            Event("Warning", "MissedSchedule", f"missed the {_stamp(slot)} slot: too late")
         )
         return replace(plan, events=tuple(events))
     name = run_name(schedule.name, slot)
@@ -413,7 +412,7 @@ def decide(schedule: Schedule, runs: Sequence[Run], now: datetime) -> Plan:
     if active and spec.concurrency is Concurrency.FORBID:
         names = ", ".join(r.name for r in active)
         events.append(
-            core.Event(
+            Event(
                 "Normal",
                 "AlreadyActive",
                 f"not starting the {_stamp(slot)} run: {names} still active "
@@ -423,7 +422,7 @@ def decide(schedule: Schedule, runs: Sequence[Run], now: datetime) -> Plan:
         return replace(plan, events=tuple(events))
     replaced = active if spec.concurrency is Concurrency.REPLACE else ()
     events += [
-        core.Event(
+        Event(
             "Normal",
             "Replaced",
             f"deleted TaskRun {r.name}, still active, for the {_stamp(slot)} run "
@@ -440,10 +439,10 @@ def decide(schedule: Schedule, runs: Sequence[Run], now: datetime) -> Plan:
     )
 
 
-def _ready(spec: ScheduleSpec) -> core.Condition:
+def _ready(spec: ScheduleSpec) -> Condition:
     if spec.suspend:
-        return core.Condition(READY, "True", "Suspended", "spec.suspend is true: no new runs")
-    return core.Condition(
+        return Condition(READY, "True", "Suspended", "spec.suspend is true: no new runs")
+    return Condition(
         READY, "True", "Scheduled", f"runs at {spec.cron.text!r} ({spec.cron.time_zone})"
     )
 
@@ -479,7 +478,7 @@ REFUSED_RETRY = 30.0
 
 def settle(
     schedule: Schedule, plan: Plan, outcome: CreateOutcome | None, now: datetime
-) -> tuple[dict[str, Any], tuple[core.Event, ...], float | None]:
+) -> tuple[dict[str, Any], tuple[Event, ...], float | None]:
     """The schedule's new status once the plan's create is known, the Events to post,
     and when to look again."""
     last, active, ready = plan.last_schedule, plan.active, plan.ready
@@ -493,15 +492,13 @@ def settle(
                 active = (*active, Run(outcome.name, outcome.uid, slot))
             if outcome.kind is Created.CREATED:
                 events.append(
-                    core.Event(
-                        "Normal", "Created", f"created TaskRun {outcome.name} for {_stamp(slot)}"
-                    )
+                    Event("Normal", "Created", f"created TaskRun {outcome.name} for {_stamp(slot)}")
                 )
         elif outcome.kind is Created.TAKEN:
             # Not ours: never touch it, and do not try this slot again.
             last = slot
             events.append(
-                core.Event(
+                Event(
                     "Warning",
                     "NameTaken",
                     f"TaskRun {outcome.name} exists but does not belong to this schedule: "
@@ -511,8 +508,8 @@ def settle(
         else:
             reason = "InvalidTemplate" if outcome.kind is Created.INVALID else "CreateFailed"
             message = f"cannot create TaskRun {outcome.name}: {outcome.message}"
-            ready = core.Condition(READY, "False", reason, message)
-            events.append(core.Event("Warning", reason, message))
+            ready = Condition(READY, "False", reason, message)
+            events.append(Event("Warning", reason, message))
             if outcome.kind is Created.REFUSED:
                 requeue = min(requeue or REFUSED_RETRY, REFUSED_RETRY)
     return (
@@ -528,7 +525,7 @@ def _status(
     last_ok: datetime | None,
     following: datetime | None,
     active: Sequence[Run],
-    ready: core.Condition | None,
+    ready: Condition | None,
     now: datetime,
 ) -> dict[str, Any]:
     old = schedule.status
@@ -543,7 +540,7 @@ def _status(
         ("nextScheduleTime", following),
     ):
         if value is not None:
-            status[key] = core.rfc3339(value)
+            status[key] = rfc3339(value)
     conditions = [
         dict(c)
         for c in old.get("conditions") or ()
@@ -551,9 +548,9 @@ def _status(
     ]
     if ready is not None:
         stalled = (
-            core.Condition(STALLED, "True", ready.reason, ready.message)
+            Condition(STALLED, "True", ready.reason, ready.message)
             if ready.status == "False"
-            else core.Condition(STALLED, "False", ready.reason, "")
+            else Condition(STALLED, "False", ready.reason, "")
         )
         for cond in (ready, stalled):
             conditions.append(_stamped(old, cond, schedule.generation, now).to_dict())
@@ -561,9 +558,7 @@ def _status(
     return status
 
 
-def _stamped(
-    old: Mapping[str, Any], cond: core.Condition, generation: int, now: datetime
-) -> core.Condition:
+def _stamped(old: Mapping[str, Any], cond: Condition, generation: int, now: datetime) -> Condition:
     previous = next(
         (
             c
@@ -573,5 +568,5 @@ def _stamped(
         None,
     )
     keep = previous is not None and previous.get("status") == cond.status
-    stamp = str(previous.get("lastTransitionTime")) if keep and previous else core.rfc3339(now)
+    stamp = str(previous.get("lastTransitionTime")) if keep and previous else rfc3339(now)
     return replace(cond, last_transition_time=stamp, observed_generation=generation)

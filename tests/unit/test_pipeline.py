@@ -1,4 +1,4 @@
-"""`core.decide`, one row per situation a TaskRun can be in: the action it leads to, the
+"""`decide`, one row per situation a TaskRun can be in: the action it leads to, the
 status and conditions a user reads with kubectl, what is tracked, when it is looked at
 again, and the events posted."""
 
@@ -11,8 +11,24 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules import core
-from ona_taskrun.rules.core import Action, ActionKind, FailureKind, Observation, Phase, RemoteStep
+from ona_taskrun.rules.model import (
+    ADOPT_ANNOTATION,
+    ALLOW_RESTART_ANNOTATION,
+    START_IN_FLIGHT_RECHECK,
+    Access,
+    Action,
+    ActionKind,
+    ConnectionView,
+    FailureKind,
+    Observation,
+    Phase,
+    RemoteExecution,
+    RemoteStep,
+    Settings,
+    Status,
+    TaskRun,
+)
+from ona_taskrun.rules.pipeline import decide
 
 from .builders import (
     EXEC,
@@ -35,7 +51,7 @@ from .builders import (
 )
 
 ABSENT = "<absent>"
-CFG = core.Settings()  # start settle 15 s, clock skew 5 s, resync 60 s
+CFG = Settings()  # start settle 15 s, clock skew 5 s, resync 60 s
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class Expect:
 
 def case(
     id_: str,
-    run: core.TaskRun,
+    run: TaskRun,
     expect: Expect,
     obs: Observation | None = None,
     *,
@@ -121,7 +137,7 @@ STEPS = (
 OWN = "svc-operator"  # the principal the operator's token acts as
 
 
-def claim_candidates(*created_at: str, creator: str = OWN) -> tuple[core.RemoteExecution, ...]:
+def claim_candidates(*created_at: str, creator: str = OWN) -> tuple[RemoteExecution, ...]:
     return tuple(
         execution(f"exec-{i}", Phase.RUNNING, 1, created_at=when, creator_id=creator)
         for i, when in enumerate(created_at, start=1)
@@ -131,7 +147,7 @@ def claim_candidates(*created_at: str, creator: str = OWN) -> tuple[core.RemoteE
 REF_CLAIMED = {**CLAIMED, "taskId": "task-ref"}
 
 
-SEVERAL_MESSAGE = (core.ADOPT_ANNOTATION, core.ALLOW_RESTART_ANNOTATION, "exec-1, exec-2")
+SEVERAL_MESSAGE = (ADOPT_ANNOTATION, ALLOW_RESTART_ANNOTATION, "exec-1, exec-2")
 
 # --------------------------------------------------------------------- the table
 
@@ -291,7 +307,7 @@ UNKNOWN_START = [
         Expect(
             status={"taskExecutionId": ABSENT, "startRequestedAt": at(-20)},
             conditions=pending("StartOutcomeUnknown"),
-            requeue=core.START_IN_FLIGHT_RECHECK,
+            requeue=START_IN_FLIGHT_RECHECK,
         ),
         Observation(candidates=claim_candidates(at(-19)), starts_in_flight=1, own_principal=OWN),
     ),
@@ -301,7 +317,7 @@ UNKNOWN_START = [
         Expect(
             status={"taskExecutionId": ABSENT, "startRequestedAt": at(-20)},
             conditions=pending("StartOutcomeUnknown"),
-            requeue=core.START_IN_FLIGHT_RECHECK,
+            requeue=START_IN_FLIGHT_RECHECK,
         ),
         Observation(
             candidates=claim_candidates(at(-19), at(-18)), starts_in_flight=2, own_principal=OWN
@@ -453,7 +469,7 @@ UNKNOWN_START = [
                 "Stalled": ("True", "StartOutcomeUnknown"),
                 "RemoteReachable": ("True", "Reachable"),
             },
-            messages={"Stalled": ["exec-1", "principal", core.ADOPT_ANNOTATION]},
+            messages={"Stalled": ["exec-1", "principal", ADOPT_ANNOTATION]},
             events=[("Warning", "StartOutcomeUnknown")],
         ),
         Observation(candidates=claim_candidates(at(-119))),
@@ -471,7 +487,7 @@ UNKNOWN_START = [
     ),
     case(
         "adopt-annotation-first-looks-at-the-runs-own-executions",
-        taskrun(inline_spec(), STALLED_START, annotations={core.ADOPT_ANNOTATION: " exec-2 "}),
+        taskrun(inline_spec(), STALLED_START, annotations={ADOPT_ANNOTATION: " exec-2 "}),
         Expect(
             action=Action(ActionKind.FIND_EXECUTIONS, task_id=TASK),
             conditions=pending("StartOutcomeUnknown"),
@@ -479,7 +495,7 @@ UNKNOWN_START = [
     ),
     case(
         "adopt-annotation-adopts-the-named-execution-of-the-runs-own-task",
-        taskrun(inline_spec(), STALLED_START, annotations={core.ADOPT_ANNOTATION: " exec-2 "}),
+        taskrun(inline_spec(), STALLED_START, annotations={ADOPT_ANNOTATION: " exec-2 "}),
         Expect(
             status={"taskExecutionId": "exec-2", "phase": "RUNNING"},
             conditions=pending("Adopted"),
@@ -490,13 +506,13 @@ UNKNOWN_START = [
     ),
     case(
         "adopt-annotation-waits-for-the-settle-like-any-look",
-        taskrun(inline_spec(), CLAIMED_RECENT, annotations={core.ADOPT_ANNOTATION: "exec-1"}),
+        taskrun(inline_spec(), CLAIMED_RECENT, annotations={ADOPT_ANNOTATION: "exec-1"}),
         Expect(conditions=pending("StartOutcomeUnknown"), requeue=11.0),
         Observation(candidates=claim_candidates(at(-4))),
     ),
     case(
         "adopt-annotation-naming-another-taskruns-execution-is-refused",
-        taskrun(inline_spec(), CLAIMED, annotations={core.ADOPT_ANNOTATION: "exec-1"}),
+        taskrun(inline_spec(), CLAIMED, annotations={ADOPT_ANNOTATION: "exec-1"}),
         Expect(
             status={"taskExecutionId": ABSENT},
             conditions={
@@ -512,7 +528,7 @@ UNKNOWN_START = [
     ),
     case(
         "adopt-annotation-naming-an-execution-not-of-the-runs-task-is-refused",
-        taskrun(inline_spec(), STALLED_START, annotations={core.ADOPT_ANNOTATION: "exec-99"}),
+        taskrun(inline_spec(), STALLED_START, annotations={ADOPT_ANNOTATION: "exec-99"}),
         Expect(
             status={"taskExecutionId": ABSENT},
             messages={"Stalled": ["was refused", "own task"]},
@@ -525,7 +541,7 @@ UNKNOWN_START = [
         taskrun(
             ref_id_spec(),
             {**STALLED_START, "taskId": "task-ref"},
-            annotations={core.ADOPT_ANNOTATION: "exec-1"},
+            annotations={ADOPT_ANNOTATION: "exec-1"},
         ),
         Expect(status={"taskExecutionId": ABSENT}, events=[("Warning", "AdoptionRefused")]),
         Observation(
@@ -537,7 +553,7 @@ UNKNOWN_START = [
         taskrun(
             ref_id_spec(),
             {**STALLED_START, "taskId": "task-ref"},
-            annotations={core.ADOPT_ANNOTATION: "exec-1"},
+            annotations={ADOPT_ANNOTATION: "exec-1"},
         ),
         Expect(status={"taskExecutionId": ABSENT}, events=[("Warning", "AdoptionRefused")]),
         Observation(candidates=claim_candidates(at(-3600)), own_principal=OWN),
@@ -547,14 +563,14 @@ UNKNOWN_START = [
         taskrun(
             ref_id_spec(),
             {**STALLED_START, "taskId": "task-ref", "startRequestedAt": at(-600)},
-            annotations={core.ADOPT_ANNOTATION: "exec-1"},
+            annotations={ADOPT_ANNOTATION: "exec-1"},
         ),
         Expect(status={"taskExecutionId": ABSENT}, events=[("Warning", "AdoptionRefused")]),
         Observation(candidates=claim_candidates(at(-599))),
     ),
     case(
         "allow-new-start-after-a-stall-clears-the-claim",
-        taskrun(inline_spec(), STALLED_START, annotations={core.ALLOW_RESTART_ANNOTATION: "true"}),
+        taskrun(inline_spec(), STALLED_START, annotations={ALLOW_RESTART_ANNOTATION: "true"}),
         Expect(
             status={"startRequestedAt": ABSENT, "taskExecutionId": ABSENT, "startAttempts": 1},
             conditions=pending("Starting"),
@@ -562,7 +578,7 @@ UNKNOWN_START = [
     ),
     case(
         "allow-new-start-without-a-stall-is-ignored",
-        taskrun(inline_spec(), CLAIMED_RECENT, annotations={core.ALLOW_RESTART_ANNOTATION: "true"}),
+        taskrun(inline_spec(), CLAIMED_RECENT, annotations={ALLOW_RESTART_ANNOTATION: "true"}),
         Expect(
             status={"startRequestedAt": at(-5)},
             conditions=pending("StartOutcomeUnknown"),
@@ -966,13 +982,13 @@ DELETION = [
 ]
 
 
-def waiting(reason: str, message: str) -> core.ConnectionView:
-    return core.ConnectionView(core.Access.WAITING, reason, message)
+def waiting(reason: str, message: str) -> ConnectionView:
+    return ConnectionView(Access.WAITING, reason, message)
 
 
 NO_CONNECTION = waiting("ConnectionNotFound", "OnaConnection team-a/ona does not exist")
-REFUSED = core.ConnectionView(
-    core.Access.REFUSED, "NotPermitted", "OnaConnection team-a/ona does not allow inline tasks"
+REFUSED = ConnectionView(
+    Access.REFUSED, "NotPermitted", "OnaConnection team-a/ona does not allow inline tasks"
 )
 WAIT = CFG.connection_wait
 
@@ -1130,8 +1146,8 @@ CONNECTION = [
     ("run", "obs", "expect"),
     [*BEFORE_START, *CREATED_STOPPED, *UNKNOWN_START, *TRACKING, *DELETION, *CONNECTION],
 )
-def test_decide(run: core.TaskRun, obs: Observation, expect: Expect) -> None:
-    decision = core.decide(run, obs, NOW, CFG)
+def test_decide(run: TaskRun, obs: Observation, expect: Expect) -> None:
+    decision = decide(run, obs, NOW, CFG)
 
     assert decision.action == expect.action
     got = decision.status.to_dict()
@@ -1198,20 +1214,20 @@ def test_finished_taskrun_changes_only_observed_generation(
     status: dict[str, Any], obs: Observation, spec: dict[str, Any]
 ) -> None:
     run = taskrun(spec, status, generation=3)
-    decision = core.decide(run, obs, NOW, CFG)
+    decision = decide(run, obs, NOW, CFG)
 
     assert decision.action is None
     assert decision.track is None
     assert decision.requeue_after is None
     assert decision.events == ()
-    expected = core.Status.from_dict(status).to_dict()
+    expected = Status.from_dict(status).to_dict()
     assert decision.status.to_dict() == {**expected, "observedGeneration": 3}
 
 
 def test_taskref_by_id_starts_once_its_claim_is_read_back() -> None:
-    first = core.decide(taskrun(ref_id_spec()), Observation(), NOW, CFG)
+    first = decide(taskrun(ref_id_spec()), Observation(), NOW, CFG)
     again = taskrun(ref_id_spec(), first.status.to_dict())
-    second = core.decide(again, Observation(), NOW + timedelta(seconds=1), CFG)
+    second = decide(again, Observation(), NOW + timedelta(seconds=1), CFG)
 
     assert first.action == Action(ActionKind.START, task_id="task-ref")
     # Read back before the start's outcome is recorded: an unknown outcome, never a second
@@ -1223,18 +1239,18 @@ def test_taskref_by_id_starts_once_its_claim_is_read_back() -> None:
 def test_stalled_start_resumes_after_allow_annotation_and_starts_once() -> None:
     """A person allows a new start: the claim is cleared, then exactly one START follows,
     and the annotation left in place does not allow a third."""
-    annotations = {core.ALLOW_RESTART_ANNOTATION: "true"}
-    cleared = core.decide(
+    annotations = {ALLOW_RESTART_ANNOTATION: "true"}
+    cleared = decide(
         taskrun(inline_spec(), STALLED_START, annotations=annotations), Observation(), NOW, CFG
     )
     run = taskrun(inline_spec(), cleared.status.to_dict(), annotations=annotations)
-    start = core.decide(run, Observation(), NOW, CFG)
+    start = decide(run, Observation(), NOW, CFG)
     assert start.action == STARTING
     assert start.status.start_attempts == 2
 
     # The new start's outcome is unknown too: it waits rather than clearing its own claim.
     run = taskrun(inline_spec(), start.status.to_dict(), annotations=annotations)
-    later = core.decide(run, Observation(), NOW + timedelta(seconds=3), CFG)
+    later = decide(run, Observation(), NOW + timedelta(seconds=3), CFG)
     assert later.action is None
     assert later.status.start_requested_at == at(0)
     assert later.requeue_after == pytest.approx(13.0)
@@ -1244,14 +1260,12 @@ def test_stop_asked_while_a_start_outcome_is_unknown_never_starts_again() -> Non
     """desiredPhase is set to STOPPED while a lost start is being looked for: when the API
     confirms nothing was started, the run ends as stopped instead of starting again."""
     spec = inline_spec(desiredPhase="STOPPED")
-    found_none = core.decide(
-        taskrun(spec, CLAIMED, generation=2), Observation(candidates=()), NOW, CFG
-    )
+    found_none = decide(taskrun(spec, CLAIMED, generation=2), Observation(candidates=()), NOW, CFG)
     assert found_none.action is None
     assert found_none.status.start_requested_at == ""
 
     run = taskrun(spec, found_none.status.to_dict(), generation=2)
-    final = core.decide(run, Observation(), NOW, CFG)
+    final = decide(run, Observation(), NOW, CFG)
     assert final.action is None
     assert final.status.phase == "STOPPED"
     assert condition_table(final.status)["Succeeded"] == ("False", "Stopped")
@@ -1261,7 +1275,7 @@ def test_stop_asked_while_a_start_outcome_is_unknown_never_starts_again() -> Non
 def test_delete_without_a_usable_connection_says_everything_it_left_behind() -> None:
     gone = Observation(connection=waiting("ConnectionNotFound", "OnaConnection a/b does not exist"))
     run = taskrun(inline_spec(connectionRef={"name": "b"}), RUNNING, deleting=True)
-    decision = core.decide(run, gone, NOW, CFG)
+    decision = decide(run, gone, NOW, CFG)
     assert decision.action == REMOVE
     [event] = decision.events
     assert event.message == (
@@ -1277,7 +1291,7 @@ def test_a_delete_that_cannot_clean_up_names_the_environment_left_behind() -> No
     )
     spec["task"].pop("environmentId", None)
     run = taskrun(spec, {**RUNNING, "environmentId": "env-9"}, deleting=True)
-    decision = core.decide(run, Observation(connection=REFUSED), NOW, CFG)
+    decision = decide(run, Observation(connection=REFUSED), NOW, CFG)
     assert decision.action == REMOVE
     (event,) = decision.events
     assert event.reason == "CleanupSkipped"

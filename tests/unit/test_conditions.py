@@ -8,8 +8,18 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules import core
-from ona_taskrun.rules.core import InvalidSpec, Observation, Phase
+from ona_taskrun.rules.conditions import status_patch
+from ona_taskrun.rules.model import (
+    InlineTask,
+    InvalidSpec,
+    Observation,
+    Phase,
+    Settings,
+    Status,
+    TaskRef,
+)
+from ona_taskrun.rules.pipeline import decide
+from ona_taskrun.rules.spec import parse_duration, parse_spec, task_reference
 
 from .builders import (
     EXEC,
@@ -66,22 +76,22 @@ FULL_STATUS: dict[str, Any] = {
     ],
 )
 def test_status_round_trips(raw: dict[str, Any]) -> None:
-    status = core.Status.from_dict(raw)
-    again = core.Status.from_dict(status.to_dict())
+    status = Status.from_dict(raw)
+    again = Status.from_dict(status.to_dict())
 
     assert again == status
     assert again.to_dict() == status.to_dict()
 
 
 def test_status_to_dict_writes_what_users_read() -> None:
-    written = core.Status.from_dict(FULL_STATUS).to_dict()
+    written = Status.from_dict(FULL_STATUS).to_dict()
 
     assert written == FULL_STATUS
 
 
 def test_status_from_dict_of_nothing_is_the_empty_status() -> None:
-    assert core.Status.from_dict(None) == core.Status()
-    assert core.Status().to_dict() == {"observedGeneration": 0, "conditions": []}
+    assert Status.from_dict(None) == Status()
+    assert Status().to_dict() == {"observedGeneration": 0, "conditions": []}
 
 
 # ----------------------------------------------------------------- merge patches
@@ -115,7 +125,7 @@ def test_status_from_dict_of_nothing_is_the_empty_status() -> None:
     ],
 )
 def test_status_patch(old: dict[str, Any], new: dict[str, Any], patch: dict[str, Any]) -> None:
-    assert core.status_patch(old, new) == patch
+    assert status_patch(old, new) == patch
 
 
 def test_status_patch_of_a_decision_applies_to_the_old_status() -> None:
@@ -127,9 +137,9 @@ def test_status_patch_of_a_decision_applies_to_the_old_status() -> None:
         "conditions": pending_conditions("StartOutcomeUnknown"),
     }
     run = taskrun(inline_spec(), old)
-    new = core.decide(run, Observation(candidates=()), NOW).status.to_dict()
+    new = decide(run, Observation(candidates=()), NOW).status.to_dict()
 
-    patch = core.status_patch(old, new)
+    patch = status_patch(old, new)
     merged = {k: v for k, v in {**old, **patch}.items() if v is not None}
     assert merged == new
     assert patch["startRequestedAt"] is None
@@ -148,13 +158,13 @@ def test_condition_times_change_only_when_status_changes() -> None:
         "startRequestedAt": at(-600),
     }
     run = taskrun(inline_spec(), running)
-    first = core.decide(run, Observation(), NOW, core.Settings())
+    first = decide(run, Observation(), NOW, Settings())
     assert {c.last_transition_time for c in first.status.conditions} == {at(0)}
 
     # A minute later the reason changes (Pending -> Running) but no status does.
     later = NOW + timedelta(minutes=1)
     run = taskrun(inline_spec(), first.status.to_dict())
-    second = core.decide(run, Observation(execution=execution(version=2)), later, core.Settings())
+    second = decide(run, Observation(execution=execution(version=2)), later, Settings())
     assert second.status.condition("Succeeded") is not None
     assert {c.type: c.last_transition_time for c in second.status.conditions} == {
         "Succeeded": at(0),
@@ -167,7 +177,7 @@ def test_condition_times_change_only_when_status_changes() -> None:
     # Two minutes later it succeeds: Succeeded and Reconciling flip, Stalled stays False.
     end = NOW + timedelta(minutes=2)
     run = taskrun(inline_spec(), second.status.to_dict())
-    done = core.decide(run, Observation(execution=execution(phase=Phase.SUCCEEDED, version=3)), end)
+    done = decide(run, Observation(execution=execution(phase=Phase.SUCCEEDED, version=3)), end)
     assert {c.type: c.last_transition_time for c in done.status.conditions} == {
         "Succeeded": at(120),
         "Reconciling": at(120),
@@ -179,7 +189,7 @@ def test_condition_times_change_only_when_status_changes() -> None:
 def test_condition_without_a_time_gets_one() -> None:
     untimed = {**cond("Succeeded", "Unknown", "Starting"), "lastTransitionTime": ""}
     status = {"taskId": TASK, "conditions": [untimed]}
-    decision = core.decide(taskrun(inline_spec(), status), Observation(), NOW)
+    decision = decide(taskrun(inline_spec(), status), Observation(), NOW)
 
     found = decision.status.condition("Succeeded")
     assert found is not None
@@ -204,7 +214,7 @@ def test_condition_without_a_time_gets_one() -> None:
     ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert core.parse_duration(text) == timedelta(seconds=seconds)
+    assert parse_duration(text) == timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize(
@@ -224,7 +234,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
 )
 def test_parse_duration_refuses(text: str, why: str) -> None:
     with pytest.raises(InvalidSpec) as caught:
-        core.parse_duration(text)
+        parse_duration(text)
     message = str(caught.value)
     assert f"spec.timeout {text!r}" in message
     assert why in message
@@ -272,12 +282,12 @@ def test_parse_duration_refuses(text: str, why: str) -> None:
 )
 def test_parse_spec_refuses_with_a_precise_message(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidSpec) as caught:
-        core.parse_spec(spec)
+        parse_spec(spec)
     assert str(caught.value) == message
 
 
 def test_parse_spec_reads_an_inline_task() -> None:
-    spec = core.parse_spec(
+    spec = parse_spec(
         {
             "task": {
                 "environmentId": "env-1",
@@ -292,7 +302,7 @@ def test_parse_spec_reads_an_inline_task() -> None:
             "timeout": "1h30m",
         }
     )
-    assert spec.task == core.InlineTask(
+    assert spec.task == InlineTask(
         environment_id="env-1",
         name="build",
         command="make",
@@ -309,23 +319,23 @@ def test_parse_spec_reads_an_inline_task() -> None:
 @pytest.mark.parametrize(
     ("raw", "ref"),
     [
-        ({"id": "t-1"}, core.TaskRef(id="t-1")),
+        ({"id": "t-1"}, TaskRef(id="t-1")),
         (
             {"environmentId": "env-1", "reference": "nightly"},
-            core.TaskRef(environment_id="env-1", reference="nightly"),
+            TaskRef(environment_id="env-1", reference="nightly"),
         ),
     ],
 )
-def test_parse_spec_reads_a_task_ref_with_defaults(raw: dict[str, str], ref: core.TaskRef) -> None:
-    spec = core.parse_spec({"taskRef": raw})
+def test_parse_spec_reads_a_task_ref_with_defaults(raw: dict[str, str], ref: TaskRef) -> None:
+    spec = parse_spec({"taskRef": raw})
     assert spec.task_ref == ref
     assert spec.task is None
     assert (spec.desired_stopped, spec.orphan_on_delete, spec.timeout) == (False, False, None)
 
 
 def test_task_reference_is_derived_from_the_uid() -> None:
-    assert core.task_reference("abc-123") == "k8s-taskrun-abc-123"
-    assert core.task_reference("a") != core.task_reference("b")
+    assert task_reference("abc-123") == "k8s-taskrun-abc-123"
+    assert task_reference("a") != task_reference("b")
 
 
 # --------------------------------------------------------------------- phases

@@ -1,6 +1,6 @@
-"""`spec.environment` decisions, one row per situation: what `core.decide` does for a run
+"""`spec.environment` decisions, one row per situation: what `decide` does for a run
 whose environment is stopped, starting, failed, created for it, lost mid-run or due for
-an activity signal, and how `core.apply_result` folds environment calls back in."""
+an activity signal, and how `apply_result` folds environment calls back in."""
 
 from __future__ import annotations
 
@@ -11,13 +11,34 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules import core, environment
-from ona_taskrun.rules.core import Action, ActionKind, FailureKind, Observation, Phase
-from ona_taskrun.rules.environment import RemoteEnvironment
+from ona_taskrun.rules import environment
+from ona_taskrun.rules.model import (
+    ADOPT_ENVIRONMENT_ANNOTATION,
+    ENVIRONMENT_ACTIONS,
+    ENVIRONMENT_READY,
+    START_REFUSED,
+    Action,
+    ActionKind,
+    Event,
+    FailureKind,
+    FromProject,
+    InvalidSpec,
+    Observation,
+    Phase,
+    RemoteEnvironment,
+    RemoteFailure,
+    Result,
+    Settings,
+    Status,
+    TaskRun,
+)
+from ona_taskrun.rules.pipeline import decide
+from ona_taskrun.rules.results import apply_result
+from ona_taskrun.rules.spec import parse_environment, parse_spec
 
 from .builders import EXEC, NOW, TASK, UID, at, cond, execution, failure, inline_spec, taskrun
 
-CFG = core.Settings(
+CFG = Settings(
     environment_poll=2.0,
     environment_timeout=timedelta(seconds=120),
     keepalive=timedelta(seconds=30),
@@ -65,7 +86,7 @@ def refused_ready(reason: str = "Checking") -> list[dict[str, Any]]:
     """The conditions of a run whose StartTask was refused: it waits for its environment."""
     return [
         cond("Succeeded", "Unknown", "CheckingEnvironment"),
-        cond(environment.ENVIRONMENT_READY, "False", reason),
+        cond(ENVIRONMENT_READY, "False", reason),
     ]
 
 
@@ -99,7 +120,7 @@ def plain_started(**status: Any) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Row:
     id: str
-    run: core.TaskRun
+    run: TaskRun
     obs: Observation = field(default_factory=Observation)
     action: Action | None = None
     status: Mapping[str, Any] = field(default_factory=dict)
@@ -256,7 +277,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         action=Action(
             ActionKind.GET_ENVIRONMENT, environment_id="b", reason=environment.ADOPT_LOOKUP
@@ -268,7 +289,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         Observation(environment=mine("b"), environment_looked=True),
         status={"environmentId": "b"},
@@ -279,7 +300,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         Observation(
             environment=replace(mine("b"), name="someone-elses-run-1234"), environment_looked=True
@@ -293,7 +314,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         Observation(environment=replace(mine("b"), project_id="other"), environment_looked=True),
         status={"environmentId": "<absent>"},
@@ -304,7 +325,7 @@ ROWS = [
         taskrun(
             project_spec(),
             {"environmentRequestedAt": at(-30)},
-            annotations={environment.ADOPT_ENVIRONMENT_ANNOTATION: "b"},
+            annotations={ADOPT_ENVIRONMENT_ANNOTATION: "b"},
         ),
         Observation(environment_looked=True),
         status={"environmentId": "<absent>"},
@@ -468,10 +489,10 @@ ROWS = [
     ),
     Row(
         "running again after a start refused in a running environment: one more start",
-        taskrun(with_env(), waiting_plain(ready=environment.START_REFUSED)),
+        taskrun(with_env(), waiting_plain(ready=START_REFUSED)),
         Observation(environment=env("RUNNING")),
         action=Action(ActionKind.START, task_id=TASK),
-        ready=("False", environment.START_REFUSED),
+        ready=("False", START_REFUSED),
     ),
     Row(
         "no spec.environment, execution first followed: the keep-alive clock starts",
@@ -534,7 +555,7 @@ ROWS = [
             with_env(),
             started(
                 environmentCheckedAt=at(-10),
-                conditions=refused_ready(environment.START_REFUSED),
+                conditions=refused_ready(START_REFUSED),
             ),
         ),
         Observation(execution=execution()),
@@ -627,7 +648,7 @@ ROWS = [
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_decide(row: Row) -> None:
-    decision = core.decide(row.run, row.obs, NOW, CFG)
+    decision = decide(row.run, row.obs, NOW, CFG)
     assert decision.action == row.action
     out = decision.status.to_dict()
     for key, value in row.status.items():
@@ -639,31 +660,31 @@ def test_decide(row: Row) -> None:
     if row.succeeded is not None:
         assert conditions["Succeeded"] == row.succeeded
     if row.ready is not None:
-        assert conditions[environment.ENVIRONMENT_READY] == row.ready
+        assert conditions[ENVIRONMENT_READY] == row.ready
     if row.requeue is not None:
         assert decision.requeue_after == pytest.approx(row.requeue)
     assert tuple(e.reason for e in decision.events) == row.events
 
 
 def test_without_spec_environment_nothing_about_environments_happens() -> None:
-    decision = core.decide(taskrun(inline_spec(), {"taskId": TASK}), Observation(), NOW, CFG)
+    decision = decide(taskrun(inline_spec(), {"taskId": TASK}), Observation(), NOW, CFG)
     assert decision.action == Action(ActionKind.START, task_id=TASK)
-    assert environment.ENVIRONMENT_READY not in {c.type for c in decision.status.conditions}
+    assert ENVIRONMENT_READY not in {c.type for c in decision.status.conditions}
 
 
 # ------------------------------------------------------------------------ results
 
 
 def apply(
-    run: core.TaskRun, action: Action, result: core.Result
-) -> tuple[core.TaskRun, Observation, tuple[core.Event, ...]]:
-    return core.apply_result(run, action, result, Observation(), NOW)
+    run: TaskRun, action: Action, result: Result
+) -> tuple[TaskRun, Observation, tuple[Event, ...]]:
+    return apply_result(run, action, result, Observation(), NOW)
 
 
 def test_created_environment_is_recorded_with_its_phase() -> None:
     run = taskrun(project_spec(), {"environmentRequestedAt": at(0)})
     new, obs, events = apply(
-        run, Action(ActionKind.CREATE_ENVIRONMENT), core.Result(environment=env("CREATING"))
+        run, Action(ActionKind.CREATE_ENVIRONMENT), Result(environment=env("CREATING"))
     )
     assert (new.status.environment_id, new.status.environment_phase) == (ENV, "CREATING")
     assert obs.environment == env("CREATING")
@@ -673,7 +694,7 @@ def test_created_environment_is_recorded_with_its_phase() -> None:
 def test_create_with_unknown_outcome_keeps_the_claim() -> None:
     run = taskrun(project_spec(), {"environmentRequestedAt": at(0)})
     unknown = failure(FailureKind.OUTCOME_UNKNOWN)
-    new, _, events = apply(run, Action(ActionKind.CREATE_ENVIRONMENT), core.Result(failure=unknown))
+    new, _, events = apply(run, Action(ActionKind.CREATE_ENVIRONMENT), Result(failure=unknown))
     assert new.status.environment_requested_at == at(0)
     assert not new.status.environment_id
     assert [e.reason for e in events] == ["EnvironmentOutcomeUnknown"]
@@ -689,9 +710,7 @@ def test_create_with_unknown_outcome_keeps_the_claim() -> None:
 )
 def test_refused_create_ends_the_run_and_voids_the_claim(kind: FailureKind, reason: str) -> None:
     run = taskrun(project_spec(), {"environmentRequestedAt": at(0)})
-    new, _, _ = apply(
-        run, Action(ActionKind.CREATE_ENVIRONMENT), core.Result(failure=failure(kind))
-    )
+    new, _, _ = apply(run, Action(ActionKind.CREATE_ENVIRONMENT), Result(failure=failure(kind)))
     assert new.status.finished
     assert new.status.condition("Succeeded").reason == reason  # type: ignore[union-attr]
     assert not new.status.environment_requested_at
@@ -700,13 +719,13 @@ def test_refused_create_ends_the_run_and_voids_the_claim(kind: FailureKind, reas
 def test_rate_limited_create_voids_the_claim_and_waits() -> None:
     run = taskrun(project_spec(), {"environmentRequestedAt": at(0)})
     limited = failure(FailureKind.RATE_LIMITED, retry_after=3)
-    new, obs, _ = apply(run, Action(ActionKind.CREATE_ENVIRONMENT), core.Result(failure=limited))
+    new, obs, _ = apply(run, Action(ActionKind.CREATE_ENVIRONMENT), Result(failure=limited))
     assert not new.status.environment_requested_at
     assert not new.status.finished
     assert obs.remote_failure == limited
 
 
-NOT_RUNNING = core.RemoteFailure(
+NOT_RUNNING = RemoteFailure(
     FailureKind.INVALID_ARGUMENT,
     "StartTask: failed_precondition (HTTP 400): environment env-1 is not running",
     reason="FailedPrecondition",
@@ -721,12 +740,12 @@ CLAIMED = {"taskId": TASK, "startRequestedAt": at(0), "startAttempts": 1, "attem
     ids=["spec.environment", "inline", "taskRef", "whenStopped Fail"],
 )
 def test_start_task_refused_as_not_running_voids_the_claim_and_looks(spec: Any) -> None:
-    new, obs, events = apply(taskrun(spec, CLAIMED), START, core.Result(failure=NOT_RUNNING))
+    new, obs, events = apply(taskrun(spec, CLAIMED), START, Result(failure=NOT_RUNNING))
     # Nothing was started: the claim is void, the attempt and the count of calls stay.
     assert not new.status.start_requested_at
     assert (new.status.start_attempts, new.status.attempt) == (1, 1)
     assert not new.status.finished
-    ready = new.status.condition(environment.ENVIRONMENT_READY)
+    ready = new.status.condition(ENVIRONMENT_READY)
     assert ready is not None
     assert (ready.status, ready.reason) == ("False", "Checking")
     assert "not running" in ready.message
@@ -743,19 +762,19 @@ def test_a_plain_run_in_a_stopped_environment_starts_it_waits_and_starts_once() 
     calls: list[ActionKind] = []
     answers = {
         ActionKind.GET_ENVIRONMENT: [
-            core.Result(environment=env("STOPPED")),
-            core.Result(environment=env("STARTING")),
-            core.Result(environment=env("RUNNING")),
+            Result(environment=env("STOPPED")),
+            Result(environment=env("STARTING")),
+            Result(environment=env("RUNNING")),
         ],
         ActionKind.START: [
-            core.Result(failure=NOT_RUNNING),
-            core.Result(execution=execution(phase=Phase.PENDING, version=1, created_at=at(20))),
+            Result(failure=NOT_RUNNING),
+            Result(execution=execution(phase=Phase.PENDING, version=1, created_at=at(20))),
         ],
-        ActionKind.START_ENVIRONMENT: [core.Result()],
+        ActionKind.START_ENVIRONMENT: [Result()],
     }
     for _ in range(12):
-        decision = core.decide(run, obs, now, CFG)
-        run = replace(run, status=core.Status.from_dict(decision.status.to_dict()))
+        decision = decide(run, obs, now, CFG)
+        run = replace(run, status=Status.from_dict(decision.status.to_dict()))
         if decision.action is None:
             if run.status.task_execution_id:
                 break
@@ -766,7 +785,7 @@ def test_a_plain_run_in_a_stopped_environment_starts_it_waits_and_starts_once() 
             continue
         calls.append(decision.action.kind)
         result = answers[decision.action.kind].pop(0)
-        run, obs, _ = core.apply_result(run, decision.action, result, obs, now)
+        run, obs, _ = apply_result(run, decision.action, result, obs, now)
     assert calls == [
         ActionKind.START,  # refused: failed_precondition
         ActionKind.GET_ENVIRONMENT,  # through the task
@@ -780,30 +799,28 @@ def test_a_plain_run_in_a_stopped_environment_starts_it_waits_and_starts_once() 
     # One start claim that started something; the refused one was voided, same attempt.
     assert (status.start_attempts, status.attempt) == (2, 1)
     assert status.environment_id == ENV
-    ready = status.condition(environment.ENVIRONMENT_READY)
+    ready = status.condition(ENVIRONMENT_READY)
     assert ready is not None
     assert (ready.status, ready.reason) == ("True", "Running")
     # Followed from here at no environment call until a keep-alive period has passed.
-    followed = core.decide(run, Observation(execution=execution()), now, CFG)
+    followed = decide(run, Observation(execution=execution()), now, CFG)
     assert followed.action is None
     assert followed.requeue_after == pytest.approx(30.0)
 
 
 def test_a_second_refusal_in_a_running_environment_ends_as_invalid_task() -> None:
     seen = Observation(environment=env("RUNNING"))
-    first, _, _ = core.apply_result(
-        taskrun(inline_spec(), CLAIMED), START, core.Result(failure=NOT_RUNNING), seen, NOW
+    first, _, _ = apply_result(
+        taskrun(inline_spec(), CLAIMED), START, Result(failure=NOT_RUNNING), seen, NOW
     )
     assert not first.status.finished  # the environment may have stopped just then
-    ready = first.status.condition(environment.ENVIRONMENT_READY)
+    ready = first.status.condition(ENVIRONMENT_READY)
     assert ready is not None
-    assert ready.reason == environment.START_REFUSED
-    again = core.decide(first, seen, NOW, CFG)
+    assert ready.reason == START_REFUSED
+    again = decide(first, seen, NOW, CFG)
     assert again.action == START
     claimed = replace(first, status=again.status)
-    second, _, events = core.apply_result(
-        claimed, START, core.Result(failure=NOT_RUNNING), seen, NOW
-    )
+    second, _, events = apply_result(claimed, START, Result(failure=NOT_RUNNING), seen, NOW)
     assert second.status.finished
     assert second.status.condition("Succeeded").reason == "InvalidTask"  # type: ignore[union-attr]
     assert [e.reason for e in events] == ["InvalidTask"]
@@ -812,11 +829,11 @@ def test_a_second_refusal_in_a_running_environment_ends_as_invalid_task() -> Non
 def test_clean_up_records_the_environment_going() -> None:
     run = taskrun(project_spec(), {"environmentId": ENV, "environmentPhase": "RUNNING"})
     action = Action(ActionKind.CLEAN_UP_ENVIRONMENT, environment_id=ENV, reason="Delete")
-    new, obs, events = apply(run, action, core.Result())
+    new, obs, events = apply(run, action, Result())
     assert new.status.environment_phase == "DELETING"
     assert obs.environment_cleaned
     assert [e.reason for e in events] == ["EnvironmentDeleted"]
-    gone, _, _ = apply(run, action, core.Result(failure=failure(FailureKind.NOT_FOUND)))
+    gone, _, _ = apply(run, action, Result(failure=failure(FailureKind.NOT_FOUND)))
     assert gone.status.environment_phase == "DELETED"
 
 
@@ -831,26 +848,24 @@ def test_clean_up_records_the_environment_going() -> None:
     ],
 )
 def test_bad_environment_specs_are_refused_clearly(raw: dict[str, Any], message: str) -> None:
-    with pytest.raises(core.InvalidSpec, match=message):
-        environment.parse_environment(raw)
+    with pytest.raises(InvalidSpec, match=message):
+        parse_environment(raw)
 
 
 def test_from_project_needs_exactly_an_inline_task_without_environment_id() -> None:
-    with pytest.raises(core.InvalidSpec, match="fromProject"):
-        core.parse_spec({**inline_spec(), "environment": {"fromProject": {"projectId": PROJECT}}})
-    with pytest.raises(core.InvalidSpec, match="fromProject"):
-        core.parse_spec(
-            {"taskRef": {"id": "t"}, "environment": {"fromProject": {"projectId": PROJECT}}}
-        )
-    with pytest.raises(core.InvalidSpec, match="environmentId"):
-        core.parse_spec({"task": {"name": "n", "command": "c"}})
-    spec = core.parse_spec(project_spec())
+    with pytest.raises(InvalidSpec, match="fromProject"):
+        parse_spec({**inline_spec(), "environment": {"fromProject": {"projectId": PROJECT}}})
+    with pytest.raises(InvalidSpec, match="fromProject"):
+        parse_spec({"taskRef": {"id": "t"}, "environment": {"fromProject": {"projectId": PROJECT}}})
+    with pytest.raises(InvalidSpec, match="environmentId"):
+        parse_spec({"task": {"name": "n", "command": "c"}})
+    spec = parse_spec(project_spec())
     assert spec.environment is not None
     assert spec.environment.from_project is not None
 
 
 def test_creation_spec_carries_branch_or_commit_and_class() -> None:
-    branch = environment.FromProject(PROJECT, branch="main", machine_class="large")
+    branch = FromProject(PROJECT, branch="main", machine_class="large")
     assert environment.creation_spec(branch) == {
         "machine": {"class": "large"},
         "content": {
@@ -866,7 +881,7 @@ def test_creation_spec_carries_branch_or_commit_and_class() -> None:
             }
         },
     }
-    assert environment.creation_spec(environment.FromProject(PROJECT)) == {}
+    assert environment.creation_spec(FromProject(PROJECT)) == {}
 
 
 @pytest.mark.parametrize(
@@ -875,21 +890,21 @@ def test_creation_spec_carries_branch_or_commit_and_class() -> None:
 def test_a_failed_look_during_the_run_does_not_end_it(refusal: FailureKind) -> None:
     run = taskrun(with_env(), started())
     action = Action(ActionKind.GET_ENVIRONMENT, environment_id=ENV)
-    new, obs, events = apply(run, action, core.Result(failure=failure(refusal)))
+    new, obs, events = apply(run, action, Result(failure=failure(refusal)))
     assert new.status == run.status
     assert obs.environment_looked
     assert not events
 
 
 def test_a_run_waiting_for_its_environment_asks_to_be_woken_by_it() -> None:
-    starting = core.decide(taskrun(with_env()), Observation(environment=env("STARTING")), NOW, CFG)
+    starting = decide(taskrun(with_env()), Observation(environment=env("STARTING")), NOW, CFG)
     assert starting.wait_environment == ENV
-    stopped = core.decide(taskrun(with_env()), Observation(environment=env("STOPPED")), NOW, CFG)
+    stopped = decide(taskrun(with_env()), Observation(environment=env("STOPPED")), NOW, CFG)
     assert stopped.wait_environment == ENV
-    running = core.decide(taskrun(with_env()), Observation(environment=env("RUNNING")), NOW, CFG)
+    running = decide(taskrun(with_env()), Observation(environment=env("RUNNING")), NOW, CFG)
     assert running.wait_environment == ""
 
 
 def test_every_environment_action_is_handed_to_this_module() -> None:
-    kinds = {k.value for k in ActionKind if "Environment" in k.value}
-    assert kinds == environment.ACTIONS
+    kinds = {k for k in ActionKind if "Environment" in k.value}
+    assert kinds == ENVIRONMENT_ACTIONS

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules import core, selectors
+from ona_taskrun.rules import selectors
+from ona_taskrun.rules.conditions import status_patch
 from ona_taskrun.rules.connection import (
     DEFAULT_CONNECTION,
     ONA_ONLY,
@@ -27,6 +28,8 @@ from ona_taskrun.rules.connection import (
     parse_connection,
     readiness,
 )
+from ona_taskrun.rules.model import ConnectionRef, FailureKind, InvalidSpec, RemoteFailure
+from ona_taskrun.rules.spec import parse_connection_ref
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ENV = "0f0e5f4a-3a4b-4b8e-9a51-6f1f4f7d2c10"
@@ -42,17 +45,17 @@ SHARED = ConnectionKey("ClusterOnaConnection", "", "shared")
     ("ref", "expected"),
     [
         pytest.param(None, DEFAULT_CONNECTION, id="no-ref-default"),
-        pytest.param(core.ConnectionRef("ona"), TEAM, id="named-in-own-namespace"),
+        pytest.param(ConnectionRef("ona"), TEAM, id="named-in-own-namespace"),
         pytest.param(
-            core.ConnectionRef("ona", "OnaConnection"), TEAM, id="explicit-kind-same-namespace"
+            ConnectionRef("ona", "OnaConnection"), TEAM, id="explicit-kind-same-namespace"
         ),
         pytest.param(
-            core.ConnectionRef("shared", "ClusterOnaConnection"), SHARED, id="cluster-no-namespace"
+            ConnectionRef("shared", "ClusterOnaConnection"), SHARED, id="cluster-no-namespace"
         ),
     ],
 )
 def test_a_taskrun_uses_a_connection_of_its_own_namespace_or_a_cluster_one(
-    ref: core.ConnectionRef | None, expected: ConnectionKey
+    ref: ConnectionRef | None, expected: ConnectionKey
 ) -> None:
     assert key_for("team-a", ref) == expected
 
@@ -73,8 +76,8 @@ def test_queue_keys_round_trip_and_never_look_like_a_taskrun_key() -> None:
     ],
 )
 def test_bad_connection_refs_are_invalid_specs(raw: Any, message: str) -> None:
-    with pytest.raises(core.InvalidSpec, match=message):
-        core.parse_connection_ref(raw)
+    with pytest.raises(InvalidSpec, match=message):
+        parse_connection_ref(raw)
 
 
 # -------------------------------------------------------------------------- policy
@@ -246,8 +249,8 @@ SECRET = SecretRef("team-a", "ona-token", "token")
 WHO = Identity("subject-1", "PRINCIPAL_USER", "org-1")
 
 
-def failure(kind: core.FailureKind) -> core.RemoteFailure:
-    return core.RemoteFailure(kind, f"the API says {kind.value}")
+def failure(kind: FailureKind) -> RemoteFailure:
+    return RemoteFailure(kind, f"the API says {kind.value}")
 
 
 @pytest.mark.parametrize(
@@ -274,13 +277,13 @@ def failure(kind: core.FailureKind) -> core.RemoteFailure:
             "empty token",
         ),
         pytest.param(
-            Check(secret_ref=SECRET, failure=failure(core.FailureKind.UNAUTHENTICATED)),
+            Check(secret_ref=SECRET, failure=failure(FailureKind.UNAUTHENTICATED)),
             "False",
             "Unauthorized",
             "not accepted",
         ),
         pytest.param(
-            Check(secret_ref=SECRET, failure=failure(core.FailureKind.UNAVAILABLE)),
+            Check(secret_ref=SECRET, failure=failure(FailureKind.UNAVAILABLE)),
             "Unknown",
             "Unavailable",
             "cannot check the token",
@@ -305,9 +308,7 @@ def test_status_records_who_the_token_is_and_keeps_it_while_a_later_check_fails(
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Authenticated")
 
     later = NOW + timedelta(minutes=5)
-    revoked = Check(
-        secret_ref=SECRET, failure=failure(core.FailureKind.UNAUTHENTICATED), asked=True
-    )
+    revoked = Check(secret_ref=SECRET, failure=failure(FailureKind.UNAUTHENTICATED), asked=True)
     second = connection_status(first, 3, revoked, later)
     assert second["subject"] == first["subject"]
     assert second["organizationId"] == "org-1"
@@ -329,7 +330,7 @@ def test_a_look_that_only_read_the_secret_writes_nothing() -> None:
     first = connection_status({}, 1, Check(secret_ref=SECRET, identity=WHO, asked=True), NOW)
     remembered = Check(secret_ref=SECRET, identity=WHO)
     later = connection_status(first, 1, remembered, NOW + timedelta(minutes=1))
-    assert core.status_patch(first, later) == {}
+    assert status_patch(first, later) == {}
 
 
 # ------------------------------------------------------------------ allowed base URLs

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules.core import Condition, Status
 from ona_taskrun.rules.logtail import (
     MAX_TAIL_BYTES,
     NOTE_MARK,
@@ -25,6 +24,7 @@ from ona_taskrun.rules.logtail import (
     usable,
     wants_tail,
 )
+from ona_taskrun.rules.model import Condition, Status
 
 NOW = datetime(2026, 11, 30, 9, 0, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""`spec.retries` and `spec.ttlSecondsAfterFinished` through `core.decide`: one row per
+"""`spec.retries` and `spec.ttlSecondsAfterFinished` through `decide`: one row per
 situation a retrying or finished TaskRun can be in, plus the back-off and spec rules."""
 
 from __future__ import annotations
@@ -9,8 +9,29 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules import core, retry
-from ona_taskrun.rules.core import Action, ActionKind, Observation, Phase
+from ona_taskrun.rules import retry
+from ona_taskrun.rules.conditions import apply_execution
+from ona_taskrun.rules.model import (
+    ADOPT_ANNOTATION,
+    SUCCEEDED,
+    Access,
+    Action,
+    ActionKind,
+    ConnectionView,
+    FailureKind,
+    InvalidSpec,
+    Observation,
+    Phase,
+    RemoteExecution,
+    RemoteFailure,
+    Result,
+    Settings,
+    Status,
+    TaskRun,
+)
+from ona_taskrun.rules.pipeline import decide
+from ona_taskrun.rules.results import apply_result
+from ona_taskrun.rules.spec import parse_spec
 
 from .builders import (
     EXEC,
@@ -30,7 +51,7 @@ from .builders import (
     taskrun,
 )
 
-CFG = core.Settings()  # back-off base 10 s, start settle 15 s, clock skew 5 s
+CFG = Settings()  # back-off base 10 s, start settle 15 s, clock skew 5 s
 
 RUNNING_ATTEMPT_1: dict[str, Any] = {
     "observedGeneration": 1,
@@ -72,7 +93,7 @@ BACKING_OFF: dict[str, Any] = {
 
 def test_failed_attempt_with_retries_left_waits_then_retries() -> None:
     run = taskrun(inline_spec(retries=2), RUNNING_ATTEMPT_1)
-    decision = core.decide(run, Observation(execution=FAILED_REMOTE), NOW, CFG)
+    decision = decide(run, Observation(execution=FAILED_REMOTE), NOW, CFG)
 
     assert decision.action is None
     assert decision.track is None
@@ -85,7 +106,7 @@ def test_failed_attempt_with_retries_left_waits_then_retries() -> None:
         assert gone not in status, gone
     assert status["startAttempts"] == 1
     assert condition_table(decision.status) == pending("Retrying")
-    succeeded = decision.status.condition(core.SUCCEEDED)
+    succeeded = decision.status.condition(SUCCEEDED)
     assert succeeded is not None
     assert "attempt 1 failed (exit code 2)" in succeeded.message
     assert "attempt 2 of 3" in succeeded.message
@@ -103,7 +124,7 @@ def test_backoff_doubles_from_the_base_up_to_five_minutes(attempt: int, delay: f
 
 def test_the_back_off_of_a_later_attempt_is_longer() -> None:
     third = {**RUNNING_ATTEMPT_1, "attempt": 3, "attempts": [FIRST_ATTEMPT, FIRST_ATTEMPT]}
-    decision = core.decide(
+    decision = decide(
         taskrun(inline_spec(retries=5), third), Observation(execution=FAILED_REMOTE), NOW, CFG
     )
     assert decision.status.attempt == 4
@@ -115,7 +136,7 @@ def test_a_fractional_back_off_is_rounded_up_never_cut_short() -> None:
     cfg = replace(CFG, retry_backoff_base=0.5)
     now = NOW + timedelta(milliseconds=700)
     run = taskrun(inline_spec(retries=1), RUNNING_ATTEMPT_1)
-    decision = core.decide(run, Observation(execution=FAILED_REMOTE), now, cfg)
+    decision = decide(run, Observation(execution=FAILED_REMOTE), now, cfg)
     # 0.7 s + 0.5 s = 1.2 s, kept in whole seconds as 2 s.
     assert decision.status.next_attempt_at == at(2)
     assert decision.requeue_after == pytest.approx(1.3)
@@ -177,14 +198,14 @@ def test_a_fractional_back_off_is_rounded_up_never_cut_short() -> None:
 def test_what_is_never_retried(
     spec: dict[str, Any],
     status: dict[str, Any],
-    remote: core.RemoteExecution,
+    remote: RemoteExecution,
     reason: str,
     message: str,
 ) -> None:
-    decision = core.decide(taskrun(spec, status), Observation(execution=remote), NOW, CFG)
+    decision = decide(taskrun(spec, status), Observation(execution=remote), NOW, CFG)
     assert decision.action is None
     assert decision.status.finished
-    succeeded = decision.status.condition(core.SUCCEEDED)
+    succeeded = decision.status.condition(SUCCEEDED)
     assert succeeded is not None
     assert (succeeded.status, succeeded.reason) == ("False", reason)
     assert message in succeeded.message
@@ -195,30 +216,28 @@ def test_what_is_never_retried(
 @pytest.mark.parametrize(
     ("kind", "reason"),
     [
-        (core.FailureKind.NOT_FOUND, "TaskNotFound"),
-        (core.FailureKind.UNAUTHENTICATED, "Unauthorized"),
-        (core.FailureKind.PERMISSION_DENIED, "Forbidden"),
+        (FailureKind.NOT_FOUND, "TaskNotFound"),
+        (FailureKind.UNAUTHENTICATED, "Unauthorized"),
+        (FailureKind.PERMISSION_DENIED, "Forbidden"),
     ],
 )
-def test_a_refused_start_of_a_later_attempt_ends_the_run(
-    kind: core.FailureKind, reason: str
-) -> None:
+def test_a_refused_start_of_a_later_attempt_ends_the_run(kind: FailureKind, reason: str) -> None:
     run = taskrun(inline_spec(retries=3), {**BACKING_OFF, "nextAttemptAt": at(-1)})
-    decision = core.decide(run, Observation(), NOW, CFG)
+    decision = decide(run, Observation(), NOW, CFG)
     assert decision.action == Action(ActionKind.START, task_id=TASK)
     claimed = replace(run, status=decision.status)
-    refused = core.RemoteFailure(kind, "no")
-    after, _, _ = core.apply_result(
-        claimed, decision.action, core.Result(failure=refused), Observation(), NOW
+    refused = RemoteFailure(kind, "no")
+    after, _, _ = apply_result(
+        claimed, decision.action, Result(failure=refused), Observation(), NOW
     )
     assert after.status.finished
     assert condition_table(after.status)["Succeeded"] == ("False", reason)
-    assert core.decide(after, Observation(), NOW + timedelta(hours=1), CFG).action is None
+    assert decide(after, Observation(), NOW + timedelta(hours=1), CFG).action is None
 
 
 def test_not_permitted_during_back_off_ends_the_run_without_a_new_attempt() -> None:
-    view = core.ConnectionView(core.Access.REFUSED, "NotPermitted", "policy refuses env-1")
-    decision = core.decide(
+    view = ConnectionView(Access.REFUSED, "NotPermitted", "policy refuses env-1")
+    decision = decide(
         taskrun(inline_spec(retries=3), {**BACKING_OFF, "nextAttemptAt": at(-1)}),
         Observation(connection=view),
         NOW,
@@ -229,7 +248,7 @@ def test_not_permitted_during_back_off_ends_the_run_without_a_new_attempt() -> N
 
 
 def test_back_off_not_over_waits_without_calling_anything() -> None:
-    decision = core.decide(taskrun(inline_spec(retries=2), BACKING_OFF), Observation(), NOW, CFG)
+    decision = decide(taskrun(inline_spec(retries=2), BACKING_OFF), Observation(), NOW, CFG)
     assert decision.action is None
     assert decision.requeue_after == 8.0
     assert condition_table(decision.status) == pending("Retrying")
@@ -238,7 +257,7 @@ def test_back_off_not_over_waits_without_calling_anything() -> None:
 
 def test_back_off_over_claims_the_next_attempt_and_starts_it() -> None:
     run = taskrun(inline_spec(retries=2), {**BACKING_OFF, "nextAttemptAt": at(-1)})
-    decision = core.decide(run, Observation(), NOW, CFG)
+    decision = decide(run, Observation(), NOW, CFG)
     assert decision.action == Action(ActionKind.START, task_id=TASK)
     status = decision.status
     assert (status.start_requested_at, status.attempt, status.claim_attempt) == (at(0), 2, 2)
@@ -248,7 +267,7 @@ def test_back_off_over_claims_the_next_attempt_and_starts_it() -> None:
 
 
 def test_the_first_claim_is_for_attempt_one() -> None:
-    decision = core.decide(
+    decision = decide(
         taskrun(ref_id_spec(), {"observedGeneration": 1, "taskId": "task-ref"}),
         Observation(),
         NOW,
@@ -260,13 +279,13 @@ def test_the_first_claim_is_for_attempt_one() -> None:
 
 def test_stop_during_back_off_ends_stopped_with_no_new_attempt() -> None:
     run = taskrun(inline_spec(retries=2, desiredPhase="STOPPED"), BACKING_OFF, generation=2)
-    decision = core.decide(run, Observation(), NOW, CFG)
+    decision = decide(run, Observation(), NOW, CFG)
     assert decision.action is None
     assert decision.status.phase == "STOPPED"
     assert decision.status.attempt == 2
     assert decision.status.next_attempt_at == ""
     assert condition_table(decision.status) == finished("False", "Stopped", stalled=False)
-    succeeded = decision.status.condition(core.SUCCEEDED)
+    succeeded = decision.status.condition(SUCCEEDED)
     assert succeeded is not None
     assert "while waiting to retry" in succeeded.message
     assert events_table(decision.events) == [("Normal", "Stopped")]
@@ -282,13 +301,13 @@ CLAIMED_ATTEMPT_2: dict[str, Any] = {
 }
 
 
-def claimed_attempt_2(spec: dict[str, Any], **annotations: str) -> core.TaskRun:
+def claimed_attempt_2(spec: dict[str, Any], **annotations: str) -> TaskRun:
     run = taskrun(spec, CLAIMED_ATTEMPT_2, annotations=annotations)
     return replace(run, status=replace(run.status, claim_attempt=2))
 
 
 def test_unknown_start_of_attempt_two_looks_for_its_execution() -> None:
-    decision = core.decide(claimed_attempt_2(inline_spec(retries=2)), Observation(), NOW, CFG)
+    decision = decide(claimed_attempt_2(inline_spec(retries=2)), Observation(), NOW, CFG)
     assert decision.action == Action(ActionKind.FIND_EXECUTIONS, task_id=TASK)
 
 
@@ -325,10 +344,10 @@ def test_unknown_start_of_attempt_two_looks_for_its_execution() -> None:
     ],
 )
 def test_unknown_start_of_a_later_attempt_adopts_only_its_own_execution(
-    spec: dict[str, Any], candidates: tuple[core.RemoteExecution, ...], adopted: str
+    spec: dict[str, Any], candidates: tuple[RemoteExecution, ...], adopted: str
 ) -> None:
     obs = Observation(candidates=candidates, own_principal="me")
-    decision = core.decide(claimed_attempt_2(spec), obs, NOW, CFG)
+    decision = decide(claimed_attempt_2(spec), obs, NOW, CFG)
     assert decision.status.task_execution_id == adopted
     assert decision.track == adopted
     assert condition_table(decision.status)["Succeeded"] == ("Unknown", "Adopted")
@@ -336,11 +355,11 @@ def test_unknown_start_of_a_later_attempt_adopts_only_its_own_execution(
 
 def test_only_earlier_attempts_executions_found_means_start_again() -> None:
     obs = Observation(candidates=(execution(EXEC, Phase.FAILED, created_at=at(-19)),))
-    decision = core.decide(claimed_attempt_2(inline_spec(retries=2)), obs, NOW, CFG)
+    decision = decide(claimed_attempt_2(inline_spec(retries=2)), obs, NOW, CFG)
     assert decision.status.task_execution_id == ""
     assert decision.status.start_requested_at == ""
     assert events_table(decision.events) == [("Normal", "Restarting")]
-    again = core.decide(
+    again = decide(
         replace(claimed_attempt_2(inline_spec(retries=2)), status=decision.status),
         Observation(),
         NOW,
@@ -351,8 +370,8 @@ def test_only_earlier_attempts_executions_found_means_start_again() -> None:
 
 
 def test_adopt_annotation_naming_an_earlier_attempts_execution_is_ignored() -> None:
-    run = claimed_attempt_2(inline_spec(retries=2), **{core.ADOPT_ANNOTATION: EXEC})
-    decision = core.decide(run, Observation(), NOW, CFG)
+    run = claimed_attempt_2(inline_spec(retries=2), **{ADOPT_ANNOTATION: EXEC})
+    decision = decide(run, Observation(), NOW, CFG)
     assert decision.status.task_execution_id == ""
     assert decision.action == Action(ActionKind.FIND_EXECUTIONS, task_id=TASK)
 
@@ -360,7 +379,7 @@ def test_adopt_annotation_naming_an_earlier_attempts_execution_is_ignored() -> N
 def test_a_claim_left_from_an_earlier_attempt_is_void() -> None:
     run = taskrun(inline_spec(retries=2), {**BACKING_OFF, "startRequestedAt": at(-30)})
     run = replace(run, status=replace(run.status, claim_attempt=1))
-    decision = core.decide(run, Observation(), NOW, CFG)
+    decision = decide(run, Observation(), NOW, CFG)
     assert decision.action is None
     assert decision.status.start_requested_at == ""
     assert condition_table(decision.status)["Succeeded"] == ("Unknown", "Retrying")
@@ -372,10 +391,10 @@ def test_a_claim_already_made_for_the_next_attempt_survives_the_move_to_it() -> 
     outcome resolved: no second start for attempt 2."""
     run = taskrun(inline_spec(retries=2), {**RUNNING_ATTEMPT_1, "startRequestedAt": at(-20)})
     run = replace(run, status=replace(run.status, claim_attempt=2))
-    moved = core.decide(run, Observation(execution=FAILED_REMOTE), NOW, CFG)
+    moved = decide(run, Observation(execution=FAILED_REMOTE), NOW, CFG)
     assert moved.status.attempt == 2
     assert moved.status.start_requested_at == at(-20)
-    nxt = core.decide(replace(run, status=moved.status), Observation(), NOW, CFG)
+    nxt = decide(replace(run, status=moved.status), Observation(), NOW, CFG)
     assert nxt.action == Action(ActionKind.FIND_EXECUTIONS, task_id=TASK)
 
 
@@ -386,19 +405,19 @@ def test_every_attempt_starts_once_and_no_more_attempts_than_allowed() -> None:
     now = NOW
     starts = 0
     for _ in range(40):
-        decision = core.decide(run, Observation(), now, CFG)
-        repeat = core.decide(replace(run, status=decision.status), Observation(), now, CFG)
+        decision = decide(run, Observation(), now, CFG)
+        repeat = decide(replace(run, status=decision.status), Observation(), now, CFG)
         run = replace(run, status=decision.status)
         if decision.action is not None and decision.action.kind is ActionKind.START:
             # Decided again with its claim read back: never a second start.
             assert repeat.action is None or repeat.action.kind is not ActionKind.START
             starts += 1
             started = execution(f"exec-{starts}", Phase.RUNNING, version=1, created_at=at(0))
-            run, _, _ = core.apply_result(
-                run, decision.action, core.Result(execution=started), Observation(), now
+            run, _, _ = apply_result(
+                run, decision.action, Result(execution=started), Observation(), now
             )
             failed = replace(started, phase=Phase.FAILED, status_version=2, status_version_text="2")
-            run = replace(run, status=core.apply_execution(run.status, failed))
+            run = replace(run, status=apply_execution(run.status, failed))
         if run.status.finished:
             break
         now += timedelta(seconds=decision.requeue_after or 1)
@@ -443,29 +462,29 @@ NOT_PERMITTED_AT = {
 def test_ttl_deletes_a_finished_taskrun_that_long_after_it_finished(
     ttl: int, status: dict[str, Any], action: ActionKind | None, requeue: float | None
 ) -> None:
-    decision = core.decide(
+    decision = decide(
         taskrun(inline_spec(ttlSecondsAfterFinished=ttl), status), Observation(), NOW, CFG
     )
     assert (decision.action.kind if decision.action else None) == action
     assert decision.requeue_after == requeue
-    assert decision.status.to_dict() == core.Status.from_dict(status).to_dict()
+    assert decision.status.to_dict() == Status.from_dict(status).to_dict()
     if action is not None:
         assert events_table(decision.events) == [("Normal", "Expired")]
 
 
 def test_without_ttl_a_finished_taskrun_is_kept() -> None:
-    decision = core.decide(taskrun(inline_spec(), SUCCEEDED_AT), Observation(), NOW, CFG)
+    decision = decide(taskrun(inline_spec(), SUCCEEDED_AT), Observation(), NOW, CFG)
     assert (decision.action, decision.requeue_after) == (None, None)
 
 
 def test_a_deleted_taskrun_with_ttl_follows_its_deletion_policy() -> None:
     run = taskrun(inline_spec(ttlSecondsAfterFinished=0), SUCCEEDED_AT, deleting=True)
-    decision = core.decide(run, Observation(), NOW, CFG)
+    decision = decide(run, Observation(), NOW, CFG)
     assert decision.action == Action(ActionKind.DELETE_TASK, task_id=TASK)
 
 
 def test_a_running_taskrun_with_ttl_is_not_deleted() -> None:
-    decision = core.decide(
+    decision = decide(
         taskrun(inline_spec(ttlSecondsAfterFinished=0), RUNNING_ATTEMPT_1),
         Observation(),
         NOW,
@@ -489,12 +508,12 @@ def test_a_running_taskrun_with_ttl_is_not_deleted() -> None:
     ],
 )
 def test_out_of_range_lifecycle_fields_are_invalid(extra: dict[str, Any], message: str) -> None:
-    with pytest.raises(core.InvalidSpec, match=message.replace(".", r"\.")):
-        core.parse_spec(inline_spec(**extra))
+    with pytest.raises(InvalidSpec, match=message.replace(".", r"\.")):
+        parse_spec(inline_spec(**extra))
 
 
 def test_lifecycle_fields_are_read() -> None:
-    spec = core.parse_spec(inline_spec(retries=3, ttlSecondsAfterFinished=600))
+    spec = parse_spec(inline_spec(retries=3, ttlSecondsAfterFinished=600))
     assert (spec.retries, spec.ttl_after_finished) == (3, timedelta(minutes=10))
-    default = core.parse_spec(inline_spec())
+    default = parse_spec(inline_spec())
     assert (default.retries, default.ttl_after_finished) == (0, None)

@@ -1,4 +1,4 @@
-"""`core.apply_result`: how the outcome of each remote action is folded back into the
+"""`apply_result`: how the outcome of each remote action is folded back into the
 TaskRun's status and the observation the next decision sees. A few journeys chain
 decide and apply_result through a lost or refused call, as the reconciler does."""
 
@@ -11,9 +11,23 @@ from typing import Any
 
 import pytest
 
-from ona_taskrun.rules import core
-from ona_taskrun.rules.core import Action, ActionKind, FailureKind, Observation, Phase, Result
-from ona_taskrun.rules.environment import RemoteEnvironment
+from ona_taskrun.rules.conditions import refusal_reason
+from ona_taskrun.rules.model import (
+    Action,
+    ActionKind,
+    Decision,
+    FailureKind,
+    Observation,
+    Phase,
+    RemoteEnvironment,
+    RemoteFailure,
+    Result,
+    Settings,
+    Status,
+    TaskRun,
+)
+from ona_taskrun.rules.pipeline import decide
+from ona_taskrun.rules.results import apply_result
 
 from .builders import (
     EXEC,
@@ -34,7 +48,7 @@ from .builders import (
 )
 
 ABSENT = "<absent>"
-CFG = core.Settings()
+CFG = Settings()
 
 CLAIMED: dict[str, Any] = {
     "observedGeneration": 1,
@@ -84,7 +98,7 @@ class Expect:
 
 def row(
     id_: str,
-    run: core.TaskRun,
+    run: TaskRun,
     action: Action,
     result: Result,
     expect: Expect,
@@ -95,7 +109,7 @@ def row(
 
 
 # StartTask in an environment that is not running, as the Ona client reports it.
-NOT_RUNNING = core.RemoteFailure(
+NOT_RUNNING = RemoteFailure(
     FailureKind.INVALID_ARGUMENT,
     "StartTask: failed_precondition (HTTP 400): environment env-1 is not running",
     reason="FailedPrecondition",
@@ -159,7 +173,7 @@ def transient_start(kind: FailureKind) -> Any:
 
 
 # A named connection's 401: its token may be rotating, so the run waits, never ends.
-WAITED_401 = core.RemoteFailure(FailureKind.UNAUTHENTICATED, "the API says Unauthorized", wait=True)
+WAITED_401 = RemoteFailure(FailureKind.UNAUTHENTICATED, "the API says Unauthorized", wait=True)
 
 ROWS = [
     row(
@@ -459,9 +473,9 @@ ROWS = [
 
 @pytest.mark.parametrize(("run", "action", "result", "obs", "expect"), ROWS)
 def test_apply_result(
-    run: core.TaskRun, action: Action, result: Result, obs: Observation, expect: Expect
+    run: TaskRun, action: Action, result: Result, obs: Observation, expect: Expect
 ) -> None:
-    new_run, new_obs, events = core.apply_result(run, action, result, obs, NOW)
+    new_run, new_obs, events = apply_result(run, action, result, obs, NOW)
 
     got = new_run.status.to_dict()
     assert {k: got.get(k, ABSENT) for k in expect.status} == dict(expect.status)
@@ -481,35 +495,35 @@ def test_apply_result(
 # ------------------------------------------------------------------------ journeys
 
 
-def step(run: core.TaskRun, decision: core.Decision) -> core.TaskRun:
+def step(run: TaskRun, decision: Decision) -> TaskRun:
     """The TaskRun as it reads back after the edge wrote the decision's status."""
-    return replace(run, status=core.Status.from_dict(decision.status.to_dict()))
+    return replace(run, status=Status.from_dict(decision.status.to_dict()))
 
 
 def test_lost_start_response_is_adopted_and_never_started_twice() -> None:
     run = taskrun(inline_spec(), {"observedGeneration": 1, "taskId": TASK})
     starts = 0
 
-    first = core.decide(run, Observation(), NOW, CFG)
+    first = decide(run, Observation(), NOW, CFG)
     assert first.action == Action(ActionKind.START, task_id=TASK)
     starts += 1
     run = step(run, first)
-    run, obs, _ = core.apply_result(
+    run, obs, _ = apply_result(
         run, first.action, refused(FailureKind.OUTCOME_UNKNOWN), Observation(), NOW
     )
 
     # Within the settle time nothing is done; after it, the executions are listed.
-    waiting = core.decide(run, obs, NOW + timedelta(seconds=5), CFG)
+    waiting = decide(run, obs, NOW + timedelta(seconds=5), CFG)
     assert waiting.action is None
     assert waiting.requeue_after == pytest.approx(11.0)
     later = NOW + timedelta(seconds=16)
-    find = core.decide(run, obs, later, CFG)
+    find = decide(run, obs, later, CFG)
     assert find.action == Action(ActionKind.FIND_EXECUTIONS, task_id=TASK)
     run = step(run, find)
     found = Result(candidates=(execution(created_at=at(1)),))
-    run, obs, _ = core.apply_result(run, find.action, found, obs, later)
+    run, obs, _ = apply_result(run, find.action, found, obs, later)
 
-    adopted = core.decide(run, obs, later, CFG)
+    adopted = decide(run, obs, later, CFG)
     assert adopted.action is None
     assert adopted.track == EXEC
     assert adopted.status.task_execution_id == EXEC
@@ -523,20 +537,20 @@ def test_lost_start_response_is_adopted_and_never_started_twice() -> None:
 def test_create_task_outcome_unknown_then_finds_the_task_by_reference() -> None:
     run = taskrun(inline_spec(), None)
     obs = Observation(owned_task_missing=True)
-    create = core.decide(run, obs, NOW, CFG)
+    create = decide(run, obs, NOW, CFG)
     assert create.action == Action(ActionKind.CREATE_TASK)
 
-    run, obs, _ = core.apply_result(
+    run, obs, _ = apply_result(
         step(run, create), create.action, refused(FailureKind.OUTCOME_UNKNOWN), obs, NOW
     )
-    again = core.decide(run, obs, NOW, CFG)
+    again = decide(run, obs, NOW, CFG)
     assert again.action == Action(ActionKind.FIND_OWNED_TASK)
 
 
 def test_refused_start_is_final_and_costs_no_more_calls() -> None:
     run = taskrun(inline_spec(), CLAIMED)
-    run, obs, _ = core.apply_result(run, START, refused(FailureKind.NOT_FOUND), Observation(), NOW)
-    decision = core.decide(step(run, core.Decision(run.status)), obs, NOW, CFG)
+    run, obs, _ = apply_result(run, START, refused(FailureKind.NOT_FOUND), Observation(), NOW)
+    decision = decide(step(run, Decision(run.status)), obs, NOW, CFG)
 
     assert decision.action is None
     assert decision.requeue_after is None
@@ -546,26 +560,24 @@ def test_refused_start_is_final_and_costs_no_more_calls() -> None:
 def test_find_executions_unauthorized_says_the_remote_refused() -> None:
     run = taskrun(inline_spec(), {**CLAIMED, "startRequestedAt": at(-20)})
     find = Action(ActionKind.FIND_EXECUTIONS, task_id=TASK)
-    run, obs, _ = core.apply_result(
-        run, find, refused(FailureKind.UNAUTHENTICATED), Observation(), NOW
-    )
-    decision = core.decide(run, obs, NOW, CFG)
+    run, obs, _ = apply_result(run, find, refused(FailureKind.UNAUTHENTICATED), Observation(), NOW)
+    decision = decide(run, obs, NOW, CFG)
 
     assert condition_table(decision.status)["RemoteReachable"] == ("False", "Unauthorized")
 
 
 def test_refused_stop_stays_visible_in_the_conditions() -> None:
     run = taskrun(inline_spec(desiredPhase="STOPPED"), RUNNING, generation=2)
-    stop = core.decide(run, Observation(), NOW, CFG)
+    stop = decide(run, Observation(), NOW, CFG)
     assert stop.action == STOP_REQUESTED
     run = step(run, stop)
-    run, obs, _ = core.apply_result(
+    run, obs, _ = apply_result(
         run, STOP_REQUESTED, refused(FailureKind.PERMISSION_DENIED), Observation(), NOW
     )
-    run = step(run, core.decide(run, obs, NOW, CFG))
+    run = step(run, decide(run, obs, NOW, CFG))
 
     # The next reconcile, a resync later, has no fresh failure to report.
-    later = core.decide(run, Observation(), NOW + timedelta(seconds=60), CFG)
+    later = decide(run, Observation(), NOW + timedelta(seconds=60), CFG)
     messages = [c.message for c in later.status.conditions]
     assert any("the API says Forbidden" in m for m in messages), messages
 
@@ -583,7 +595,7 @@ def test_one_refusal_map_names_why_a_start_or_a_creation_ends_the_run(
     kind: FailureKind, start: str, create_environment: str
 ) -> None:
     # Who may call reads the same for every call; what was missing or invalid is the call's.
-    started, _, _ = core.apply_result(
+    started, _, _ = apply_result(
         taskrun(inline_spec(), CLAIMED), START, refused(kind), Observation(), NOW
     )
     spec = {
@@ -591,7 +603,7 @@ def test_one_refusal_map_names_why_a_start_or_a_creation_ends_the_run(
         "environment": {"fromProject": {"projectId": "p-1"}},
     }
     create = Action(ActionKind.CREATE_ENVIRONMENT)
-    created, _, _ = core.apply_result(
+    created, _, _ = apply_result(
         taskrun(spec, {"environmentRequestedAt": at(0)}), create, refused(kind), Observation(), NOW
     )
     assert condition_table(started.status)["Succeeded"] == ("False", start)
@@ -613,4 +625,4 @@ def test_one_refusal_map_names_why_a_start_or_a_creation_ends_the_run(
 def test_refusal_reason_is_none_for_what_is_no_refusal(
     kind: FailureKind, reason: str | None
 ) -> None:
-    assert core.refusal_reason(kind, not_found="TaskNotFound", invalid="InvalidTask") == reason
+    assert refusal_reason(kind, not_found="TaskNotFound", invalid="InvalidTask") == reason
