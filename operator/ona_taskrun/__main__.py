@@ -9,17 +9,18 @@ import kopf
 
 from . import config as config_module
 from .app import App, build_registry
+from .controller.checkpoints import NO_CHECKPOINTS, Checkpoints
 from .observability import logs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, checkpoints: Checkpoints = NO_CHECKPOINTS) -> int:
     try:
         cfg = config_module.load(argv)
     except config_module.ConfigError as exc:
         print(f"taskrun-operator: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(cfg.log_level, cfg.log_format, cfg.token.reveal() if cfg.token else "")
-    app = App(cfg)
+    app = App(cfg, checkpoints)
     kopf.run(
         registry=build_registry(app),
         clusterwide=cfg.all_namespaces,

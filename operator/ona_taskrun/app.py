@@ -27,6 +27,7 @@ from .clients.kube import (
 )
 from .config import Config
 from .controller import connections
+from .controller.checkpoints import NO_CHECKPOINTS, Checkpoints
 from .controller.leader import LeaderElector
 from .controller.reconciler import Reconciler
 from .controller.schedules import Schedules
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 class App:
     """Everything one running operator holds."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, checkpoints: Checkpoints = NO_CHECKPOINTS) -> None:
         self.config = config
         self.connections = connections.Connections(
             connections.Settings(
@@ -78,11 +79,11 @@ class App:
                 environment_timeout=_seconds(config.environment_timeout),
                 keepalive=_seconds(config.environment_keepalive),
             ),
-            crash_point=config.crash_point,
+            checkpoints=checkpoints,
             merge_window=config.merge_window,
             operator_namespace=config.operator_namespace,
         )
-        self.schedules = Schedules(self._enqueue, crash_point=config.crash_point)
+        self.schedules = Schedules(self._enqueue, checkpoints=checkpoints)
         self.reconciler.handlers[schedule.KIND] = self.schedules.reconcile
         self.metrics = metrics.Exporter(
             enabled=config.metrics_enabled,

@@ -24,15 +24,6 @@ DEFAULT_ALLOWED_BASE_URLS = "https://app.ona.com/api,https://app.gitpod.io/api"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-CRASH_POINTS = (
-    "",
-    "after-claim",
-    "after-start",
-    "after-stop-claim",
-    "after-schedule-create",
-    "after-environment-claim",
-    "after-environment-create",
-)
 # Not 8080: the manifests' liveness endpoint (kopf's /healthz) listens there.
 DEFAULT_METRICS_PORT = 8081
 
@@ -81,7 +72,6 @@ class Config:
     lease_name: str = "ona-taskrun-operator"
     lease_duration: float = 15.0
     identity: str = ""
-    crash_point: str = ""
     operator_namespace: str = "ona-system"
     default_namespaces: selectors.LabelSelector = selectors.NOTHING
     connection_recheck: float = 300.0
@@ -285,9 +275,6 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             f"ONA_START_SETTLE ({start_settle:g}s) must be longer than ONA_REQUEST_TIMEOUT "
             f"({request_timeout:g}s), or a start still in flight could be missed"
         )
-    crash_point = env.get("ONA_TASKRUN_CRASH_POINT", "").strip()
-    if crash_point not in CRASH_POINTS:
-        raise ConfigError(f"ONA_TASKRUN_CRASH_POINT={crash_point!r} is not a known crash point")
 
     leader = args.leader_election if args.leader_election is not None else False
     leader = leader or _bool(env, "LEADER_ELECTION")
@@ -324,7 +311,6 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         lease_name=env.get("LEASE_NAME", "ona-taskrun-operator"),
         lease_duration=_number(env, "LEASE_DURATION", 15.0, minimum=2),
         identity=env.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
-        crash_point=crash_point,
         operator_namespace=operator_namespace,
         default_namespaces=default_namespaces,
         connection_recheck=_number(env, "CONNECTION_RECHECK_SECONDS", 300.0, minimum=1),

@@ -30,6 +30,7 @@ from tests.support.scrape import try_scrape
 from tests.support.simulator_fixtures import SimulatorHandle, SimulatorProcess
 
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENT_ID = "0f0e5f4a-3a4b-4b8e-9a51-6f1f4f7d2c10"
 # Short timings so the suite stays quick; the settle time must exceed the request timeout.
 FAST_ENV = {
@@ -129,8 +130,14 @@ class OperatorFactory:
             "WATCH_NAMESPACES": namespace,
             **(extra_env or {}),
         }
+        command = [str(exe)]
+        if env.get("ONA_TASKRUN_CRASH_POINT"):
+            # The crash harness: the operator itself has no crash setting.
+            command = [sys.executable, "-m", "tools.crashing_operator"]
+            paths = [str(REPO_ROOT), env.get("PYTHONPATH", "")]
+            env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         index = len(self.started)
-        proc = OperatorProcess([str(exe)], env, self.workdir / f"operator-{index}.log")
+        proc = OperatorProcess(command, env, self.workdir / f"operator-{index}.log")
         self.started.append(proc)
         return proc.start() if start else proc
 

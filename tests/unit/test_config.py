@@ -41,7 +41,7 @@ def test_defaults() -> None:
         15.0,
     )
     assert cfg.identity == "operator-0"
-    assert cfg.crash_point == ""
+    assert not hasattr(cfg, "crash_point")  # a harness setting, not the operator's
     # Metrics on, on a port apart from the manifests' liveness endpoint (8080).
     assert (cfg.metrics_enabled, cfg.metrics_bind_address, cfg.metrics_port) == (
         True,
@@ -132,13 +132,6 @@ ACCEPTED: list[Any] = [
     pytest.param([], {"LEADER_ELECTION": "0"}, "leader_election", False, id="leader-0"),
     pytest.param(["--leader-election"], {}, "leader_election", True, id="leader-flag"),
     pytest.param([], {"LEASE_DURATION": "30"}, "lease_duration", 30.0, id="lease-duration"),
-    pytest.param(
-        [],
-        {"ONA_TASKRUN_CRASH_POINT": "after-start"},
-        "crash_point",
-        "after-start",
-        id="known-crash-point",
-    ),
     pytest.param([], {"METRICS_ENABLED": "false"}, "metrics_enabled", False, id="metrics-off"),
     pytest.param([], {"METRICS_ENABLED": "TRUE"}, "metrics_enabled", True, id="metrics-on"),
     pytest.param([], {"METRICS_PORT": "9100"}, "metrics_port", 9100, id="metrics-port"),
@@ -492,12 +485,6 @@ REFUSED: list[Any] = [
         {"ONA_START_SETTLE": "5", "ONA_REQUEST_TIMEOUT": "8"},
         "ONA_START_SETTLE (5s) must be longer than ONA_REQUEST_TIMEOUT (8s)",
         id="settle-shorter-than-timeout",
-    ),
-    pytest.param(
-        [],
-        {"ONA_TASKRUN_CRASH_POINT": "somewhere"},
-        "ONA_TASKRUN_CRASH_POINT='somewhere' is not a known crash point",
-        id="crash-point",
     ),
     pytest.param(
         [],

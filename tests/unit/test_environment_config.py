@@ -45,8 +45,3 @@ def test_values_are_read() -> None:
 def test_bad_values_name_the_setting(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         config.load([], {**BASE, name: value})
-
-
-def test_the_environment_crash_points_are_known() -> None:
-    for point in ("after-environment-claim", "after-environment-create"):
-        assert config.load([], {**BASE, "ONA_TASKRUN_CRASH_POINT": point}).crash_point == point

@@ -58,6 +58,9 @@ def _die_with_parent() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _venv_bin(name: str) -> Path:
     return Path(sys.executable).parent / name
 
@@ -177,12 +180,16 @@ class Stack:
             # Any free port: a restarted operator may overlap the one it replaces.
             "METRICS_PORT": "0",
         }
+        command = [str(_venv_bin("taskrun-operator"))]
         if crash_point:
+            # The crash harness: the operator itself has no crash setting.
             env["ONA_TASKRUN_CRASH_POINT"] = crash_point
+            env["PYTHONPATH"] = str(REPO_ROOT)
+            command = [str(_venv_bin("python")), "-m", "tools.crashing_operator"]
         log_path = self.state_dir / f"operator-{index:02d}.log"
         with log_path.open("ab") as out:
             process = subprocess.Popen(
-                [str(_venv_bin("taskrun-operator"))],
+                command,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -17,9 +17,7 @@ import binascii
 import contextlib
 import itertools
 import logging
-import os
 import random
-import signal
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -59,6 +57,15 @@ from ..rules.pipeline import decide
 from ..rules.results import apply_result
 from ..rules.spec import parse_connection_ref, parse_spec, task_reference
 from . import environment_actions
+from .checkpoints import (
+    AFTER_CLAIM,
+    AFTER_ENVIRONMENT_CLAIM,
+    AFTER_ENVIRONMENT_CREATE,
+    AFTER_START,
+    AFTER_STOP_CLAIM,
+    NO_CHECKPOINTS,
+    Checkpoints,
+)
 from .connections import Connections, Remote
 from .eventpost import EventPoster
 from .logtails import LogTails
@@ -128,13 +135,6 @@ def _claim_of(body: Mapping[str, Any], signer: ClaimSigner | None) -> tuple[str,
     return claim
 
 
-def crash(point: str, wanted: str) -> None:
-    """A crash point for tests only: die at once, as a SIGKILL would."""
-    if point and point == wanted:
-        log.warning("crash point %s reached: killing the operator", point)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 @dataclass(frozen=True)
 class _Seen:
     """What one step of a reconcile knows before it decides."""
@@ -159,14 +159,14 @@ class Reconciler:
         *,
         workers: int = 8,
         settings: Settings | None = None,
-        crash_point: str = "",
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
         merge_window: float = 1.0,
         operator_namespace: str = "ona-system",
     ) -> None:
         self.connections = connections
         self._kube: KubeClient | None = None
         self.settings = settings or Settings()
-        self.crash_point = crash_point
+        self.checkpoints = checkpoints
         self.merge_window = merge_window
         # Verifies the start claims in TaskRuns' annotations; loaded before the first
         # reconcile (initial_sync), from a Secret only the operator reads.
@@ -728,23 +728,24 @@ class Reconciler:
         run: TaskRun,
         body: Mapping[str, Any],
     ) -> Result:
-        """One remote action through the TaskRun's connection, between its crash points
-        (tests only). An execution it starts is the TaskRun's from the answer on."""
+        """One remote action through the TaskRun's connection, between its checkpoints
+        (where crash tests kill it). An execution it starts is the TaskRun's from the
+        answer on."""
         kind = action.kind
         if kind is ActionKind.START:
-            crash(self.crash_point, "after-claim")
+            self.checkpoints.reached(AFTER_CLAIM)
         if kind is ActionKind.STOP:
-            crash(self.crash_point, "after-stop-claim")
+            self.checkpoints.reached(AFTER_STOP_CLAIM)
         if kind is ActionKind.CREATE_ENVIRONMENT:
-            crash(self.crash_point, "after-environment-claim")
+            self.checkpoints.reached(AFTER_ENVIRONMENT_CLAIM)
         with self._starting(record, action):
             result = await self._perform_through(remote, action, run, body)
         if kind is ActionKind.CREATE_ENVIRONMENT:
-            crash(self.crash_point, "after-environment-create")
+            self.checkpoints.reached(AFTER_ENVIRONMENT_CREATE)
         if result.failure is None:
             remote.answered()  # a failure was recorded as it came (Remote.failed)
         if kind is ActionKind.START:
-            crash(self.crash_point, "after-start")
+            self.checkpoints.reached(AFTER_START)
             if result.execution is not None:
                 log.info("%s: started execution %s", record.key, result.execution.id)
                 # Its own start: held for it from the answer on (no await since),

@@ -21,7 +21,7 @@ from ..rules import schedule as schedule_rules
 from ..rules.conditions import status_patch
 from ..rules.model import Event
 from ..rules.schedule import Created, CreateOutcome, Schedule
-from .reconciler import crash
+from .checkpoints import AFTER_SCHEDULE_CREATE, NO_CHECKPOINTS, Checkpoints
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = f"{schedule_rules.KIND}:"
@@ -51,12 +51,12 @@ class Schedules:
         enqueue: Callable[[str], None],
         *,
         clock: Callable[[], datetime] = _utcnow,
-        crash_point: str = "",
+        checkpoints: Checkpoints = NO_CHECKPOINTS,
     ) -> None:
         self.kube: KubeClient | None = None
         self._enqueue = enqueue
         self._clock = clock
-        self._crash_point = crash_point
+        self._checkpoints = checkpoints
         self._bodies: dict[str, dict[str, Any]] = {}
         # uid of an owned TaskRun -> (its schedule's key, what the schedule cares about):
         # a TaskRun's progress writes wake its schedule only when that changes.
@@ -120,7 +120,7 @@ class Schedules:
         outcome = None
         if plan.slot is not None and isinstance(schedule.spec, schedule_rules.ScheduleSpec):
             outcome = await self._create(schedule, schedule.spec, plan.slot)
-            crash(self._crash_point, "after-schedule-create")
+            self._checkpoints.reached(AFTER_SCHEDULE_CREATE)
         status, events, again = schedule_rules.settle(schedule, plan, outcome, now)
         if not await self._write_status(key, body, status):
             return 1.0  # the schedule changed meanwhile: its newer version is coming
