@@ -153,16 +153,6 @@ SEVERAL_MESSAGE = (ADOPT_ANNOTATION, ALLOW_RESTART_ANNOTATION, "exec-1, exec-2")
 
 BEFORE_START = [
     case(
-        "fresh-inline-without-finalizer-adds-it-first",
-        taskrun(inline_spec(), finalizer=False),
-        Expect(action=Action(ActionKind.ADD_FINALIZER), status={"taskId": ABSENT}),
-    ),
-    case(
-        "fresh-invalid-spec-without-finalizer-adds-it-first",
-        taskrun({"taskRef": {}}, finalizer=False),
-        Expect(action=Action(ActionKind.ADD_FINALIZER)),
-    ),
-    case(
         "inline-task-not-yet-known-looks-up-owned-task",
         taskrun(inline_spec()),
         Expect(

@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 MAX_STEPS = 25
 # Kubernetes-only actions: they never wait for the Ona API's back-off or breaker.
 _LOCAL_ACTIONS = (
-    ActionKind.ADD_FINALIZER,
     ActionKind.REMOVE_FINALIZER,
     ActionKind.DELETE_TASKRUN,
 )
@@ -706,7 +705,7 @@ class Reconciler:
             return None
         if action.kind in _LOCAL_ACTIONS:
             try:
-                return await self._set_finalizer(record, body, action.kind), seen.obs
+                return await self._remove_finalizer(record, body), seen.obs
             except Conflict:
                 fresh = await self._reread(record)
                 return None if fresh is None else (fresh, seen.obs)
@@ -1027,16 +1026,14 @@ class Reconciler:
         except (Conflict, Gone):
             log.debug("%s: already deleted or re-created; nothing to delete", key_of(body))
 
-    async def _set_finalizer(
-        self, record: TaskRunRecord, body: dict[str, Any], kind: ActionKind
+    async def _remove_finalizer(
+        self, record: TaskRunRecord, body: dict[str, Any]
     ) -> dict[str, Any]:
+        """Let the TaskRun go. (The finalizer is added with the first write that needs it,
+        the start claim or a status write before a task is created: `_write`.)"""
         assert self.kube is not None
         meta = body["metadata"]
-        current = list(meta.get("finalizers") or [])
-        if kind is ActionKind.ADD_FINALIZER:
-            wanted = [*current, FINALIZER]
-        else:
-            wanted = [f for f in current if f != FINALIZER]
+        wanted = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
         updated = await self.kube.set_finalizers(
             meta["namespace"], meta["name"], wanted, meta["resourceVersion"]
         )

@@ -326,7 +326,6 @@ class Status:
 
 
 class ActionKind(enum.StrEnum):
-    ADD_FINALIZER = "AddFinalizer"
     REMOVE_FINALIZER = "RemoveFinalizer"
     FIND_OWNED_TASK = "FindOwnedTask"
     CREATE_TASK = "CreateTask"

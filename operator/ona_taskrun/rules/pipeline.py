@@ -17,8 +17,6 @@ from .conditions import finish, pending, unfollowable
 from .deletion import decide_deletion, left_behind
 from .model import (
     Access,
-    Action,
-    ActionKind,
     Decision,
     Event,
     InvalidSpec,
@@ -39,9 +37,6 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = DEFAUL
     status = run.status
     if run.deleting:
         return decide_deletion(run, obs)
-    if not run.has_finalizer:
-        # Before any remote side effect, so a delete can always clean up.
-        return Decision(status=status, action=Action(ActionKind.ADD_FINALIZER))
     if isinstance(run.spec, InvalidSpec):
         if status.finished:
             return Decision(status=replace(status, observed_generation=run.generation))
