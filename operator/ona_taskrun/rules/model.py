@@ -15,7 +15,8 @@ from typing import Any
 FINALIZER = "automation.ona.com/taskrun"
 
 
-# A person resolves an ambiguous start with one of these annotations (see README).
+# A person resolves an ambiguous start with one of these annotations (see
+# docs/taskruns.md, "When a start's outcome is unknown").
 ADOPT_ANNOTATION = "automation.ona.com/adopt-execution"
 
 
