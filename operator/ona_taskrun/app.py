@@ -28,12 +28,13 @@ from .clients.kube import (
 from .config import Config
 from .controller import connections
 from .controller.checkpoints import NO_CHECKPOINTS, Checkpoints
+from .controller.customruns import CustomRuns
 from .controller.leader import LeaderElector
 from .controller.reconciler import Reconciler
 from .controller.schedules import Schedules
 from .controller.watch import Watch
 from .observability import metrics
-from .rules import schedule
+from .rules import customrun, schedule
 from .rules.connection import ConnectionKey
 from .rules.model import Settings
 
@@ -85,6 +86,10 @@ class App:
         )
         self.schedules = Schedules(self._enqueue, checkpoints=checkpoints)
         self.reconciler.handlers[schedule.KIND] = self.schedules.reconcile
+        # Tekton CustomRuns (TEKTON_CUSTOM_TASKS): one more kind sharing the queue.
+        self.customruns = CustomRuns(self._enqueue) if config.tekton_custom_tasks else None
+        if self.customruns is not None:
+            self.reconciler.handlers[customrun.KIND] = self.customruns.reconcile
         self.metrics = metrics.Exporter(
             enabled=config.metrics_enabled,
             host=config.metrics_bind_address,
@@ -110,11 +115,15 @@ class App:
     def observe_taskrun(self, event_type: str, body: dict[str, Any]) -> None:
         self.reconciler.observe(event_type, body)
         self.schedules.observe_taskrun(event_type, body)
+        if self.customruns is not None:
+            self.customruns.observe_taskrun(event_type, body)
 
     def connect(self, info: kopf.ConnectionInfo) -> None:
         first = self.reconciler.kube is None
         self.reconciler.kube = KubeClient.from_connection(info, observer=metrics.KUBE_OBSERVER)
         self.schedules.kube = self.reconciler.kube
+        if self.customruns is not None:
+            self.customruns.kube = self.reconciler.kube
         if first and self.config.leader_election:
             # A standby acts on nothing, not even during its first sync.
             self.reconciler.active.clear()
@@ -154,6 +163,8 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.reconciler.stop()
         await self.schedules.stop()
+        if self.customruns is not None:
+            await self.customruns.stop()
         await self.metrics.stop()
         if self.reconciler.kube is not None:
             await self.reconciler.kube.aclose()
@@ -256,6 +267,13 @@ def build_registry(app: App) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, SCHEDULES, registry=registry)
     async def on_schedule(event: kopf.RawEvent, **_: Any) -> None:
         app.schedules.observe(str(event.get("type") or "MODIFIED"), event["object"])
+
+    if app.customruns is not None:
+        customruns = app.customruns
+
+        @kopf.on.event(customrun.GROUP, customrun.VERSION, customrun.PLURAL, registry=registry)
+        async def on_customrun(event: kopf.RawEvent, **_: Any) -> None:
+            customruns.observe(str(event.get("type") or "MODIFIED"), event["object"])
 
     @kopf.on.probe(id="trackedExecutions", registry=registry)
     async def tracked(**_: Any) -> int:

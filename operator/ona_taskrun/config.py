@@ -84,6 +84,9 @@ class Config:
     environment_poll: float = 5.0
     environment_timeout: float = 600.0
     environment_keepalive: float = 300.0
+    # Serve Tekton CustomRuns of kind TaskRun (docs/pipelines.md); needs the RBAC of
+    # manifests/tekton or the chart's tekton.customTasks.enabled.
+    tekton_custom_tasks: bool = False
 
     @property
     def all_namespaces(self) -> bool:
@@ -137,6 +140,8 @@ environment variables (flags win over them):
   ENVIRONMENT_KEEPALIVE_SECONDS  seconds between activity signals (spec.environment.keepAlive)
                           and looks at a running execution's environment; keep it well below
                           the idle timeout, at least 30 minutes in Ona (default 300)
+  TEKTON_CUSTOM_TASKS     true to run Tekton CustomRuns of kind TaskRun as child TaskRuns
+                          (docs/pipelines.md; needs RBAC for customruns) (default false)
 """
 
 
@@ -323,6 +328,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         environment_poll=_number(env, "ENVIRONMENT_POLL_SECONDS", 5.0, minimum=0.1),
         environment_timeout=_number(env, "ENVIRONMENT_START_TIMEOUT", 600.0, minimum=1),
         environment_keepalive=_number(env, "ENVIRONMENT_KEEPALIVE_SECONDS", 300.0, minimum=0.5),
+        tekton_custom_tasks=_bool(env, "TEKTON_CUSTOM_TASKS"),
     )
 
 
