@@ -1,4 +1,5 @@
-"""The tests in this folder run the real Tekton controller (tests/support/tekton.py)."""
+"""The tests in this folder run the real Tekton controller (tests/support/tekton.py), all
+but those that ask for no `tekton` fixture (the Argo Workflows recipe's)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ _TEKTON = pytest.StashKey[Tekton]()
 
 
 @pytest.fixture(autouse=True)
-def _remember_tekton(request: pytest.FixtureRequest, tekton: Tekton) -> None:
-    request.node.stash[_TEKTON] = tekton
+def _remember_tekton(request: pytest.FixtureRequest) -> None:
+    if "tekton" in request.fixturenames:
+        request.node.stash[_TEKTON] = request.getfixturevalue("tekton")
 
 
 @pytest.hookimpl(wrapper=True)
