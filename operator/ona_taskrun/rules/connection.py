@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import ParseResult, urlparse
 
 from . import selectors
+from .capacity import NO_LIMITS, InvalidLimits, Limits, parse_limits
 from .model import (
     CLUSTER_CONNECTION,
     NAMESPACED_CONNECTION,
@@ -156,6 +157,8 @@ class Policy:
     namespaces: selectors.LabelSelector = selectors.EVERYTHING
     # Where `namespaces` comes from, for messages.
     namespaces_from: str = ""
+    # spec.limits: the runs it starts at once, and its request rate (rules.capacity).
+    limits: Limits = NO_LIMITS
 
 
 def check_policy(
@@ -300,6 +303,10 @@ def parse_connection(
     else:
         namespaces = selectors.EVERYTHING
         namespaces_from = ""
+    try:
+        limits = parse_limits(spec.get("limits"), cluster=key.kind == CLUSTER_CONNECTION)
+    except InvalidLimits as exc:
+        raise InvalidConnection(str(exc)) from None
     url = base_url(str(spec.get("baseUrl") or DEFAULT_BASE_URL))
     if allowed_urls is not None and not allowed_urls.allows(url):
         raise InvalidConnection(
@@ -317,6 +324,7 @@ def parse_connection(
             inline_tasks=inline_raw == "Allow",
             namespaces=namespaces,
             namespaces_from=namespaces_from,
+            limits=limits,
         ),
     )
 

@@ -118,6 +118,8 @@ class Spec:
     # spec.environment; None: its defaults, at no call while the environment runs
     # (IMPLIED).
     environment: EnvironmentSpec | None = None
+    # spec.suspend: accepted and checked, not started until it is false.
+    suspend: bool = False
 
     @property
     def environment_id(self) -> str | None:
@@ -234,6 +236,7 @@ _STATUS_KEYS = {
     "stopReason": "stop_reason",
     "attempt": "attempt",
     "nextAttemptAt": "next_attempt_at",
+    "queuedAt": "queued_at",
     "environmentId": "environment_id",
     "environmentPhase": "environment_phase",
     "environmentRequestedAt": "environment_requested_at",
@@ -274,6 +277,9 @@ class Status:
     attempt: int = 0
     attempts: tuple[Mapping[str, Any], ...] = ()
     next_attempt_at: str = ""
+    # When its connection's limits first held the run back (reason Queued); kept after
+    # the start, so the wait in line can be told.
+    queued_at: str = ""
     # The attempt the start claim is for (the claim annotation's; 0: the current one).
     claim_attempt: int = 0
 
@@ -402,10 +408,20 @@ READY = ConnectionView()
 
 
 @dataclass(frozen=True)
+class Queued:
+    """A run its connection's limits hold back: its place in line and why it waits."""
+
+    position: int
+    message: str
+
+
+@dataclass(frozen=True)
 class Observation:
     """What the edges know beyond the object itself."""
 
     connection: ConnectionView = READY
+    # Held back by its connection's limits (rules.capacity); None: it may start.
+    queued: Queued | None = None
 
     execution: RemoteExecution | None = None
     # The last failure talking to the remote for this TaskRun, while it lasts.
@@ -461,6 +477,8 @@ class Settings:
     # How often a running execution's environment is signalled active (keepAlive) and
     # looked at: safely below the shortest idle timeout (30 minutes).
     keepalive: timedelta = timedelta(minutes=5)
+    # How often a queued run looks at its place again, should no freed slot wake it.
+    queue_recheck: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,15 @@ from .model import (
     Settings,
     Spec,
     TaskRun,
+    rfc3339,
 )
 from .running import decide_running
 from .start import decide_start, decide_task
 
 DEFAULTS = Settings()
+SUSPENDED = "Suspended"
+SUSPENDED_MESSAGE = "spec.suspend is true: the run is accepted but not started"
+QUEUED = "Queued"
 
 
 def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = DEFAULTS) -> Decision:
@@ -65,14 +69,18 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = DEFAUL
         )
 
     claimed = bool(status.task_execution_id or status.start_requested_at)
+    never_started = not claimed and status.attempt == 0
     view = obs.connection
+    if view.access is Access.REFUSED and not claimed:
+        # Before any Ona call that could create or start something.
+        return Decision(
+            finish(run, status, now, "NotPermitted", view.message, ok=False),
+            events=(Event("Warning", "NotPermitted", view.message),),
+        )
+    if never_started and spec.suspend:
+        # Accepted and checked; nothing is created or started until spec.suspend is false.
+        return Decision(pending(run, status, now, SUSPENDED, SUSPENDED_MESSAGE))
     if view.access is not Access.READY and not claimed:
-        if view.access is Access.REFUSED:
-            # Before any Ona call that could create or start something.
-            return Decision(
-                finish(run, status, now, "NotPermitted", view.message, ok=False),
-                events=(Event("Warning", "NotPermitted", view.message),),
-            )
         return Decision(
             pending(run, status, now, view.reason, view.message, view.failure),
             requeue_after=cfg.connection_wait,
@@ -88,6 +96,14 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = DEFAUL
     if view.access is Access.WAITING:
         # Started, but its connection is gone: keep the last status and say why.
         return Decision(unfollowable(run, status, now, view), requeue_after=cfg.connection_wait)
+
+    if never_started and obs.queued is not None:
+        # Held back by its connection's limits (rules.capacity): the controller wakes it
+        # when a slot frees; the requeue is a safety net.
+        new = replace(status, queued_at=status.queued_at or rfc3339(now))
+        return Decision(
+            pending(run, new, now, QUEUED, obs.queued.message), requeue_after=cfg.queue_recheck
+        )
 
     # Every run goes through its environment's gate: spec.environment, or the defaults,
     # which cost no call while the environment runs.

@@ -92,6 +92,9 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
         raise InvalidSpec("spec.task and spec.taskRef must be objects")
     timeout_raw = spec.get("timeout")
     retries, ttl = parse_lifecycle(spec)
+    suspend = spec.get("suspend", False)
+    if not isinstance(suspend, bool):
+        raise InvalidSpec(f"spec.suspend {suspend!r} must be true or false")
     return Spec(
         task=task,
         task_ref=ref,
@@ -102,6 +105,7 @@ def parse_spec(spec: Mapping[str, Any]) -> Spec:
         retries=retries,
         ttl_after_finished=ttl,
         environment=env_spec,
+        suspend=suspend,
     )
 
 

@@ -1,0 +1,166 @@
+"""Sharing a connection's capacity: its limits, the fair order of the runs waiting for it,
+and whether one run may start now.
+
+A connection's `spec.limits` caps the runs it has started and not yet seen end
+(`maxConcurrentRuns`), and, on a ClusterOnaConnection, those of any one namespace
+(`maxConcurrentRunsPerNamespace`). A run over a limit is not started: it waits, and its
+place in line is decided here. Within a namespace, first created is first started; across
+namespaces, a run's turn is its namespace's running runs plus the runs ahead of it in its
+namespace, so one namespace's backlog cannot starve another's (round-robin by namespace).
+
+Everything here is computed from what the cluster holds (which runs are claimed or
+started, when each was created), so the order is the same after a restart or a change of
+leader. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .model import Queued
+
+# A request rate no connection needs more of: the default keeps one burst from taking
+# all of the Ona API's rate limit from the other connections of the operator.
+DEFAULT_REQUESTS_PER_SECOND = 20.0
+MAX_REQUESTS_PER_SECOND = 1000.0
+MAX_CONCURRENT = 100_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A connection's `spec.limits`; None: no limit."""
+
+    max_concurrent: int | None = None
+    max_per_namespace: int | None = None
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
+
+    @property
+    def limited(self) -> bool:
+        return self.max_concurrent is not None or self.max_per_namespace is not None
+
+
+NO_LIMITS = Limits()
+
+
+class InvalidLimits(ValueError):
+    """A connection's spec.limits the schema let through but the operator cannot use."""
+
+
+def _count(raw: Mapping[str, Any], name: str) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidLimits(f"spec.limits.{name} {value!r} is not a whole number")
+    if not 1 <= value <= MAX_CONCURRENT:
+        raise InvalidLimits(f"spec.limits.{name} {value} must be from 1 to {MAX_CONCURRENT}")
+    return value
+
+
+def parse_limits(raw: Any, *, cluster: bool) -> Limits:
+    """Read `spec.limits` of a connection; InvalidSpec says what is wrong."""
+    if raw is None:
+        return NO_LIMITS
+    if not isinstance(raw, Mapping):
+        raise InvalidLimits("spec.limits must be an object")
+    per_namespace = _count(raw, "maxConcurrentRunsPerNamespace")
+    if per_namespace is not None and not cluster:
+        raise InvalidLimits(
+            "spec.limits.maxConcurrentRunsPerNamespace is for a ClusterOnaConnection: an "
+            "OnaConnection serves one namespace (use maxConcurrentRuns)"
+        )
+    rate = raw.get("requestsPerSecond", DEFAULT_REQUESTS_PER_SECOND)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate):
+        raise InvalidLimits(f"spec.limits.requestsPerSecond {rate!r} is not a number")
+    if not 0 < rate <= MAX_REQUESTS_PER_SECOND:
+        raise InvalidLimits(
+            f"spec.limits.requestsPerSecond {rate} must be above 0 and at most "
+            f"{MAX_REQUESTS_PER_SECOND:g}"
+        )
+    return Limits(_count(raw, "maxConcurrentRuns"), per_namespace, float(rate))
+
+
+@dataclass(frozen=True, order=True)
+class Waiter:
+    """A run waiting for a start: sorted by when it was created, then by its name."""
+
+    created: str  # RFC 3339 in UTC, as the API server writes it: sorts as time does
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def fair_order(waiting: Iterable[Waiter], running: Mapping[str, int]) -> list[Waiter]:
+    """The order in which waiting runs start: by turn (the namespace's running runs plus
+    the runs ahead in its namespace), then by creation."""
+    by_namespace: dict[str, list[Waiter]] = {}
+    for waiter in sorted(waiting):
+        by_namespace.setdefault(waiter.namespace, []).append(waiter)
+    turns = [
+        (running.get(namespace, 0) + place, waiter)
+        for namespace, line in by_namespace.items()
+        for place, waiter in enumerate(line)
+    ]
+    return [waiter for _, waiter in sorted(turns)]
+
+
+def turn(
+    waiter: Waiter,
+    limits: Limits,
+    running: Mapping[str, int],
+    waiting: Iterable[Waiter],
+    connection: str,
+) -> Queued | None:
+    """None when `waiter` may start now, else its place in line, given the runs `running`
+    per namespace (claimed or started and not final, including those just let in) and the
+    runs `waiting` with it.
+
+    It may when, walking the fair order, it is among the runs the free slots go to: a run
+    whose namespace is at its own limit is passed over, and holds no place in front."""
+    if not limits.limited:
+        return None
+    total = sum(running.values())
+    free = math.inf if limits.max_concurrent is None else limits.max_concurrent - total
+    taken: Counter[str] = Counter(running)
+    position = 0
+    for other in fair_order(waiting, running):
+        namespace_full = (
+            limits.max_per_namespace is not None
+            and taken[other.namespace] >= limits.max_per_namespace
+        )
+        if other == waiter:
+            if namespace_full:
+                assert limits.max_per_namespace is not None
+                return Queued(
+                    position=position + 1,
+                    message=(
+                        f"queued: {connection} allows {limits.max_per_namespace} concurrent "
+                        f"runs per namespace and {taken[other.namespace]} of namespace "
+                        f"{other.namespace} are running"
+                    ),
+                )
+            if free > 0:
+                return None
+            assert limits.max_concurrent is not None
+            return Queued(
+                position=position + 1,
+                message=(
+                    f"queued: {connection} allows {limits.max_concurrent} concurrent runs "
+                    f"and {total} are running; position {position + 1} in its queue"
+                ),
+            )
+        if namespace_full:
+            continue
+        if free > 0:
+            free -= 1
+            taken[other.namespace] += 1
+        else:
+            position += 1
+    return None  # not waiting after all: nothing holds it back
