@@ -28,6 +28,7 @@ from ..clients.ona import NO_OBSERVER, OnaClient, OnaObserver, RetryPolicy, erro
 from ..observability import logs
 from ..rules import selectors
 from ..rules.backoff import exponential
+from ..rules.capacity import NO_LIMITS, Limits
 from ..rules.conditions import status_patch
 from ..rules.connection import (
     DEFAULT_CONNECTION,
@@ -603,6 +604,12 @@ class Connections:
                 return found, remote
             refused = await self._refusal(key, policy, namespace, parsed, found)
         return refused or READY, remote
+
+    def limits(self, key: ConnectionKey) -> Limits:
+        """The connection's spec.limits; none for the default connection or for one whose
+        spec cannot be read (it serves no run then)."""
+        policy = self._default_policy if key.default else self._policy(key)
+        return policy.limits if policy is not None else NO_LIMITS
 
     def _policy(self, key: ConnectionKey) -> Policy | None:
         """The connection's policy; None when its spec cannot be read (allow nothing)."""

@@ -41,22 +41,26 @@ from ..rules.model import (
     Access,
     Action,
     ActionKind,
+    ConnectionView,
     Decision,
     Event,
     FailureKind,
     InvalidSpec,
     Observation,
+    Queued,
     RemoteFailure,
     Result,
     Settings,
     Spec,
     Status,
     TaskRun,
+    parse_time,
 )
 from ..rules.pipeline import decide
 from ..rules.results import apply_result
 from ..rules.spec import parse_connection_ref, parse_spec, task_reference
 from . import environment_actions
+from .admission import Admission
 from .checkpoints import (
     AFTER_CLAIM,
     AFTER_ENVIRONMENT_CLAIM,
@@ -189,6 +193,9 @@ class Reconciler:
         self._poster: asyncio.Task[None] | None = None
         # Log tails of ended runs, read beside the reconcile (see logtail).
         self.logtails = LogTails(enqueue=self.enqueue_urgent, post=self._post)
+        # Who holds each connection's capacity and who waits (spec.limits): a freed slot
+        # wakes the runs next in line.
+        self.admission = Admission(wake=self.enqueue)
         self._workers = workers
         # Reconcilers of other kinds whose keys (`Kind:ns/name`) share this queue.
         self.handlers: dict[str, Callable[[str], Awaitable[float | None]]] = {}
@@ -231,12 +238,17 @@ class Reconciler:
             "environments": sum(remote.environments.waiting for remote in remotes),
             "timers": sum(1 for record in self._records.values() if record.timer is not None),
             "log_tails": self.logtails.remembered,
+            "queue": len(self.admission),
         }
+
+    def _queued(self) -> dict[tuple[str, str], int]:
+        return {(ns, str(conn)): n for (ns, conn), n in self.admission.queued().items()}
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         metrics.REMEMBERED.source = self.remembered
+        metrics.QUEUED.source = self._queued
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"reconcile-{i}") for i in range(self._workers)
         ]
@@ -284,6 +296,7 @@ class Reconciler:
             return
         else:
             self._remember(record, dict(body))
+        self.admission.note_body(key, body)
         self.enqueue(key)
 
     def _new_record(self, key: str, body: dict[str, Any]) -> None:
@@ -341,6 +354,7 @@ class Reconciler:
         for remote in remotes:
             remote.environments.done(key)
         self.logtails.forget(key)
+        self.admission.forget(key)
         metrics.queue_forgotten(key)
         record.cancel_timer()
         record.lane = record.dirty = None
@@ -646,6 +660,8 @@ class Reconciler:
         obs = replace(obs, connection=view)
         if remote is not None:
             obs = await self._observe_remote(record, run, obs, remote)
+        # With no wait between the count and the decision: a slot let in is taken at once.
+        obs = replace(obs, queued=self._turn(record, run, body, view))
         if run.status.start_requested_at and not run.status.task_execution_id:
             # Only an adoption needs to know which executions other TaskRuns hold. Read
             # last, with no wait between this, the decision and the reservation (_write):
@@ -656,6 +672,28 @@ class Reconciler:
                 starts_in_flight=self._starts_in_flight(record.key, run.status.task_id),
             )
         return _Seen(run, obs, remote, finalizer_due)
+
+    def _turn(
+        self, record: TaskRunRecord, run: TaskRun, body: Mapping[str, Any], view: ConnectionView
+    ) -> Queued | None:
+        """The run's place in its connection's line (`admission`), noted afresh from the
+        parsed run; None when nothing holds it back."""
+        self.admission.note_run(record.key, run, body)
+        spec = run.spec
+        if view.access is not Access.READY or not isinstance(spec, Spec):
+            return None
+        connection = key_for(_namespace(record.key), spec.connection_ref)
+        limits = self.connections.limits(connection)
+        if not limits.limited or not self.admission.waiting(record.key):
+            return None
+        if not self.synced.is_set():
+            return Queued(0, "queued: counting the runs of its connection after a start-up")
+        queued = self.admission.turn(record.key, limits, str(connection))
+        since = parse_time(run.status.queued_at)
+        if queued is None and since is not None:
+            waited = (_now() - since).total_seconds()
+            metrics.QUEUE_WAIT.labels(_namespace(record.key)).observe(max(waited, 0.0))
+        return queued
 
     def _decide(self, record: TaskRunRecord, seen: _Seen) -> Decision:
         """Decide: the pure rules' decision, with a log tail read meanwhile folded in."""

@@ -102,6 +102,12 @@ ONA_REQUEST_DURATION = Histogram(
     ["method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+QUEUE_WAIT = Histogram(
+    "ona_taskrun_queue_wait_seconds",
+    "How long runs waited for a slot of their connection's spec.limits (reason Queued).",
+    ["namespace"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+)
 LOG_TAIL_READS = Counter(
     "ona_taskrun_log_tail_reads",
     "Reads of a finished run's log tail (logs token and log, retries included), by result: "
@@ -484,6 +490,29 @@ class RememberedCollector(Collector):
 
 REMEMBERED = RememberedCollector()
 REGISTRY.register(REMEMBERED)
+
+
+class QueuedCollector(Collector):
+    """`ona_taskrun_queued`: runs their connection's limits hold back, by namespace and
+    connection, read from the controller at each scrape (`Admission.queued`)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[tuple[str, str], int]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            PREFIX + "queued",
+            "TaskRuns waiting for a slot of their connection's spec.limits (reason Queued).",
+            labels=["namespace", "connection"],
+        )
+        source = self.source
+        for (namespace, connection), count in (source() if source is not None else {}).items():
+            family.add_metric([namespace, connection], count)
+        yield family
+
+
+QUEUED = QueuedCollector()
+REGISTRY.register(QUEUED)
 
 # ------------------------------------------------------------------ the endpoint
 
