@@ -103,6 +103,12 @@ def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: d
     ]
     if spec.get("timeout"):
         pairs.append(("Timeout", str(spec["timeout"])))
+    if spec.get("suspend") is True and not status.get("taskExecutionId"):
+        pairs.append(("Suspended", "true: not started until spec.suspend is false"))
+    if succeeded is not None and succeeded.get("reason") == "Queued":
+        # The message names the connection's limit and the run's place in line.
+        since = f" (since {status['queuedAt']})" if status.get("queuedAt") else ""
+        pairs.append(("Queued", f"{succeeded.get('message', '')}{since}"))
     if status.get("failureMessage"):
         pairs.append(("Failure Message", str(status["failureMessage"])))
     if status.get("logUrl"):
