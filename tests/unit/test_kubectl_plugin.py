@@ -348,6 +348,29 @@ def test_describe_of_a_new_run() -> None:
     assert "Attempts:" not in text
 
 
+def test_describe_shows_a_queued_runs_place_and_a_suspended_run() -> None:
+    message = (
+        "queued: OnaConnection team/ona allows 2 concurrent runs and 2 are running; position 3"
+    )
+    queued = {
+        "metadata": {"name": "q"},
+        "spec": {"taskRef": {"id": "t"}},
+        "status": {
+            "queuedAt": "2026-11-30T08:58:00Z",
+            "conditions": [
+                {"type": "Succeeded", "status": "Unknown", "reason": "Queued", "message": message}
+            ],
+        },
+    }
+    text = describe(queued, [], NOW)
+    assert f"{'Queued:':<15}{message} (since 2026-11-30T08:58:00Z)" in text
+    suspended = describe(
+        {"metadata": {"name": "s"}, "spec": {"taskRef": {"id": "t"}, "suspend": True}}, [], NOW
+    )
+    assert f"{'Suspended:':<15}true: not started until spec.suspend is false" in suspended
+    assert "Queued:" not in suspended
+
+
 def test_default_base_url_is_the_clients() -> None:
     from ona_taskrun.cli.main import DEFAULT_BASE_URL
     from ona_taskrun.clients.ona import DEFAULT_BASE_URL as CLIENT_DEFAULT
