@@ -251,3 +251,16 @@ def test_a_forged_claim_counts_only_until_the_verified_reconcile() -> None:
     assert admission.waiting("team-a/forged")
     assert admission.turn("team-a/forged", limits, "c") is None  # first created, first in
     assert admission.turn("team-a/real", limits, "c") is not None
+
+
+def test_suspend_cannot_pause_or_hide_a_started_run() -> None:
+    # An author setting spec.suspend on a running run neither stops following it nor frees
+    # its slot for their next run.
+    running = taskrun(
+        inline_spec(suspend=True),
+        {"taskId": "task-1", "taskExecutionId": "exec-1", "attempt": 1, "phase": "RUNNING"},
+    )
+    decision = decide(running, Observation(), NOW)
+    succeeded = decision.status.condition("Succeeded")
+    assert succeeded is None or succeeded.reason != "Suspended"
+    assert place_of(running) is Place.HOLDING
