@@ -153,23 +153,53 @@ KUBE_REQUESTS = Counter(
     "by HTTP method, resource and status code (0: no answer).",
     ["method", "resource", "code"],
 )
+THROTTLED = Counter(
+    "ona_taskrun_throttled",
+    "429 answers (too many requests), by source: kube (the API server; no connection) or "
+    "ona (by connection). Each holds that source's requests back for a while.",
+    ["source", "connection"],
+)
+THROTTLE_WAIT = Counter(
+    "ona_taskrun_throttle_wait_seconds",
+    "Time requests waited before they were sent, held back after 429s (Retry-After or "
+    "back-off, or a place among the requests in flight), by source and connection.",
+    ["source", "connection"],
+)
+# The API server's series exist from the start (0 until a 429).
+THROTTLED.labels("kube", "")
+THROTTLE_WAIT.labels("kube", "")
 
 # ------------------------------------------------------------------ recording
 
 
 class OnaRequests:
-    """The Ona client's observer (`ona.OnaObserver`): counts and times each attempt."""
+    """The Ona client's observer (`ona.OnaObserver`): counts and times each attempt,
+    and counts each 429 and the time it made calls wait, by connection (the throttle's
+    name)."""
 
     def on_request(self, method: str, code: str, seconds: float) -> None:
         ONA_REQUESTS.labels(method, code).inc()
         ONA_REQUEST_DURATION.labels(method).observe(seconds)
 
+    def on_throttled(self, name: str, hold: float) -> None:
+        THROTTLED.labels("ona", name).inc()
+
+    def on_waited(self, name: str, seconds: float) -> None:
+        THROTTLE_WAIT.labels("ona", name).inc(seconds)
+
 
 class KubeRequests:
-    """The Kubernetes client's observer (`kube.KubeObserver`): counts each request."""
+    """The Kubernetes client's observer (`kube.KubeObserver`): counts each request, each
+    429 and the time it made requests wait."""
 
     def on_request(self, method: str, path: str, code: int) -> None:
         KUBE_REQUESTS.labels(method, resource_of(path), str(code)).inc()
+
+    def on_throttled(self, name: str, hold: float) -> None:
+        THROTTLED.labels("kube", name).inc()
+
+    def on_waited(self, name: str, seconds: float) -> None:
+        THROTTLE_WAIT.labels("kube", name).inc(seconds)
 
 
 ONA_OBSERVER = OnaRequests()
