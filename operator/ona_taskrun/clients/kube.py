@@ -6,6 +6,12 @@ one, and two operators cannot both claim a start), finalizers, Events and Leases
 the TaskRuns a TaskRunSchedule creates and deletes. Credentials come from kopf's login
 (kubeconfig or in-cluster service account), handed over as a `Login`; what the client does
 is told to an optional `KubeObserver` (the operator's metrics).
+
+A 429 from the API server (API Priority and Fairness, or its max-in-flight limit, both
+refuse before doing anything, so any request may be sent again) slows all of the
+operator's requests down through one `Throttle`: they wait for the server's Retry-After
+(or the back-off) and go a few at a time; the refused request itself is sent again, up
+to `THROTTLED_ATTEMPTS` times in all, before `TooManyRequests` is raised.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from .throttle import Throttle, ThrottleObserver, parse_retry_after
+
 GROUP, VERSION, PLURAL = "automation.ona.com", "v1alpha1", "taskruns"
 CONNECTIONS, CLUSTER_CONNECTIONS = "onaconnections", "clusteronaconnections"
 SCHEDULES = "taskrunschedules"
@@ -32,6 +40,8 @@ _KINDS = {
     SCHEDULES: "TaskRunSchedule",
 }
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+# Tries of one request the API server keeps answering 429 (client-go makes ten).
+THROTTLED_ATTEMPTS = 10
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +58,10 @@ class Login(Protocol):
     def as_http_headers(self) -> dict[str, str]: ...
 
 
-class KubeObserver(Protocol):
+class KubeObserver(ThrottleObserver, Protocol):
+    """Told each request and, as a `ThrottleObserver` (with the name ""), each 429 and
+    each wait it caused."""
+
     def on_request(self, method: str, path: str, code: int) -> None:
         """A request (`WATCH` for a watch) to `path` was answered with `code`, 0 when no
         answer came. Called on the caller's task: it must be quick and must not raise."""
@@ -58,14 +71,22 @@ class _NoObserver:
     def on_request(self, method: str, path: str, code: int) -> None:
         return None
 
+    def on_throttled(self, name: str, hold: float) -> None:
+        return None
+
+    def on_waited(self, name: str, seconds: float) -> None:
+        return None
+
 
 NO_OBSERVER = _NoObserver()
 
 
 class KubeError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"Kubernetes API answered {status}: {message}")
         self.status = status
+        # The server's Retry-After (seconds), when it sent one.
+        self.retry_after = retry_after
 
 
 class Conflict(KubeError):
@@ -76,13 +97,18 @@ class Gone(KubeError):
     """The object no longer exists (404)."""
 
 
-def _error(status: int, raw: bytes) -> KubeError:
+class TooManyRequests(KubeError):
+    """The API server kept answering 429 (too many requests); nothing was done."""
+
+
+def _error(status: int, raw: bytes, retry_after: float | None = None) -> KubeError:
     text = raw.decode(errors="replace")
     try:
         message = str(_json.loads(text).get("message", text))
     except (ValueError, AttributeError):
         message = text[:300]
-    return {409: Conflict, 404: Gone}.get(status, KubeError)(status, message)
+    kind = {409: Conflict, 404: Gone, 429: TooManyRequests}.get(status, KubeError)
+    return kind(status, message, retry_after=retry_after)
 
 
 def _event(line: bytes) -> dict[str, Any]:
@@ -111,6 +137,7 @@ class KubeClient:
         headers: Mapping[str, str],
         token_path: Path | None = None,
         observer: KubeObserver = NO_OBSERVER,
+        throttle: Throttle | None = None,
     ):
         # A projected service-account token is rotated on disk: re-read it on a 401.
         self._token_path = token_path
@@ -120,6 +147,8 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self._watch_session: aiohttp.ClientSession | None = None
         self._observer = observer
+        # One for every request of the operator: the API server's 429s concern them all.
+        self.throttle = throttle or Throttle("", observer)
 
     @classmethod
     def from_connection(cls, info: Login, *, observer: KubeObserver = NO_OBSERVER) -> KubeClient:
@@ -160,14 +189,16 @@ class KubeClient:
 
     async def _send(
         self, method: str, path: str, data: bytes | None, content_type: str | None
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, float | None]:
+        """One request: its status, body and Retry-After (seconds), if any."""
         headers = dict(self._headers)
         if content_type:
             headers["Content-Type"] = content_type
         async with self._http().request(
             method, self._server + path, data=data, headers=headers
         ) as response:
-            return response.status, await response.read()
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return response.status, await response.read(), retry_after
 
     async def _request(
         self, method: str, path: str, *, json: Any = None, content_type: str | None = None
@@ -176,16 +207,26 @@ class KubeClient:
         if json is not None:
             data = _json.dumps(json).encode()
             content_type = content_type or "application/json"
-        try:
-            status, raw = await self._send(method, path, data, content_type)
-            if status == 401 and self._refresh_token():
-                status, raw = await self._send(method, path, data, content_type)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._observer.on_request(method, path, 0)
-            raise KubeError(0, f"{type(exc).__name__} talking to the API server") from exc
-        self._observer.on_request(method, path, status)
+        for attempt in range(1, THROTTLED_ATTEMPTS + 1):
+            async with self.throttle.request() as sent_at:
+                try:
+                    status, raw, retry_after = await self._send(method, path, data, content_type)
+                    if status == 401 and self._refresh_token():
+                        status, raw, retry_after = await self._send(
+                            method, path, data, content_type
+                        )
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    self._observer.on_request(method, path, 0)
+                    raise KubeError(0, f"{type(exc).__name__} talking to the API server") from exc
+                self._observer.on_request(method, path, status)
+                if status != 429:
+                    self.throttle.answered(sent_at)
+                    break
+                hold = self.throttle.refused(sent_at, retry_after)
+            if attempt < THROTTLED_ATTEMPTS:
+                log.debug("%s %s: 429 from the API server; again in %.2fs", method, path, hold)
         if status >= 400:
-            raise _error(status, raw)
+            raise _error(status, raw, retry_after)
         try:
             body: dict[str, Any] = _json.loads(raw)
         except ValueError as exc:
@@ -262,6 +303,8 @@ class KubeClient:
         # minute) for this long is dead without a word.
         idle = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=timeout_seconds + 30)
         for attempt in (1, 2):
+            # A watch holds no place among the requests in flight, but waits for a hold.
+            sent_at = await self.throttle.admit(slot=False)
             try:
                 async with self._watch_http().get(
                     self._server + path, headers=self._headers, timeout=idle
@@ -269,8 +312,13 @@ class KubeClient:
                     self._observer.on_request("WATCH", path, response.status)
                     if response.status == 401 and attempt == 1 and self._refresh_token():
                         continue
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if response.status == 429:
+                        self.throttle.refused(sent_at, retry_after)
+                    else:
+                        self.throttle.answered(sent_at)
                     if response.status >= 400:
-                        raise _error(response.status, await response.read())
+                        raise _error(response.status, await response.read(), retry_after)
                     buffer = bytearray()
                     async for chunk in response.content.iter_any():
                         buffer += chunk

@@ -14,6 +14,13 @@ Which calls are repeated after a failure, and why:
   upstream reset mid-request), or an unreadable 2xx raises OutcomeUnknown. A 429 is a
   refusal: RateLimited is raised without a retry inside the client and the caller decides
   when to try again. 4xx answers are definite refusals and raise their own errors.
+
+Every call and every WatchEvents stream goes through the client's `Throttle`: after a 429
+(HTTP 429 or Connect `resource_exhausted`) the client's calls wait for the server's
+Retry-After, or the back-off without one, and go a few at a time (see `throttle`). A read
+retried after a 429 waits the same way; a call that would wait longer than the retry
+policy's `max_delay` is not sent, and raises RateLimited (its `retry_after` the time still
+to wait) for the caller to schedule.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from ..throttle import Held, Throttle
 from ._connect import encode_envelope, error_from_reply, error_from_response
 from ._unary import (
     AiohttpSender,
@@ -58,7 +66,7 @@ from .models import (
     TaskExecutionPhase,
 )
 from .observe import NO_OBSERVER, OnaObserver
-from .retry import RetryPolicy
+from .retry import RetryPolicy, parse_retry_after
 from .watch import Framing, Resync, WatchItem, read_events
 
 __all__ = [
@@ -170,7 +178,8 @@ class OnaClient:
     `timeout` bounds each unary call (and is sent as Connect-Timeout-Ms), `connect_timeout`
     the TCP/TLS connect. Unary calls go through aiohttp, streams and log reads through
     httpx (see `_unary`). `transport` replaces the network for both (httpx.MockTransport
-    in tests). `observer` is told the result and latency of every unary attempt.
+    in tests). `observer` is told the result and latency of every unary attempt, and
+    what the client's `throttle` does (by default one of its own, nameless).
     """
 
     def __init__(
@@ -183,6 +192,7 @@ class OnaClient:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         observer: OnaObserver = NO_OBSERVER,
+        throttle: Throttle | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -199,6 +209,7 @@ class OnaClient:
         self._connect_timeout = connect_timeout
         self._retry = retry or RetryPolicy()
         self._observer = observer
+        self.throttle = throttle or Throttle("", observer, sleep=self._retry.sleep)
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -378,20 +389,37 @@ class OnaClient:
 
     async def _call(self, method: str, body: Mapping[str, Any], safety: _Safety) -> dict[str, Any]:
         attempt = 1
+        waited_out = -1  # the throttle's hold this call already slept through
         while True:
             try:
-                return await self._observed(method, self._send_once(method, body, safety))
+                return await self._attempt(method, body, safety, waited_out)
             except OnaError as error:
                 if not self._may_retry(error, safety) or attempt >= self._retry.max_attempts:
                     raise
-                delay = self._retry.delay(attempt, error.retry_after)
-                if delay is None:
-                    logger.warning(
-                        "%s: server asked to wait %.1fs, longer than the retry cap; giving up",
-                        method,
-                        error.retry_after,
-                    )
-                    raise
+                if isinstance(error, RateLimited):
+                    # The throttle holds every call of this client back now: a wait too
+                    # long to sleep through here is the caller's to schedule.
+                    held = self.throttle.remaining()
+                    if held > self._retry.max_delay:
+                        logger.info(
+                            "%s: rate limited (HTTP %s); held back %.1fs, left to the caller",
+                            method,
+                            error.http_status,
+                            held,
+                        )
+                        raise
+                    waited_out = self.throttle.hold_id
+                    delay = max(held, self._retry.delay(attempt, error.retry_after) or 0.0)
+                else:
+                    retry_delay = self._retry.delay(attempt, error.retry_after)
+                    if retry_delay is None:
+                        logger.warning(
+                            "%s: server asked to wait %.1fs, longer than the retry cap; giving up",
+                            method,
+                            error.retry_after,
+                        )
+                        raise
+                    delay = retry_delay
                 logger.info(
                     "%s failed (%s, HTTP %s); retry %d of %d in %.2fs",
                     method,
@@ -402,7 +430,40 @@ class OnaClient:
                     delay,
                 )
                 await self._retry.sleep(delay)
+                if isinstance(error, RateLimited):
+                    self.throttle.note_waited(delay)
                 attempt += 1
+
+    async def _attempt(
+        self, method: str, body: Mapping[str, Any], safety: _Safety, waited_out: int
+    ) -> dict[str, Any]:
+        """One attempt, once the throttle lets it go; what it answered is told to the
+        throttle (a 429, or any other answer)."""
+        try:
+            sent_at = await self.throttle.admit(
+                max_wait=self._retry.max_delay, waited_out=waited_out
+            )
+        except Held as held:
+            raise RateLimited(
+                f"not sent: the server's earlier 429s hold calls back {held.remaining:.1f}s more",
+                method=method,
+                code="resource_exhausted",
+                retry_after=held.remaining,
+            ) from None
+        try:
+            data = await self._observed(method, self._send_once(method, body, safety))
+        except RateLimited as error:
+            self.throttle.refused(sent_at, error.retry_after)
+            raise
+        except OnaError as error:
+            if error.http_status is not None:
+                self.throttle.answered(sent_at)
+            raise
+        else:
+            self.throttle.answered(sent_at)
+        finally:
+            self.throttle.release()
+        return data
 
     def _parse(
         self, model: type[T], data: Any, method: str, *, safety: _Safety = _Safety.READ
@@ -828,10 +889,14 @@ class OnaClient:
         while True:
             opened_at: float | None = None
             delivered = False
+            # A stream holds no place among the calls in flight, but waits for a hold.
+            sent_at = await self.throttle.admit(slot=False)
+            answer: Mapping[str, str] = {}
             try:
                 async with self._streams.stream(
                     "POST", url, content=content, headers=headers, timeout=timeout
                 ) as response:
+                    answer = response.headers
                     if not response.is_success:
                         await response.aread()
                         raise error_from_response(method, response, self._redact)
@@ -852,6 +917,14 @@ class OnaClient:
             except (Unavailable, RateLimited) as exc:
                 error = exc
                 reason = f"stream failed ({exc.code}: {exc.message})"
+                if isinstance(exc, RateLimited):
+                    # Connect reports it in the end frame; Retry-After is a header.
+                    if exc.retry_after is None:
+                        exc.retry_after = parse_retry_after(answer.get("retry-after"))
+                    self.throttle.refused(sent_at, exc.retry_after)
+            answered = opened_at is not None or (error is not None and error.http_status)
+            if answered and not isinstance(error, RateLimited):
+                self.throttle.answered(sent_at)
             # A stream that carried events or stayed up a while was healthy: the next
             # reconnect starts the backoff afresh.
             if delivered or (
@@ -861,10 +934,13 @@ class OnaClient:
             failures += 1
             if error is not None and max_failures is not None and failures >= max_failures:
                 raise error
-            retry_after = error.retry_after if error is not None else None
-            delay = self._retry.backoff(failures)
-            if retry_after is not None:
-                delay = max(delay, retry_after)
+            if isinstance(error, RateLimited):
+                delay = 0.0  # the throttle holds the next stream back
+            else:
+                retry_after = error.retry_after if error is not None else None
+                delay = self._retry.backoff(failures)
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
             logger.info(
                 "%s for environment %s: %s; reconnecting in %.2fs",
                 method,
@@ -872,4 +948,5 @@ class OnaClient:
                 reason,
                 delay,
             )
-            await self._retry.sleep(delay)
+            if delay > 0:
+                await self._retry.sleep(delay)

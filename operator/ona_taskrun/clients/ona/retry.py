@@ -5,6 +5,9 @@ the client sleeps a uniformly random time in [0, min(max_delay, base_delay * 2**
 A Retry-After from the server is a floor: the client never comes back sooner than asked.
 When the server asks for more than `max_delay`, the client stops retrying and raises, so
 the caller can schedule the retry itself instead of a coroutine sleeping for minutes.
+
+A 429 is waited out through the client's throttle (`clients.throttle`): a read retried
+after one waits at least as long as the throttle holds every call of the client back.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 from ...rules.backoff import exponential
+from ..throttle import parse_retry_after
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
@@ -58,28 +60,3 @@ class RetryPolicy:
         if retry_after > self.max_delay:
             return None
         return max(jittered, retry_after)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if unusable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        if seconds != seconds or seconds < 0:  # NaN or negative: ignore the header
-            return None
-        return seconds
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now or datetime.now(UTC)
-    return max((when - current).total_seconds(), 0.0)
