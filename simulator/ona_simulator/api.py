@@ -1,7 +1,8 @@
 """The HTTP face of the Ona API: Connect unary calls, the WatchEvents stream, and faults.
 
 Every call goes through the same steps, in the order a real gateway would apply them:
-a method switched off (answered `unimplemented`), injected latency, an injected answer
+a method switched off (answered `unimplemented`), the rate limit (`ratelimit`: 429
+`resource_exhausted` when its bucket is empty), injected latency, an injected answer
 (drop, 429, 500, 503) instead of handling, Connect header checks, authentication,
 permission, body decoding, the method itself, and finally an optional "lost response"
 after the method has had its effect.
@@ -19,6 +20,7 @@ from aiohttp import web
 from ona_simulator.core import CallRecord, Simulator
 from ona_simulator.faults import Fault, FaultRule
 from ona_simulator.methods import METHODS, MUTATING
+from ona_simulator.ratelimit import bearer_token
 from ona_simulator.wire import (
     JSON,
     ConnectError,
@@ -79,6 +81,24 @@ def check_served(sim: Simulator, request: web.Request, call: CallRecord, method:
         raise ConnectError("unimplemented", f"{service}/{method} is not implemented (simulated)")
 
 
+def check_rate_limit(
+    sim: Simulator, request: web.Request, call: CallRecord, method: str
+) -> web.Response | None:
+    """The rate limit's refusal, before anything else is done: a Connect error raised, or
+    (a gateway's answer) a bare 429 returned, the call finished."""
+    refusal = sim.ratelimit.check(method, request.headers)
+    if refusal is None:
+        return None
+    call.fault = "rate_limit"
+    subject = sim.tokens.lookup(bearer_token(request.headers))
+    call.subject_id = subject.id if subject is not None else None
+    headers = {} if refusal.retry_after is None else {"Retry-After": str(refusal.retry_after)}
+    if refusal.answer == "bare":
+        call.finish(429, "resource_exhausted")
+        return web.Response(status=429, text="Too Many Requests\n", headers=headers)
+    raise ConnectError("resource_exhausted", refusal.message, headers=headers)
+
+
 async def before_handling(
     sim: Simulator, request: web.Request, call: CallRecord, rule: FaultRule | None
 ) -> None:
@@ -112,6 +132,9 @@ async def unary(request: web.Request) -> web.StreamResponse:
         if handler is None:
             raise ConnectError("unimplemented", f"{AUTOMATION_SERVICE}/{method} is not implemented")
         check_served(sim, request, call, method)
+        limited = check_rate_limit(sim, request, call, method)
+        if limited is not None:
+            return limited
         rule = sim.faults.rule_for(method)
         await before_handling(sim, request, call, rule)
         check_connect_headers(request)
@@ -177,6 +200,9 @@ async def watch_events(request: web.Request) -> web.StreamResponse:
     connect = request.content_type == CONNECT_JSON_STREAM
     try:
         check_served(sim, request, call, "WatchEvents")
+        limited = check_rate_limit(sim, request, call, "WatchEvents")
+        if limited is not None:
+            return limited
         await before_handling(sim, request, call, sim.faults.rule_for("WatchEvents"))
         check_connect_headers(request)
         subject = sim.tokens.authenticate(request.headers)

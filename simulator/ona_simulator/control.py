@@ -23,7 +23,9 @@ from ona_simulator.environments import (
     Timing,
     parse_env_phase,
 )
+from ona_simulator.faults import SWITCHABLE_METHODS
 from ona_simulator.methods import task_spec
+from ona_simulator.ratelimit import RateLimitRule
 from ona_simulator.wire import (
     JSON,
     ConnectError,
@@ -209,6 +211,21 @@ def clear_unimplemented(sim: Simulator, request: web.Request, body: JSON) -> JSO
     return _unimplemented(sim)
 
 
+def get_rate_limit(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    return sim.ratelimit.to_json()
+
+
+def set_rate_limit(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    """Limit the API's calls (see `ratelimit`): a new rule, its buckets full."""
+    sim.ratelimit.set(RateLimitRule.from_json(body, SWITCHABLE_METHODS))
+    return sim.ratelimit.to_json()
+
+
+def clear_rate_limit(sim: Simulator, request: web.Request, body: JSON) -> JSON:
+    sim.ratelimit.set(None)
+    return sim.ratelimit.to_json()
+
+
 def set_seed(sim: Simulator, request: web.Request, body: JSON) -> JSON:
     if "seed" not in body:
         raise invalid("seed: required")
@@ -307,6 +324,9 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/unimplemented", set_unimplemented),
         ("DELETE", "/unimplemented", clear_unimplemented),
         ("POST", "/seed", set_seed),
+        ("GET", "/rate-limit", get_rate_limit),
+        ("PUT", "/rate-limit", set_rate_limit),
+        ("DELETE", "/rate-limit", clear_rate_limit),
         ("POST", "/watchers/disconnect", disconnect_watchers),
         ("GET", "/watchers", watchers),
         ("POST", "/projects", seed_project),

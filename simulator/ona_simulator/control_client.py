@@ -3,7 +3,7 @@
 Both take the control URL (`RunningSimulator.control_url`, or the base URL followed by
 `/_simulator`). Fault knobs are the control API's own names: `latency_ms`, `error_429`,
 `error_500`, `error_503`, `drop`, `lost_response`, `lost_response_mode`, `hang_ms`,
-`retry_after_s` and `count`.
+`retry_after_s` and `count`. The rate limit's fields are those of `rate_limit_body`.
 """
 
 from __future__ import annotations
@@ -51,6 +51,31 @@ def _phase_body(phase: str, failure_message: str | None) -> JSON:
     body: JSON = {"phase": phase}
     if failure_message is not None:
         body["failureMessage"] = failure_message
+    return body
+
+
+def rate_limit_body(
+    requests_per_second: float,
+    *,
+    burst: int | None = None,
+    scope: str = "global",
+    retry_after: str | int = "computed",
+    answer: str = "connect",
+    methods: list[str] | None = None,
+) -> JSON:
+    """The body of `PUT /_simulator/rate-limit`: `scope` "global" or "token",
+    `retry_after` "computed", "none" or seconds, `answer` "connect" or "bare", `methods`
+    the methods limited (None: all); `burst` defaults to the rate, rounded up."""
+    body: JSON = {
+        "requestsPerSecond": requests_per_second,
+        "scope": scope,
+        "retryAfter": retry_after,
+        "answer": answer,
+    }
+    if burst is not None:
+        body["burst"] = burst
+    if methods is not None:
+        body["methods"] = methods
     return body
 
 
@@ -196,6 +221,17 @@ class SimulatorControl:
 
     def logs_settings(self) -> JSON:
         return self._call("GET", "/log-settings")
+
+    def set_rate_limit(self, requests_per_second: float, **fields: Any) -> JSON:
+        """Limit the API's calls (fields: see `rate_limit_body`); returns the limit's state."""
+        return self._call("PUT", "/rate-limit", rate_limit_body(requests_per_second, **fields))
+
+    def rate_limit(self) -> JSON:
+        """`{rule, admitted, refused}`: the limit (null when off) and the calls it counted."""
+        return self._call("GET", "/rate-limit")
+
+    def clear_rate_limit(self) -> None:
+        self._call("DELETE", "/rate-limit")
 
     def set_log_faults(self, **knobs: Any) -> JSON:
         """Faults of the log endpoint: error_502, error_401, drop, drop_after_lines, count."""
@@ -357,6 +393,16 @@ class AsyncSimulatorControl:
 
     async def logs_settings(self) -> JSON:
         return await self._call("GET", "/log-settings")
+
+    async def set_rate_limit(self, requests_per_second: float, **fields: Any) -> JSON:
+        body = rate_limit_body(requests_per_second, **fields)
+        return await self._call("PUT", "/rate-limit", body)
+
+    async def rate_limit(self) -> JSON:
+        return await self._call("GET", "/rate-limit")
+
+    async def clear_rate_limit(self) -> None:
+        await self._call("DELETE", "/rate-limit")
 
     async def set_log_faults(self, **knobs: Any) -> JSON:
         return await self._call("PUT", "/log-faults", knobs)

@@ -1,4 +1,5 @@
-"""The simulator's whole state in one object: store, tokens, faults and the call log."""
+"""The simulator's whole state in one object: store, tokens, faults, the rate limit and the
+call log."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Final
 from ona_simulator.auth import TokenRegistry
 from ona_simulator.faults import DEFAULT_SEED, FaultInjector
 from ona_simulator.logs import DEFAULT_TOKEN_TTL_S, LogService
+from ona_simulator.ratelimit import RateLimiter
 from ona_simulator.store import Store
 from ona_simulator.wire import JSON, rfc3339, utcnow
 
@@ -66,6 +68,7 @@ class Simulator:
     ) -> None:
         self.tokens = TokenRegistry(tokens, readonly_tokens)
         self.faults = FaultInjector(seed)
+        self.ratelimit = RateLimiter()
         self.logs = LogService(logs_token_ttl)
         self.store = Store(log_base_url=lambda: f"{self.base_url}/logs/task-executions")
         self.calls: deque[CallRecord] = deque(maxlen=MAX_CALL_RECORDS)
@@ -83,6 +86,7 @@ class Simulator:
         self.store.reset()
         self.tokens.reset()
         self.faults.reset()
+        self.ratelimit.set(None)
         self.logs.reset()
         self.calls.clear()
 
