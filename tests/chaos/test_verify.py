@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 from tools.chaos.plan import SCHEDULE, TEAM_CONNECTION
 from tools.chaos.run import scheduled_runs
-from tools.chaos.verify import INLINE, REF_ID, SHARED, Planned, Verdict, judge_schedule, verify
+from tools.chaos.verify import (
+    INLINE,
+    REF_ID,
+    SHARED,
+    Planned,
+    Verdict,
+    judge_limit,
+    judge_schedule,
+    verify,
+)
 
 SHARED_TASK = "11111111-1111-4111-8111-111111111111"
 OWN_TASK = "22222222-2222-4222-8222-222222222222"
@@ -635,3 +644,30 @@ def test_only_the_schedule_s_own_taskruns_are_taken_as_scheduled() -> None:
         {"metadata": {"name": "d"}},
     ]
     assert scheduled_runs(items) == [Planned("a", INLINE, connection=TEAM_CONNECTION)]
+
+
+def _made(execution_id: str, subject: str, created: str, completed: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"creator": {"id": subject}, "createdAt": created}
+    if completed is not None:
+        meta["completedAt"] = completed
+    return {"execution": {"id": execution_id, "metadata": meta}}
+
+
+def test_a_connections_limit_is_judged_from_the_executions() -> None:
+    t = "2026-01-01T00:00:{:02d}.000Z".format
+    kept = [
+        _made("a", "team", t(0), t(10)),
+        _made("b", "team", t(1), t(5)),
+        _made("c", "team", t(5), t(9)),  # starts as b ends: still two at once
+        _made("x", "other", t(2), t(8)),  # another connection's: not counted
+    ]
+    verdict = Verdict()
+    judge_limit(verdict, kept, "team", 2, "OnaConnection team")
+    assert verdict.limit_most_at_once == 2
+    assert verdict.ok
+    broken = [*kept, _made("d", "team", t(6), None)]  # still running: counts to the end
+    verdict = Verdict()
+    judge_limit(verdict, broken, "team", 2, "OnaConnection team")
+    assert verdict.limit_most_at_once == 3
+    assert not verdict.ok
+    assert "execution d" in verdict.limit_exceeded[0].detail

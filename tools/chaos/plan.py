@@ -27,6 +27,9 @@ HANG_MS = 5000
 # A third of the TaskRuns of every kind name it in spec.connectionRef; the rest use the
 # operator-level token.
 TEAM_CONNECTION = "chaos-team"
+# Its spec.limits.maxConcurrentRuns: its runs queue behind it through the chaos, and the
+# verifier checks from the simulator's record that it was never exceeded.
+TEAM_LIMIT = 6
 CONNECTION_EVERY = 3
 # A TaskRunSchedule making a run every minute through the team connection, on from the
 # start of the chaos phase to the end of the outage: its slots meet the kills, the API

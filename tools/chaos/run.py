@@ -30,6 +30,7 @@ from tools.chaos.plan import (
     PROJECT,
     SCHEDULE,
     TEAM_CONNECTION,
+    TEAM_LIMIT,
     Event,
     FaultKind,
     Plan,
@@ -46,6 +47,7 @@ from tools.chaos.verify import (
     Finding,
     Planned,
     Verdict,
+    judge_limit,
     judge_schedule,
     settled,
     verify,
@@ -287,7 +289,11 @@ class _Runner:
             TEAM_CONNECTION: self.control.add_token(token),
         }
         self.stack.add_connection(
-            TEAM_CONNECTION, token, environment_ids=ENVIRONMENTS, project_ids=[PROJECT]
+            TEAM_CONNECTION,
+            token,
+            environment_ids=ENVIRONMENTS,
+            project_ids=[PROJECT],
+            max_concurrent_runs=TEAM_LIMIT,
         )
         self.log(
             f"connections: the operator-level token acts as {self.subjects[DEFAULT_CONNECTION]}"
@@ -566,6 +572,13 @@ class _Runner:
             if suspended is None:
                 raise ChaosError(f"TaskRunSchedule {SCHEDULE} was created but never suspended")
             judge_schedule(verdict, SCHEDULE, created, suspended, (p.name for p in scheduled))
+        judge_limit(
+            verdict,
+            executions,
+            self.subjects[TEAM_CONNECTION],
+            TEAM_LIMIT,
+            f"OnaConnection {TEAM_CONNECTION}",
+        )
         reported = (self.connection_status.get("subject") or {}).get("id")
         if reported != self.subjects[TEAM_CONNECTION]:
             verdict.wrong_connection.append(

@@ -278,6 +278,7 @@ class Stack:
         *,
         environment_ids: Sequence[str] = (),
         project_ids: Sequence[str] = (),
+        max_concurrent_runs: int | None = None,
     ) -> None:
         """An OnaConnection `name` in the stack's namespace, pointing at the simulator, with
         `token` in a Secret of the same name (key `token`)."""
@@ -297,6 +298,8 @@ class Stack:
             spec["policy"] = {"environmentIds": list(environment_ids)}
         if project_ids:
             spec.setdefault("policy", {})["projectIds"] = list(project_ids)
+        if max_concurrent_runs is not None:
+            spec["limits"] = {"maxConcurrentRuns": max_concurrent_runs}
         self.custom().create_namespaced_custom_object(
             GROUP,
             VERSION,

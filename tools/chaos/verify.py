@@ -113,6 +113,11 @@ class Verdict:
     scheduled_runs: int = 0
     schedule_missed: list[Finding] = field(default_factory=list)
     schedule_unexpected: list[Finding] = field(default_factory=list)
+    # A connection's spec.limits.maxConcurrentRuns: the most of its executions that ran at
+    # once (created -> completed, from the simulator's record), and any excess.
+    limit: int = 0
+    limit_most_at_once: int = 0
+    limit_exceeded: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -127,6 +132,7 @@ class Verdict:
             or self.environment_leaks
             or self.schedule_missed
             or self.schedule_unexpected
+            or self.limit_exceeded
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -151,6 +157,9 @@ class Verdict:
             "scheduled_runs": self.scheduled_runs,
             "missed_slots": len(self.schedule_missed),
             "unexpected_slots": len(self.schedule_unexpected),
+            "connection_limit": self.limit,
+            "connection_limit_most_at_once": self.limit_most_at_once,
+            "connection_limit_exceeded": len(self.limit_exceeded),
             "connection_checked": dict(self.connection_checked),
             "stalled": len(self.stalled),
             "shared_task_unrecorded_executions": self.shared_unrecorded,
@@ -167,6 +176,7 @@ class Verdict:
             "leaked_environments_detail": listed(self.environment_leaks),
             "missed_slots_detail": listed(self.schedule_missed),
             "unexpected_slots_detail": listed(self.schedule_unexpected),
+            "connection_limit_exceeded_detail": listed(self.limit_exceeded),
         }
 
 
@@ -468,6 +478,44 @@ class _Owners:
         if not id_ or id_ in self.ambiguous:
             return None
         return self.by_id.get(id_)
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def judge_limit(
+    verdict: Verdict,
+    executions: Iterable[Mapping[str, Any]],
+    subject: str,
+    limit: int,
+    connection: str,
+) -> None:
+    """The executions made as `subject` (one connection's token) never ran more than
+    `limit` at once, from creation to completion (one still running counts to the end)."""
+    edges: list[tuple[datetime, int, str]] = []
+    for item in executions:
+        execution = item.get("execution") or {}
+        meta = execution.get("metadata") or {}
+        if ((meta.get("creator") or {}).get("id") or "") != subject or not meta.get("createdAt"):
+            continue
+        edges.append((_when(str(meta["createdAt"])), 1, str(execution.get("id", ""))))
+        if meta.get("completedAt"):
+            edges.append((_when(str(meta["completedAt"])), -1, str(execution.get("id", ""))))
+    verdict.limit = limit
+    now = 0
+    for moment, step, execution_id in sorted(edges):  # an end sorts before a start
+        now += step
+        if now > verdict.limit_most_at_once:
+            verdict.limit_most_at_once = now
+        if step == 1 and now > limit:
+            verdict.limit_exceeded.append(
+                Finding(
+                    connection,
+                    f"execution {execution_id} created at {moment.isoformat()} made {now} "
+                    f"running at once; spec.limits.maxConcurrentRuns is {limit}",
+                )
+            )
 
 
 def _judge_connections(
