@@ -6,6 +6,14 @@ any TaskRun), remote calls pause for a growing, capped time; then a single call 
 whether the API is back, and only an answer lets everyone through again. What counts as
 an outage is decided in one place, `remote.is_outage`: an answer about one request (a
 refusal, a method the server does not serve) is an answer, and never opens the breaker.
+
+A 429 (rate limited) is not an outage: the API answered, and asked for fewer calls. The
+connection's client slows down for it (its `Throttle`: Retry-After, back-off, fewer calls
+at once), and the breaker says so to the TaskRuns: while the throttle holds calls back,
+`wait_time` is the time left (so a TaskRun is requeued instead of a worker waiting), and
+while its window of calls in flight is full, a short wait. Only when the API has answered
+nothing but 429s for `Throttle.persistent`'s time (two minutes) does a 429 count as an
+outage failure (`Remote.failed`), and the breaker may open as for any outage.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 
+from ..clients.throttle import Throttle
 from ..rules.backoff import exponential
 
 
@@ -27,7 +36,9 @@ class CircuitBreaker:
         probe_timeout: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        throttle: Throttle | None = None,
     ) -> None:
+        self._throttle = throttle
         self._threshold = threshold
         self._base = base
         self._cap = cap
@@ -44,7 +55,16 @@ class CircuitBreaker:
         return self._failures >= self._threshold
 
     def wait_time(self) -> float:
-        """Seconds a remote call must wait; 0 means go ahead (perhaps as the probe)."""
+        """Seconds a remote call must wait; 0 means go ahead (perhaps as the probe). The
+        connection's rate limit comes first: the throttle's hold, with up to a second more
+        so that the TaskRuns it held back do not all come back at once."""
+        throttle = self._throttle
+        if throttle is not None:
+            held = throttle.remaining()
+            if held > 0:
+                return held + self._rand()
+            if throttle.busy:
+                return exponential(self._base, 0, self._cap, jitter=self._rand())
         if not self.open:
             return 0.0
         now = self._clock()

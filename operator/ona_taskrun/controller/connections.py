@@ -25,7 +25,9 @@ from typing import Any
 
 from ..clients.kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
 from ..clients.ona import NO_OBSERVER, OnaClient, OnaObserver, RetryPolicy, errors
+from ..clients.throttle import Throttle
 from ..observability import logs
+from ..observability.metrics import connection_label
 from ..rules import selectors
 from ..rules.backoff import exponential
 from ..rules.capacity import NO_LIMITS, Limits
@@ -95,6 +97,8 @@ class Remote:
         on_unserved: Callable[[str], None] | None = None,
     ) -> None:
         self.key = key
+        # The connection's own: its rate limit holds back its calls, no other's.
+        throttle = Throttle(connection_label(key), settings.observer)
         self.client = OnaClient(
             base_url,
             token,
@@ -102,8 +106,9 @@ class Remote:
             connect_timeout=min(settings.request_timeout, 5.0),
             retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
             observer=settings.observer,
+            throttle=throttle,
         )
-        self.breaker = CircuitBreaker()
+        self.breaker = CircuitBreaker(throttle=throttle)
         # Methods this connection's API answered `unimplemented`, each told once through
         # on_unserved (the connection's Event and status.unservedMethods).
         self.unserved: set[str] = set()
@@ -144,8 +149,13 @@ class Remote:
     def failed(self, exc: errors.OnaError) -> RemoteFailure:
         """A call made for a TaskRun failed: what it means for the run. Only an outage
         (`is_outage`) counts toward the breaker; any other answer shows the API is up. A
-        method the server does not serve is reported for the connection, once."""
-        self._record(outage=is_outage(exc))
+        429 is the throttle's to answer, and counts as an outage only once the API has
+        answered nothing else for a while (`Throttle.persistent`). A method the server
+        does not serve is reported for the connection, once."""
+        outage = is_outage(exc)
+        if isinstance(exc, errors.RateLimited):
+            outage = self.client.throttle.persistent
+        self._record(outage=outage)
         self.note_unserved(exc)
         return to_failure(exc)
 
