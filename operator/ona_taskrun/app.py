@@ -51,6 +51,7 @@ class App:
                 operator_namespace=config.operator_namespace,
                 default_base_url=config.ona_base_url,
                 default_namespaces=config.default_namespaces,
+                default_limits=config.default_limits,
                 allowed_urls=config.allowed_base_urls,
                 recheck_seconds=config.connection_recheck,
                 secret_resync_seconds=config.secret_resync,

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .rules import selectors
+from .rules.capacity import NO_LIMITS, InvalidLimits, Limits, parse_limits
 from .rules.connection import ONA_ONLY, AllowedUrls, InvalidConnection, check_base_url
 
 DEFAULT_BASE_URL = "https://app.ona.com/api"
@@ -74,6 +75,7 @@ class Config:
     identity: str = ""
     operator_namespace: str = "ona-system"
     default_namespaces: selectors.LabelSelector = selectors.NOTHING
+    default_limits: Limits = NO_LIMITS
     connection_recheck: float = 300.0
     secret_resync: float = 60.0
     allowed_base_urls: AllowedUrls = ONA_ONLY
@@ -104,6 +106,11 @@ environment variables (flags win over them):
                           the namespaces whose TaskRuns may use the default connection:
                           * for all, or a label selector (kubectl -l syntax); unset or
                           empty: none (a fresh install lends its token to no namespace)
+  DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS, DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS_PER_NAMESPACE,
+  DEFAULT_CONNECTION_REQUESTS_PER_SECOND
+                          the default connection's spec.limits (docs/capacity.md): runs
+                          started and not final at once, in all and per namespace (unset:
+                          no limit), and Ona requests per second (default 20)
   OPERATOR_NAMESPACE      the operator's namespace, where ClusterOnaConnection Secrets live
                           (default ona-system)
   CONNECTION_ALLOWED_BASE_URLS     comma-separated Ona API base URLs a connection's spec.baseUrl
@@ -289,6 +296,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             f"OPERATOR_NAMESPACE={operator_namespace!r} is not a valid Kubernetes namespace name"
         )
     default_namespaces = _default_namespaces(env)
+    default_limits = _default_limits(env)
     try:
         allowed = AllowedUrls.parse(
             env.get("CONNECTION_ALLOWED_BASE_URLS", DEFAULT_ALLOWED_BASE_URLS), always=[base_url]
@@ -318,6 +326,7 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         identity=env.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}",
         operator_namespace=operator_namespace,
         default_namespaces=default_namespaces,
+        default_limits=default_limits,
         connection_recheck=_number(env, "CONNECTION_RECHECK_SECONDS", 300.0, minimum=1),
         secret_resync=_number(env, "CONNECTION_SECRET_RESYNC_SECONDS", 60.0, minimum=1),
         allowed_base_urls=allowed,
@@ -330,6 +339,33 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         environment_keepalive=_number(env, "ENVIRONMENT_KEEPALIVE_SECONDS", 300.0, minimum=0.5),
         tekton_custom_tasks=_bool(env, "TEKTON_CUSTOM_TASKS"),
     )
+
+
+_LIMIT_SETTINGS = {
+    "DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS": "maxConcurrentRuns",
+    "DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS_PER_NAMESPACE": "maxConcurrentRunsPerNamespace",
+    "DEFAULT_CONNECTION_REQUESTS_PER_SECOND": "requestsPerSecond",
+}
+
+
+def _default_limits(env: Mapping[str, str]) -> Limits:
+    """The default connection's spec.limits, as settings (it has no object of its own)."""
+    raw: dict[str, int | float] = {}
+    for setting, field_name in _LIMIT_SETTINGS.items():
+        text = env.get(setting, "").strip()
+        if not text:
+            continue
+        try:
+            raw[field_name] = float(text) if field_name == "requestsPerSecond" else int(text)
+        except ValueError:
+            raise ConfigError(f"{setting}={text!r} is not a number") from None
+    try:
+        return parse_limits(raw or None, cluster=True)
+    except InvalidLimits as exc:
+        # The longest field name first: maxConcurrentRuns is a prefix of another.
+        named = sorted(_LIMIT_SETTINGS.items(), key=lambda item: -len(item[1]))
+        setting = next(s for s, f in named if f in str(exc))
+        raise ConfigError(f"{setting}: {str(exc).replace('spec.limits.', '')}") from None
 
 
 def _default_namespaces(env: Mapping[str, str]) -> selectors.LabelSelector:

@@ -219,6 +219,7 @@ class Settings:
     default_base_url: str = "https://app.ona.com/api"
     # Which namespaces may use the default connection.
     default_namespaces: selectors.LabelSelector = selectors.NOTHING
+    default_limits: Limits = NO_LIMITS  # the default connection's spec.limits (settings)
     # The base URLs a connection may send its token to.
     allowed_urls: AllowedUrls = ONA_ONLY
     recheck_seconds: float = 300.0  # how often a token is asked who it acts as
@@ -255,6 +256,7 @@ class Connections:
         self._default_policy = Policy(
             namespaces=settings.default_namespaces,
             namespaces_from="DEFAULT_CONNECTION_NAMESPACE_SELECTOR",
+            limits=settings.default_limits,
         )
 
     # ------------------------------------------------------------------ lifecycle
