@@ -591,3 +591,32 @@ def test_console_script_refuses_bad_settings_and_documents_them(tmp_path: Path) 
     assert "ONA_API_TOKEN_FILE" in stdout
     assert "METRICS_PORT" in stdout
     assert "usage: taskrun-operator" in stdout
+
+
+def test_the_default_connections_limits_are_settings() -> None:
+    cfg = config.load(
+        [],
+        {
+            **BASE,
+            "DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS": "50",
+            "DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS_PER_NAMESPACE": "10",
+            "DEFAULT_CONNECTION_REQUESTS_PER_SECOND": "2.5",
+        },
+    )
+    assert (cfg.default_limits.max_concurrent, cfg.default_limits.max_per_namespace) == (50, 10)
+    assert cfg.default_limits.requests_per_second == 2.5
+    assert not config.load([], BASE).default_limits.limited
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS", "0", "must be from 1 to 100000"),
+        ("DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS", "many", "'many' is not a number"),
+        ("DEFAULT_CONNECTION_MAX_CONCURRENT_RUNS_PER_NAMESPACE", "-1", "must be from 1"),
+        ("DEFAULT_CONNECTION_REQUESTS_PER_SECOND", "0", "must be above 0"),
+    ],
+)
+def test_bad_default_limits_name_their_setting(setting: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{setting}\W.*{message}"):
+        config.load([], {**BASE, setting: value})
