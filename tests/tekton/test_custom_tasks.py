@@ -6,12 +6,14 @@ and timeout, and the child TaskRun held to its connection's rules like any other
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ona_taskrun.cli.main import main as kubectl_ona
 from ona_taskrun.rules import customrun as customrun_rules
 from tests.support.cluster_fixtures import ControlPlane
 from tests.support.operator_fixtures import ENVIRONMENT_ID, OperatorFactory, OperatorProcess
@@ -194,6 +196,17 @@ def test_the_samples_pipeline_of_two_ona_tasks_passes_a_result_and_succeeds(
     # The pipeline task's timeout and retries became the child's.
     first_child = child_of(cluster, first)
     assert (first_child["spec"]["timeout"], first_child["spec"]["retries"]) == ("10m0s", 1)
+    # kubectl ona describe shows where a child belongs.
+    out = io.StringIO()
+    argv = ["describe", first_child["metadata"]["name"], "-n", cluster.namespace]
+    assert kubectl_ona([*argv, "--kubeconfig", str(control_plane.admin_kubeconfig)], out) == 0
+    fields = dict(
+        (label, value.strip())
+        for label, _, value in (line.partition(":") for line in out.getvalue().splitlines())
+    )
+    assert fields["Controlled By"] == f"CustomRun/{first['metadata']['name']}"
+    assert fields["Custom Run"] == "True (Succeeded)"
+    assert fields["Pipeline Run"] == "greet (task first)"
     # The templates themselves never ran.
     for name in ("greet-template", "echo-template"):
         assert "taskExecutionId" not in cluster.get(TASKRUNS, name).get("status", {})

@@ -16,6 +16,10 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from ..rules.customrun import GROUP as CUSTOMRUN_GROUP
+from ..rules.customrun import PLURAL as CUSTOMRUNS
+from ..rules.customrun import VERSION as CUSTOMRUN_VERSION
+
 GROUP: Final = "automation.ona.com"
 VERSION: Final = "v1alpha1"
 PLURAL: Final = "taskruns"
@@ -97,6 +101,11 @@ class Kube:
             {"spec": dict(spec)},
             content_type="application/merge-patch+json",
         )
+
+    async def get_customrun(self, namespace: str, name: str) -> dict[str, Any]:
+        """A Tekton CustomRun (the parent of a TaskRun that runs for one)."""
+        path = f"/apis/{CUSTOMRUN_GROUP}/{CUSTOMRUN_VERSION}/namespaces/{namespace}"
+        return await self._request("GET", f"{path}/{CUSTOMRUNS}/{name}")
 
     async def events(self, namespace: str, name: str, uid: str) -> list[dict[str, Any]]:
         query = urlencode(

@@ -33,7 +33,7 @@ from ..rules.terminal import clean
 from .kube import GROUP, VERSION, Kube, KubeApiError
 from .kubeconfig import KubeconfigError, load
 from .output import PROG, OutputClosed, Printer, silence_closed, until_reader_leaves
-from .render import describe
+from .render import controller, describe, is_customrun
 
 POLL_SECONDS: Final = 1.0
 # Without -f, a running execution's log is printed until it pauses this long.
@@ -166,9 +166,31 @@ class Cli:
         events = await self.kube.events(self.namespace, name, uid)
         if self.args.output:
             self.dump({"taskRun": obj, "events": events})
-        else:
-            self.say(describe(obj, events, datetime.now(UTC)).rstrip("\n"))
+            return 0
+        customrun, unread = await self.parent_customrun(obj)
+        now = datetime.now(UTC)
+        text = describe(obj, events, now, customrun=customrun, unread=unread)
+        self.say(text.rstrip("\n"))
         return 0
+
+    async def parent_customrun(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """The Tekton CustomRun controlling this TaskRun, if one does, as the user may read
+        it; or why it could not be read."""
+        ref = controller(obj)
+        if ref is None or not is_customrun(ref):
+            return None, ""
+        name = str(ref.get("name", ""))
+        try:
+            found = await self.kube.get_customrun(self.namespace, name)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None, f"CustomRun {name} is gone"
+            if exc.status == 403:
+                return None, f"you may not read CustomRun {name}"
+            return None, f"CustomRun {name} could not be read ({exc})"
+        if str((found.get("metadata") or {}).get("uid", "")) != str(ref.get("uid", "")):
+            return None, f"CustomRun {name} is another one now"
+        return found, ""
 
     async def rerun(self, name: str) -> int:
         obj = await self.get(name)

@@ -12,10 +12,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..rules import customrun as customrun_rules
 from ..rules.model import parse_time
 from ..rules.terminal import clean_tree, one_line
 
 EVENTS_SHOWN = 10
+PIPELINE_TASK_LABEL = "tekton.dev/pipelineTask"
 
 
 def age(then: str, now: datetime) -> str:
@@ -69,6 +71,55 @@ def _task(spec: Mapping[str, Any]) -> str:
     return "<none>"
 
 
+def controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The owner reference that controls an object (`controller: true`), if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if isinstance(ref, Mapping) and ref.get("controller") is True:
+            return ref
+    return None
+
+
+def is_customrun(ref: Mapping[str, Any] | None) -> bool:
+    """Whether an owner reference names a Tekton CustomRun."""
+    if ref is None or ref.get("kind") != customrun_rules.KIND:
+        return False
+    return str(ref.get("apiVersion", "")).partition("/")[0] == customrun_rules.GROUP
+
+
+def _parents(
+    obj: Mapping[str, Any], customrun: Mapping[str, Any] | None, unread: str
+) -> list[tuple[str, str]]:
+    """What a TaskRun belongs to: its controller, and for a CustomRun's child the
+    PipelineRun (and its task) that CustomRun runs for, read from the CustomRun."""
+    ref = controller(obj)
+    if ref is None:
+        return []
+    pairs = [("Controlled By", f"{ref.get('kind', '')}/{ref.get('name', '')}")]
+    if not is_customrun(ref):
+        return pairs
+    if customrun is None:
+        if unread:
+            pairs.append(("Pipeline Run", f"<unknown: {unread}>"))
+        return pairs
+    cond = next(
+        (
+            c
+            for c in (customrun.get("status") or {}).get("conditions") or ()
+            if isinstance(c, Mapping) and c.get("type") == "Succeeded"
+        ),
+        None,
+    )
+    if cond is not None:
+        pairs.append(("Custom Run", f"{cond.get('status', '')} ({cond.get('reason', '')})"))
+    owner = controller(customrun)
+    if owner is not None and owner.get("kind") == customrun_rules.PIPELINERUN_KIND:
+        task = ((customrun.get("metadata") or {}).get("labels") or {}).get(PIPELINE_TASK_LABEL)
+        pairs.append(
+            ("Pipeline Run", str(owner.get("name", "")) + (f" (task {task})" if task else ""))
+        )
+    return pairs
+
+
 def _duration(status: Mapping[str, Any], now: datetime) -> str:
     start = parse_time(str(status.get("startedAt") or ""))
     if start is None:
@@ -78,8 +129,18 @@ def _duration(status: Mapping[str, Any], now: datetime) -> str:
     return f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s"
 
 
-def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: datetime) -> str:
+def describe(
+    obj: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    now: datetime,
+    *,
+    customrun: Mapping[str, Any] | None = None,
+    unread: str = "",
+) -> str:
+    """The TaskRun and its Events; for a Tekton CustomRun's child, `customrun` is that
+    CustomRun as read (None, with `unread` saying why, when it could not be)."""
     obj, events = clean_tree(obj), clean_tree(events)
+    customrun = clean_tree(customrun) if customrun is not None else None
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -94,6 +155,7 @@ def describe(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: d
         ("Desired Phase", str(spec.get("desiredPhase") or "RUNNING")),
         ("Task", _task(spec)),
         ("Connection", _connection(spec)),
+        *_parents(obj, customrun, unread),
         ("Task ID", str(status.get("taskId", ""))),
         ("Execution", str(status.get("taskExecutionId") or "<none yet>")),
         ("Created", str(meta.get("creationTimestamp", ""))),
