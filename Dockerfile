@@ -17,22 +17,34 @@ RUN echo 'nonroot:x:65532:65532:nonroot:/tmp:/usr/sbin/nologin' >> /etc/passwd \
     && echo 'nonroot:x:65532:' >> /etc/group \
     && python3 -m venv /opt/venv
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so that a change to the operator's
-# code rebuilds only the small layer below. The optional ca-bundle secret lets pip
-# trust a TLS-intercepting proxy without the bundle ending up in any layer.
-COPY pyproject.toml ./
+# Dependencies first, from the locks alone, so that a change to the operator's code
+# rebuilds only the small layer below. Every package is pinned with its hashes
+# (requirements.lock, made by scripts/lock) and taken as a wheel: the same lock gives the
+# same packages, byte for byte. The build backend that makes the operator's own wheel is
+# locked the same way (requirements-build.lock) and kept in a venv of its own, so nothing
+# unpinned enters the build and nothing of it the image. The optional ca-bundle secret
+# lets pip trust a TLS-intercepting proxy without the bundle ending up in any layer.
+# SOURCE_DATE_EPOCH (scripts/release sets it) makes the compiled bytecode depend on the
+# sources only, not on when they were unpacked, and the wheel's file times fixed; unset
+# when empty, for the tools read an empty one as a bad number.
+ARG SOURCE_DATE_EPOCH=
+COPY requirements.lock requirements-build.lock ./
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
-    && /opt/venv/bin/pip install --requirement /tmp/requirements.txt
-COPY README.md ./
+    && if [ -z "$SOURCE_DATE_EPOCH" ]; then unset SOURCE_DATE_EPOCH; fi \
+    && /opt/venv/bin/pip install --require-hashes --only-binary :all: \
+         --requirement requirements.lock \
+    && python3 -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes --only-binary :all: \
+         --requirement requirements-build.lock
+COPY pyproject.toml README.md ./
 COPY operator/ operator/
 # A non-editable install, so the final stage needs no source tree; pip precompiles
 # bytecode here because nothing may write it at runtime. pip and setuptools are only
 # needed to build.
-RUN --mount=type=secret,id=ca-bundle \
-    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && /opt/venv/bin/pip install --no-deps . \
+RUN if [ -z "$SOURCE_DATE_EPOCH" ]; then unset SOURCE_DATE_EPOCH; fi \
+    && /opt/build/bin/pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /tmp/wheel . \
+    && /opt/venv/bin/pip install --no-deps --no-index /tmp/wheel/*.whl \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE_IMAGE}

@@ -1,16 +1,24 @@
 """The package layout: the source folder is not a package that shadows the standard library,
-and the Ona API simulator is a distribution of its own, apart from the operator's."""
+the Ona API simulator is a distribution of its own, apart from the operator's, and
+`kubectl ona` runs on the base dependencies alone."""
 
 import ast
+import json
 import operator
+import pkgutil
+import subprocess
+import sys
 import sysconfig
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import setuptools
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import ona_taskrun
+from tests.release.lockfile import CLI_LOCK, RUNTIME_LOCK, read_lock
 
 
 def test_import_operator_is_the_standard_library() -> None:
@@ -84,3 +92,89 @@ def test_operator_and_simulator_import_nothing_of_each_other() -> None:
 
     assert names(_imported_modules(REPO_ROOT / "operator"), "ona_simulator") == set()
     assert names(_imported_modules(REPO_ROOT / "simulator"), "ona_taskrun") == set()
+
+
+# A child interpreter that refuses every third-party module installed here by a
+# distribution outside `allowed`, then imports `modules`: what those modules need beyond
+# `allowed` fails there.
+_ONLY_ALLOWED = r"""
+import importlib, importlib.abc, importlib.metadata, json, re, sys
+
+allowed, modules = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+owners = importlib.metadata.packages_distributions()
+
+
+def normalize(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+class OnlyAllowed(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        top = name.partition(".")[0]
+        if top in sys.stdlib_module_names or top == "ona_taskrun" or top.startswith("_"):
+            return None
+        found = {normalize(d) for d in owners.get(top, [])}
+        # What no distribution here provides is missing anyway (optional imports probe
+        # for such modules): the normal finders say so.
+        if not found or found & set(allowed):
+            return None
+        raise ModuleNotFoundError(f"{name} is not allowed here", name=name)
+
+
+sys.meta_path.insert(0, OnlyAllowed())
+for module in modules:
+    importlib.import_module(module)
+"""
+
+
+def _import_with_only(allowed: set[str], modules: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _ONLY_ALLOWED, json.dumps(sorted(allowed)), json.dumps(modules)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _operator_modules() -> list[str]:
+    # `python -m ona_taskrun.cli` runs the command on import: its module is left out.
+    return sorted(
+        m.name
+        for m in pkgutil.walk_packages(ona_taskrun.__path__, "ona_taskrun.")
+        if m.name != "ona_taskrun.cli.__main__"
+    )
+
+
+def test_kubectl_ona_needs_only_the_base_dependencies() -> None:
+    # `pipx install ona-taskrun-operator` gets kubectl ona without the extra `operator`:
+    # the plugin must import with requirements-cli.lock alone (the base dependencies and
+    # what they need), never kopf or prometheus-client.
+    allowed = set(read_lock(CLI_LOCK))
+    result = _import_with_only(allowed, ["ona_taskrun.cli", "ona_taskrun.cli.main"])
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_check_sees_a_module_outside_the_allowed_set() -> None:
+    allowed = set(read_lock(CLI_LOCK))
+    result = _import_with_only(allowed, ["ona_taskrun.__main__"])
+    assert result.returncode != 0
+    assert "kopf is not allowed here" in result.stderr
+
+
+def test_the_runtime_lock_covers_every_module_of_the_operator() -> None:
+    # The image installs requirements.lock and nothing else: every module of the package
+    # must import with it.
+    result = _import_with_only(set(read_lock(RUNTIME_LOCK)), _operator_modules())
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_operator_dependencies_are_the_extra_operator() -> None:
+    project = _pyproject(REPO_ROOT)["project"]
+    base = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    operator_extra = {
+        canonicalize_name(Requirement(r).name) for r in project["optional-dependencies"]["operator"]
+    }
+    assert {"kopf", "prometheus-client"} <= operator_extra
+    assert base & operator_extra == set()
+    # The development install (scripts/bootstrap: `.[test]`) gets the operator too.
+    assert "ona-taskrun-operator[operator]" in project["optional-dependencies"]["test"]
