@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from . import __version__
 from .rules import selectors
 from .rules.capacity import NO_LIMITS, InvalidLimits, Limits, parse_limits
 from .rules.connection import ONA_ONLY, AllowedUrls, InvalidConnection, check_base_url
@@ -173,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", help="text or json (env LOG_FORMAT)")
     p.add_argument("--liveness", help="liveness endpoint URL (env LIVENESS_ENDPOINT)")
     p.add_argument("--leader-election", action="store_true", default=None)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 

@@ -27,6 +27,7 @@ from typing import Any, Final, TextIO
 
 import yaml
 
+from .. import __version__
 from ..clients.ona import DEFAULT_BASE_URL, OnaClient, OnaError, TaskExecution, Unauthenticated
 from ..clients.ona.logs import read_log
 from ..rules.terminal import clean
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the log of an Ona TaskRun, describe it, run it again or stop it. "
         "Uses your kubeconfig, and your own ONA_API_TOKEN for the log.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     logs = commands.add_parser(
