@@ -121,7 +121,7 @@ class CustomRuns:
             return
         key = f"{KEY_PREFIX}{meta.get('namespace')}/{owner}"
         known = self._bodies.get(key)
-        if known is not None and rules.parse(known).done:
+        if known is not None and rules.is_done(known.get("status") or {}):
             self._children.pop(key, None)
             return
         seen = self._children.get(key)

@@ -175,8 +175,7 @@ class CustomRun:
     @property
     def done(self) -> bool:
         """Its Succeeded condition is True or False: nothing changes it any more."""
-        cond = _condition(self.status, SUCCEEDED)
-        return cond is not None and cond.get("status") in ("True", "False")
+        return is_done(self.status)
 
     @property
     def recorded_child(self) -> tuple[str, str]:
@@ -186,6 +185,12 @@ class CustomRun:
         if not isinstance(extra, Mapping):
             return "", ""
         return str(extra.get("taskRun") or ""), str(extra.get("taskRunUid") or "")
+
+
+def is_done(status: Mapping[str, Any]) -> bool:
+    """Whether a CustomRun's status says it is over (Succeeded True or False)."""
+    cond = _condition(status, SUCCEEDED)
+    return cond is not None and cond.get("status") in ("True", "False")
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
