@@ -17,7 +17,9 @@ reads the operator's dictionaries on the thread that changes them.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
 import time
 from collections import Counter as Tally
@@ -39,6 +41,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+
+from . import heap
 
 if TYPE_CHECKING:
     from ..rules.connection import ConnectionKey
@@ -558,17 +562,33 @@ class Exporter:
         port: int,
         sources: Sources,
         registry: CollectorRegistry = REGISTRY,
+        debug_heap: int | None = None,
     ) -> None:
         self.enabled = enabled
         self.host = host
         self.port = port
         self._registry = registry
         self._runner: web.AppRunner | None = None
+        # Frames per traced allocation for `/debug/heap` (observability.heap); None: read
+        # ONA_TASKRUN_DEBUG_HEAP at start; 0: off, the default.
+        self._debug_heap = debug_heap
+        self.heap: heap.HeapDebug | None = None
         STATE.sources = sources
 
+    def _heap_frames(self) -> int:
+        if self._debug_heap is not None:
+            return self._debug_heap
+        try:
+            return heap.frames_from(os.environ)
+        except heap.HeapSettingError as exc:
+            raise kopf.PermanentError(str(exc)) from None
+
     async def start(self) -> None:
+        frames = self._heap_frames()
         if not self.enabled:
             log.info("metrics are off (METRICS_ENABLED=false)")
+            if frames:
+                log.warning("%s is set but metrics are off: no %s", heap.ENV, heap.PATH)
             return
         try:
             sock = socket.create_server(
@@ -584,11 +604,24 @@ class Exporter:
         self.port = sock.getsockname()[1]
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
+        if frames:
+            self.heap = heap.HeapDebug(frames, remembered=_remembered)
+            self.heap.start()
+            app.router.add_get(heap.PATH, self._heap)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
         host = f"[{self.host}]" if ":" in self.host else self.host
         log.info("serving metrics on http://%s:%d/metrics", host, self.port)
+        if self.heap is not None:
+            log.warning(
+                "%s=%d: the heap is traced (%d frames), and %s answers loopback requests; "
+                "for measurements, not production",
+                heap.ENV,
+                frames,
+                frames,
+                heap.PATH,
+            )
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -599,3 +632,25 @@ class Exporter:
         return web.Response(
             body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+    async def _heap(self, request: web.Request) -> web.Response:
+        if self.heap is None:
+            raise web.HTTPNotFound()
+        if not heap.loopback(request.remote):
+            return _json({"error": f"{heap.PATH} answers requests from this host only"}, 403)
+        try:
+            report = self.heap.report(request.query)
+        except heap.QueryError as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json(report, 200)
+
+
+def _json(body: Mapping[str, Any], status: int) -> web.Response:
+    return web.Response(
+        text=json.dumps(body), status=status, content_type="application/json", charset="utf-8"
+    )
+
+
+def _remembered() -> Mapping[str, int]:
+    source = REMEMBERED.source
+    return source() if source is not None else {}
