@@ -136,3 +136,41 @@ async def test_a_failed_post_is_logged_and_the_rest_go_on(
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="busy_in_flight"):
         EventPoster(Api().post, busy=lambda: False, busy_in_flight=4, idle_in_flight=2)
+
+
+async def test_a_queued_event_keeps_only_what_names_its_taskrun() -> None:
+    # Under a long burst thousands of Events wait; each kept the whole TaskRun it was about
+    # (spec, status, log tail: kilobytes), which the soak saw as the heap growing by the
+    # queue's length times a TaskRun's size.
+    api = Api()
+    poster = EventPoster(api.post, busy=lambda: True, busy_delay=3600.0)
+    body = {
+        "apiVersion": "automation.ona.com/v1alpha1",
+        "kind": "TaskRun",
+        "metadata": {
+            "name": "big",
+            "namespace": "team",
+            "uid": "u-1",
+            "resourceVersion": "42",
+            "annotations": {"a": "x" * 4096},
+            "finalizers": ["automation.ona.com/taskrun"],
+        },
+        "spec": {"task": {"command": "y" * 4096}},
+        "status": {"logTail": "z" * 4096},
+    }
+    poster.submit(body, event(1))
+    seen: list[Mapping[str, Any]] = []
+
+    async def post(obj: Mapping[str, Any], ev: Event) -> None:
+        seen.append(obj)
+
+    ((_, kept, _),) = poster._waiting
+    assert kept == {
+        "apiVersion": "automation.ona.com/v1alpha1",
+        "kind": "TaskRun",
+        "metadata": {"name": "big", "namespace": "team", "uid": "u-1", "resourceVersion": "42"},
+    }
+    # And that is what is posted: the Event names the same object as before.
+    poster._post = post
+    await poster.flush(within=1.0)
+    assert seen == [kept]

@@ -10,6 +10,10 @@ not hold Events back for ever); once no TaskRun waits, up to `idle_in_flight` at
 The queue is bounded; past the bound the oldest Event is dropped (Events are best
 effort) and the drop is logged.
 
+A queued Event keeps only what names its object (`reference`), not the object: under a
+long burst the queue may hold thousands, and a TaskRun's body is kilobytes (its spec, its
+status, a log tail), where the reference is a few hundred bytes.
+
 An Event's message may quote what came from outside (a failure message, log lines): it is
 scrubbed of every token the operator holds (`logs.scrub`) as it is queued, so no token
 waits in the queue or reaches the API server.
@@ -75,7 +79,7 @@ class EventPoster:
         message = logs.scrub(event.message)
         if message != event.message:
             event = replace(event, message=message)
-        self._waiting.append((self._clock(), body, event))
+        self._waiting.append((self._clock(), reference(body), event))
         if len(self._waiting) > self._limit:
             _, _, gone = self._waiting.popleft()
             self.dropped += 1
@@ -141,3 +145,13 @@ class EventPoster:
             else:
                 self.posted += 1
         self._wake.set()
+
+
+def reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What an Event needs of its object (its involvedObject): kind, name, namespace, uid
+    and resourceVersion, without the spec and status."""
+    meta = body.get("metadata") or {}
+    kept = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}
+    ref: dict[str, Any] = {k: body[k] for k in ("apiVersion", "kind") if k in body}
+    ref["metadata"] = kept
+    return ref
