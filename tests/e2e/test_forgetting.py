@@ -32,7 +32,16 @@ from tests.support.simulator_fixtures import SimulatorHandle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-KINDS = ("taskruns", "executions", "environments", "timers", "log_tails")
+KINDS = (
+    "taskruns",
+    "executions",
+    "claims",
+    "environments",
+    "timers",
+    "log_tails",
+    "events",
+    "queue",
+)
 QUICK = "make # sim:pending=0.1s sim:duration=0.3s"
 FAILING = 'make # sim:pending=0.1s sim:duration=0.3s sim:log_lines=4 sim:fail="broken"'
 HANGING = "make # sim:pending=0.1s sim:hang"
@@ -135,7 +144,7 @@ def test_churned_taskruns_leave_nothing_remembered(
         lambda: remembered(scrape(port))["environments"] == len(waiting),
         what=f"{len(waiting)} TaskRuns waiting for their environment",
     )
-    assert remembered(scrape(port))["executions"] >= len(running)
+    assert remembered(scrape(port))["claims"] >= len(running)
     for name in [*running, *waiting]:
         _delete(taskruns, name)
 

@@ -33,7 +33,16 @@ from tests.support.scrape import parse
 from tests.support.simulator_fixtures import SimulatorHandle
 
 T = TypeVar("T")
-KINDS = ("taskruns", "executions", "environments", "timers", "log_tails")
+KINDS = (
+    "taskruns",
+    "executions",
+    "claims",
+    "environments",
+    "timers",
+    "log_tails",
+    "events",
+    "queue",
+)
 NOTHING = dict.fromkeys(KINDS, 0)
 QUICK = "make test # sim:pending=50ms sim:duration=300ms"
 
@@ -125,7 +134,8 @@ async def test_it_counts_what_it_holds_while_a_run_goes_on(op: Operator) -> None
     await eventually(lambda: op.status("quick").get("taskExecutionId"), "an execution")
     held = op.held()
     assert held["taskruns"] == 1
-    assert held["executions"] == 1
+    assert held["executions"] == 1  # followed by the connection's tracker
+    assert held["claims"] == 1  # and held for the TaskRun: no other adopts it
     # The gauge says the same, at a scrape.
     scraped = parse(generate_latest(REGISTRY).decode())
     assert scraped.value("ona_taskrun_remembered", kind="taskruns") == 1
@@ -180,7 +190,7 @@ async def test_a_retried_taskrun_holds_none_of_its_attempts_once_deleted(op: Ope
     )
     assert len(op.status("flaky")["attempts"]) == 2
     # Every attempt's execution stays the run's own while it exists: none may be adopted.
-    assert op.held()["executions"] == 3
+    assert op.held()["claims"] == 3
     op.kube.delete("flaky")
     await forgotten(op)
 

@@ -556,9 +556,21 @@ class _Soak:
         text = self._get("/metrics", timeout=30).decode()
         return {kind: float(value) for kind, value in REMEMBERED_LINE.findall(text)}
 
+    def _settle(self, within: float = 120.0) -> None:
+        """Before a sample: until the operator has posted the Events it queued behind the
+        TaskRuns' writes (`remembered{kind="events"}`), which hold a little of each run
+        for a while; a sample taken meanwhile measures that backlog, not a leak."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self.remembered().get("events"):
+                return
+            time.sleep(0.25)
+        self.log(f"Events still waiting to be posted after {within:.0f} s; sampling anyway")
+
     def _sample(self, runs: int, started: float) -> dict[str, Any]:
         run = self.operator
         assert run is not None
+        self._settle()
         began = time.monotonic()
         report = json.loads(self._get("/debug/heap?limit=0"))
         memory = proc_memory_kib(run.process.pid)

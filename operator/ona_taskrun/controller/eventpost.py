@@ -75,6 +75,11 @@ class EventPoster:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def pending(self) -> int:
+        """Events not posted yet: waiting, or on their way."""
+        return len(self._waiting) + len(self._in_flight)
+
     def submit(self, body: Mapping[str, Any], event: Event) -> None:
         message = logs.scrub(event.message)
         if message != event.message:

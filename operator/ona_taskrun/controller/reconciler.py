@@ -225,19 +225,24 @@ class Reconciler:
 
     def remembered(self) -> dict[str, int]:
         """What is held for TaskRuns, by kind (the `ona_taskrun_remembered` gauge, read at
-        a scrape): records, execution ids (held by a TaskRun or followed by a connection's
-        tracker), waits on an environment, requeue timers, and log tails read or being
-        read. All 0 once every TaskRun the operator has seen is gone."""
+        a scrape): records, executions a connection's tracker follows or keeps the status
+        of, claims (execution ids held for a TaskRun, every attempt's, and StartTasks
+        awaiting their answer), waits on an environment, requeue timers, log tails read or
+        being read, and Events waiting to be posted. All 0 once every TaskRun the operator
+        has seen is gone (Events within moments: they are posted after the TaskRun's own
+        writes)."""
         remotes = self.connections.remotes()
-        executions = set(self._held_by)
+        executions: set[str] = set()
         for remote in remotes:
             executions.update(remote.tracker.execution_ids())
         return {
             "taskruns": len(self._records),
             "executions": len(executions),
+            "claims": len(self._held_by) + len(self._starts),
             "environments": sum(remote.environments.waiting for remote in remotes),
             "timers": sum(1 for record in self._records.values() if record.timer is not None),
             "log_tails": self.logtails.remembered,
+            "events": self.events.pending,
             "queue": len(self.admission),
         }
 

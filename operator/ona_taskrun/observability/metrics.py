@@ -513,8 +513,8 @@ class RememberedCollector(Collector):
             return
         family = GaugeMetricFamily(
             PREFIX + "remembered",
-            "What the operator holds for TaskRuns, by kind (taskruns, executions, "
-            "environments, timers, log_tails): 0 once every TaskRun it saw is gone.",
+            "What the operator holds for TaskRuns, by kind (taskruns, executions, claims, "
+            "environments, timers, log_tails, events): 0 once every TaskRun it saw is gone.",
             labels=["kind"],
         )
         for kind, count in source().items():
