@@ -78,6 +78,8 @@ from .remote import to_remote
 
 log = logging.getLogger(__name__)
 MAX_STEPS = 25
+# The lane of a TaskRun first seen finished, behind news (0) and everything else (1).
+FINISHED_LANE = 2
 # Kubernetes-only actions: they never wait for the Ona API's back-off or breaker.
 _LOCAL_ACTIONS = (
     ActionKind.REMOVE_FINALIZER,
@@ -293,8 +295,12 @@ class Reconciler:
             if record is not None and _same_object(body, record.body):
                 self._forget(record)
             return
+        lane = 1
         if record is None:
             self._new_record(key, dict(body))
+            # Seen first finished (the list after a restart: thousands of them): nothing
+            # to do but maybe a TTL to time, so it waits behind the TaskRuns that run.
+            lane = FINISHED_LANE if _finished(body) else 1
         elif 0 < _rv(body) <= _rv(record.body):
             # Our own write coming back (its answer is already held), or an older event:
             # nothing new to decide on.
@@ -302,7 +308,7 @@ class Reconciler:
         else:
             self._remember(record, dict(body))
         self.admission.note_body(key, body)
-        self.enqueue(key)
+        self.enqueue(key, lane)
 
     def _new_record(self, key: str, body: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
@@ -537,6 +543,9 @@ class Reconciler:
             finally:
                 metrics.reconciled(key, started)
                 self._done(state)
+            # A reconcile that needs no I/O (a finished TaskRun's, thousands after a
+            # restart) never yields: let the watches and trackers in between.
+            await asyncio.sleep(0)
 
     def _done(self, state: QueueState) -> None:
         """A worker is done with a key: queue it again if that was asked meanwhile."""
@@ -1225,6 +1234,16 @@ _MAY_ACT_UNWRITTEN = frozenset(
 def _stalled(status: Status) -> bool:
     cond = status.condition(STALLED)
     return cond is not None and cond.status == "True"
+
+
+def _finished(body: Mapping[str, Any]) -> bool:
+    """Final (Succeeded True or False) and not being deleted."""
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    for cond in (body.get("status") or {}).get("conditions") or ():
+        if isinstance(cond, Mapping) and cond.get("type") == SUCCEEDED:
+            return cond.get("status") in ("True", "False")
+    return False
 
 
 def _namespace(key: str) -> str:
