@@ -17,6 +17,7 @@ from typing import Any
 from ona_taskrun.controller import connections
 from ona_taskrun.controller.reconciler import Reconciler
 from ona_taskrun.rules import selectors
+from tests.support.waits import until
 
 
 def taskrun(name: str, *, finished: bool, deleting: bool = False) -> dict[str, Any]:
@@ -69,8 +70,7 @@ async def test_the_running_and_the_deleted_go_before_the_finished_listed_first()
     r.synced.set()
     await r.start()
     try:
-        while len(order) < len(names):
-            await asyncio.sleep(0.01)
+        await until(lambda: len(order) == len(names), "every TaskRun reconciled")
     finally:
         await r.stop()
     first = {key.split("/", 1)[1] for key in order[: len(running) + 1]}
@@ -93,8 +93,7 @@ async def test_a_backlog_that_needs_no_io_lets_the_rest_of_the_loop_in() -> None
     await r.start()
     tick = asyncio.create_task(ticker())
     try:
-        while len(order) < 2000:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(order) == 2000, "the backlog worked through")
         await tick
     finally:
         await r.stop()
