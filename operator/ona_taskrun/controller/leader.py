@@ -4,6 +4,11 @@ The others keep watching (so they take over warm) but do not reconcile. A replic
 cannot renew its lease in time stops acting at once and exits, so two replicas never
 act together for longer than the renewal margin; starts stay safe even then, because
 every start is claimed with a resourceVersion precondition first.
+
+A replica that stops cleanly (SIGTERM: a rollout, a drain) gives the Lease up once it has
+stopped acting, so the next one leads at its next try (a standby tries every
+`STANDBY_RETRY` seconds) instead of waiting for the Lease to expire; one that dies
+without a word is waited out for `duration`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from typing import Any
 from ..clients.kube import Conflict, KubeClient, KubeError
 
 log = logging.getLogger(__name__)
+
+# How often a replica that does not lead tries to: the Lease's holder renews every third
+# of its duration, but a Lease given up is taken at the next try.
+STANDBY_RETRY = 2.0
 
 
 def _micro(moment: datetime) -> str:
@@ -48,6 +57,8 @@ class LeaderElector:
         self._identity = identity
         self._duration = duration
         self._renew_every = duration / 3
+        self._standby_every = min(self._renew_every, STANDBY_RETRY)
+        self.holding = False  # the last try (or renewal) won the Lease
 
     async def run(self) -> None:
         self._active.clear()
@@ -58,6 +69,8 @@ class LeaderElector:
             except KubeError as exc:
                 log.warning("leader election: %s", exc)
                 held = False
+            else:
+                self.holding = held
             now = datetime.now(UTC)
             if held:
                 last_renewal = now
@@ -71,7 +84,39 @@ class LeaderElector:
                 self._active.clear()
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            await asyncio.sleep(self._renew_every)
+            await asyncio.sleep(self._renew_every if held else self._standby_every)
+
+    async def release(self) -> None:
+        """Give the Lease up, if this replica holds it: called once it has stopped acting,
+        so the next replica need not wait for the Lease to expire. Best effort: a Lease
+        taken or changed meanwhile is left alone (the resourceVersion precondition), and a
+        failure only means the next replica waits for the expiry."""
+        self._active.clear()
+        if not self.holding:
+            return
+        self.holding = False
+        try:
+            lease = await self._kube.get_lease(self._namespace, self._name)
+            spec = (lease or {}).get("spec") or {}
+            if lease is None or spec.get("holderIdentity") != self._identity:
+                return
+            now = _micro(datetime.now(UTC))
+            # As client-go gives a Lease up: no holder, and expired a second from now.
+            lease["spec"] = {
+                **spec,
+                "holderIdentity": None,
+                "leaseDurationSeconds": 1,
+                "acquireTime": now,
+                "renewTime": now,
+            }
+            await self._kube.replace_lease(lease)
+            log.info("leader election: %s gave the lease up", self._identity)
+        except KubeError as exc:
+            log.warning(
+                "leader election: could not give the lease up (%s); the next replica "
+                "waits for it to expire",
+                exc,
+            )
 
     async def _try_acquire(self) -> bool:
         now = datetime.now(UTC)
@@ -95,8 +140,8 @@ class LeaderElector:
         holder = current.get("holderIdentity")
         renewed = _parse(current.get("renewTime")) or datetime.min.replace(tzinfo=UTC)
         expired = now > renewed + timedelta(seconds=current.get("leaseDurationSeconds") or 15)
-        if holder != self._identity and not expired:
-            return False
+        if holder and holder != self._identity and not expired:
+            return False  # held by another replica (a Lease given up has no holder)
         if holder != self._identity:
             spec["acquireTime"] = _micro(now)
             spec["leaseTransitions"] = int(current.get("leaseTransitions") or 0) + 1
