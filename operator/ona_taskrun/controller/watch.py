@@ -11,6 +11,11 @@ It resumes after the last resourceVersion it saw (bookmarks included), so a watc
 ends or breaks misses nothing; when that version is too old to watch from (410 Gone) it
 lists again, and says DELETED for every TaskRun that went while it was not looking (kopf
 never did). A failure to list or watch is retried with a back-off capped at 30 s.
+
+The list is read in pages of `PAGE_SIZE` when the source can (`PagedSource`), each page
+handed on before the next is read, and no object is handed on with its managedFields
+(nothing reads them, and they are most of an object's size): after a restart among
+10,000 TaskRuns, one list of them all, parsed whole, was the operator's peak of memory.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..clients.kube import KubeError
 from ..rules.backoff import exponential
@@ -31,6 +36,8 @@ Deliver = Callable[[str, dict[str, Any]], None]
 # and it is opened again from where it stopped.
 WATCH_SECONDS = 300
 MAX_BACKOFF = 30.0
+# Objects per page of the list (as client-go's informers read theirs).
+PAGE_SIZE = 500
 
 
 class Source(Protocol):
@@ -43,9 +50,30 @@ class Source(Protocol):
     ) -> AsyncGenerator[dict[str, Any]]: ...
 
 
+@runtime_checkable
+class PagedSource(Source, Protocol):
+    async def list_page(
+        self, plural: str, namespace: str, *, limit: int, token: str
+    ) -> tuple[list[dict[str, Any]], str, str]:
+        """One page of the list: its objects, the list's resourceVersion, and the token of
+        the next page ("" after the last). A token too old to go on from is a 410."""
+        ...
+
+
+def _slim(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return body
+
+
 def _key(body: dict[str, Any]) -> str:
     meta = body.get("metadata") or {}
     return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _uid(body: dict[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid", ""))
 
 
 def _gone(key: str, uid: str, kind: str) -> dict[str, Any]:
@@ -80,6 +108,11 @@ class Watch:
         # Set once the first list has been delivered: everything that existed is known.
         self.listed = asyncio.Event()
 
+    @property
+    def count(self) -> int:
+        """How many objects the watch knows exist now."""
+        return len(self._known)
+
     def _scope(self) -> str:
         return f"{self._plural} in {self._namespace or 'all namespaces'}"
 
@@ -112,17 +145,48 @@ class Watch:
                 await self._sleep(delay)
 
     async def _list(self) -> None:
-        items, version = await self._source.list_versioned(self._plural, self._namespace)
-        present = {_key(item): str((item.get("metadata") or {}).get("uid", "")) for item in items}
-        for key, uid in list(self._known.items()):
-            if present.get(key) != uid:
-                # Deleted while the watch was not looking (or replaced by a namesake).
-                self._deliver("DELETED", _gone(key, uid, self._kind))
-        self._known = present
-        for item in items:
-            self._deliver("ADDED", item)
+        if not isinstance(self._source, PagedSource):
+            items, version = await self._source.list_versioned(self._plural, self._namespace)
+            present = {_key(item): _uid(item) for item in items}
+            for key, uid in list(self._known.items()):
+                if present.get(key) != uid:
+                    # Deleted while the watch was not looking (or replaced by a namesake).
+                    self._deliver("DELETED", _gone(key, uid, self._kind))
+            self._known = present
+            for item in items:
+                self._deliver("ADDED", _slim(item))
+        else:
+            version = await self._list_pages(self._source)
         self.resource_version = version
         self.listed.set()
+
+    async def _list_pages(self, source: PagedSource) -> str:
+        """List page by page, each page handed on and let go of before the next is read:
+        the list is never held whole. What the watch knew and no page had is said DELETED
+        after the last page; a namesake that replaced it, just before its ADDED."""
+        present: dict[str, str] = {}
+        token = version = ""
+        while True:
+            items, version, token = await source.list_page(
+                self._plural, self._namespace, limit=PAGE_SIZE, token=token
+            )
+            items.reverse()
+            while items:
+                item = _slim(items.pop())
+                item.setdefault("kind", self._kind)
+                key, uid = _key(item), _uid(item)
+                present[key] = uid
+                known = self._known.get(key)
+                if known is not None and known != uid:
+                    self._deliver("DELETED", _gone(key, known, self._kind))
+                self._deliver("ADDED", item)
+            if not token:
+                break
+        for key, uid in self._known.items():
+            if key not in present:
+                self._deliver("DELETED", _gone(key, uid, self._kind))
+        self._known = present
+        return version
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -134,11 +198,12 @@ class Watch:
             raise KubeError(int(body.get("code") or 0), str(body.get("message") or kind))
         version = str((body.get("metadata") or {}).get("resourceVersion") or "")
         if kind in ("ADDED", "MODIFIED", "DELETED"):
+            _slim(body)
             key = _key(body)
             if kind == "DELETED":
                 self._known.pop(key, None)
             else:
-                self._known[key] = str((body.get("metadata") or {}).get("uid", ""))
+                self._known[key] = _uid(body)
             self._deliver(str(kind), body)
         if version:
             self.resource_version = version  # BOOKMARK events carry only this
