@@ -5,18 +5,23 @@ namespace, RBAC and CRDs applied. `USE_EXISTING_CLUSTER=true` (with `KUBECONFIG`
 cluster instead and starts nothing; the operator identity is then unavailable and tests
 that need it are skipped. A failing test that used the control plane gets the API server's
 log tail in its report.
+
+A test that needs the API server to run otherwise (other flags, such as a low
+`--max-requests-inflight`) starts a control plane of its own with
+`dedicated_control_plane`, leaving the session's one as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -137,6 +142,40 @@ def control_plane(
         yield plane
     finally:
         del request.config.stash[_CONTROL_PLANE]
+        cluster.down()
+
+
+@contextlib.contextmanager
+def dedicated_control_plane(
+    state_dir: Path, *, apiserver_flags: Sequence[str] = ()
+) -> Iterator[ControlPlane]:
+    """A control plane of its own in `state_dir`, with `apiserver_flags` added to the API
+    server's command line (a later flag wins over an earlier one of the same name), and
+    the project's manifests applied; stopped when the block ends. Not on an existing
+    cluster (USE_EXISTING_CLUSTER): its flags are not ours to set.
+
+    LocalCluster starts the API server with its usual flags; with `apiserver_flags` it
+    is then restarted once with them (a restart runs the command line recorded in the
+    state file, so the recorded one is extended first)."""
+    if _use_existing_cluster():
+        pytest.skip("a dedicated control plane is not started on an existing cluster")
+    cluster = LocalCluster(state_dir)
+    info = cluster.up(timeout=START_TIMEOUT, tied_to_caller=True)
+    try:
+        if apiserver_flags:
+            flagged = replace(info, apiserver_argv=(*info.apiserver_argv, *apiserver_flags))
+            cluster.state_file.write_text(json.dumps(flagged.to_json(), indent=2) + "\n")
+            info = cluster.restart_apiserver(timeout=START_TIMEOUT).info
+        yield ControlPlane(
+            admin_kubeconfig=info.admin_kubeconfig,
+            kubectl=info.binaries.kubectl,
+            server=info.server,
+            log_path=info.apiserver_log,
+            ca_cert=info.ca_cert,
+            existing=False,
+            _operator_kubeconfig=info.operator_kubeconfig,
+        )
+    finally:
         cluster.down()
 
 
