@@ -10,6 +10,7 @@ for a TaskRun replaced by a namesake before its successor's ADDED.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -46,9 +47,11 @@ class Pages:
         self.asked: list[tuple[int, str]] = []  # (limit, token) per page asked for
         self.delivered_when_asked: list[int] = []
         self.delivered: list[tuple[str, str, str, bool]] = []
+        self.bodies: list[dict[str, Any]] = []
         self._page = 0
 
     def deliver(self, kind: str, body: dict[str, Any]) -> None:
+        self.bodies.append(body)
         meta = body["metadata"]
         self.delivered.append((kind, meta["name"], meta["uid"], "managedFields" in meta))
 
@@ -71,7 +74,8 @@ class Pages:
             self.lists.pop(0)
             self._page = 0
         version = str(100 * (len(self.asked)))
-        return [dict(item) for item in page], version, "" if last else f"next-{self._page}"
+        # As the API server's answer is parsed: each page's strings are its own.
+        return json.loads(json.dumps(page)), version, "" if last else f"next-{self._page}"
 
     async def watch(
         self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
@@ -127,3 +131,26 @@ async def test_a_paged_relist_says_deleted_for_what_went_and_for_a_replaced_name
         ("DELETED", "a", "uid-a"),
     ]
     assert watch.count == 3
+
+
+async def test_listed_objects_share_their_keys_and_short_strings() -> None:
+    # The reconciler holds every listed TaskRun: 10,000 copies of the same keys, phases
+    # and reasons were half of its memory after a restart.
+    def finished(name: str) -> dict[str, Any]:
+        body = obj(name, 1)
+        body["status"] = {
+            "phase": "SUCCEEDED",
+            "completedAt": "2026-12-07T12:36:03Z",
+            "taskExecutionId": f"0f0e5f4a-3a4b-4b8e-9a51-{name:0>12}",
+        }
+        return body
+
+    source = Pages([[[finished("a")], [finished("b")]]], KubeError(500, "unused"))
+    await run(source)
+    a, b = source.bodies
+    key_a = next(k for k in a["status"] if k == "completedAt")
+    key_b = next(k for k in b["status"] if k == "completedAt")
+    assert key_a is key_b
+    assert a["status"]["phase"] is b["status"]["phase"]
+    assert a["status"]["completedAt"] is b["status"]["completedAt"]
+    assert a["status"]["taskExecutionId"] == f"0f0e5f4a-3a4b-4b8e-9a51-{'a':0>12}"
