@@ -82,6 +82,8 @@ async def test_when_on_it_reports_sizes_and_places_but_no_token(
     report = answer.json()
     assert report["traced_bytes"] > 0
     assert report["gc_objects"] > 0
+    # The C allocator's figures where the C library tells them (glibc), as numbers only.
+    assert all(isinstance(v, int) and v >= 0 for v in report["malloc"].values())
     assert report["sites"] == len(report["top"]) > 0
     # Only places, counts and sizes.
     for site in report["top"]:

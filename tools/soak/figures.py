@@ -121,18 +121,23 @@ def log_problems(paths: Iterable[Path]) -> dict[str, int]:
 def curve(samples: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         f"{'runs':>7} {'s':>7} {'op':>3} {'RSS MiB':>8} {'heap MiB':>9} {'objects':>9} "
-        f"{'sim RSS':>8}  remembered"
+        f"{'C used':>7} {'C free':>7} {'sim RSS':>8}  remembered"
     ]
     for s in samples:
         remembered = ",".join(f"{k}={v:g}" for k, v in sorted(s["remembered"].items()))
         rows.append(
             f"{s['runs']:>7} {s['seconds']:>7.0f} {s['incarnation']:>3} {s['rss_mib']:>8.1f} "
             f"{s['heap_bytes'] / MIB:>9.2f} {s['gc_objects']:>9} "
+            f"{_or_dash(s.get('malloc_in_use_mib'))} {_or_dash(s.get('malloc_free_mib'))} "
             f"{s.get('simulator_rss_mib') or 0:>8.0f}  {remembered}"
             + ("  (all gone)" if s.get("final") else "")
             + ("  <- warm-up over" if s.get("warm") else "")
         )
     return "\n".join(rows)
+
+
+def _or_dash(value: float | None) -> str:
+    return f"{value:>7.1f}" if value is not None else f"{'-':>7}"
 
 
 def summary(figures: Mapping[str, Any]) -> str:

@@ -586,6 +586,10 @@ class _Soak:
             "heap_bytes": int(report["traced_bytes"]),
             "tracing_overhead_bytes": int(report["tracing_overhead_bytes"]),
             "gc_objects": int(report["gc_objects"]),
+            # The C allocator's main arena and mmaps: in use (C extensions included, which
+            # tracemalloc does not see) and free but kept.
+            "malloc_in_use_mib": _mib(report.get("malloc", {}).get("in_use_bytes")),
+            "malloc_free_mib": _mib(report.get("malloc", {}).get("free_bytes")),
             "remembered": remembered,
             "alive": self.watcher.alive(),
             "stuck": len(self.tally.stuck),
@@ -704,6 +708,10 @@ class _Soak:
             "site_growth_since_warmup": {str(k): v for k, v in overall.items()},
             "operator_log_problems": problems,
         }
+
+
+def _mib(value: Any) -> float | None:
+    return round(int(value) / 2**20, 2) if value is not None else None
 
 
 def run_soak(
