@@ -11,11 +11,12 @@ No release was ever tagged, so each is pinned by commit:
 - `BEFORE_RESTRUCTURE` (9c4abb2) is the operator as the round before this one left it:
   the newest commit before the package moved into rules/clients/controller/observability.
 
-Both need the same packages as today's operator (kopf, httpx, pydantic, aiohttp, certifi,
-pyyaml, prometheus-client, croniter, tzdata: then all in `dependencies`, now split
-between `dependencies` and the extra `operator`, with the same bounds), so their code runs from the current virtualenv with
-PYTHONPATH pointing at its `operator/` (PYTHONPATH comes before the editable install's
-path, and the tests check which package was imported).
+Both need the same packages as today's operator (kopf, httpx, pydantic, aiohttp,
+certifi, pyyaml, prometheus-client, croniter, tzdata: then all in `dependencies`, now
+split between `dependencies` and the extra `operator`, with the same bounds), so their
+code runs from the current virtualenv with PYTHONPATH pointing at its `operator/`
+(PYTHONPATH comes before the editable install's path; the tests check which package was
+imported).
 
 Files are read with `git archive` into a temporary folder: the repository's work tree
 and its list of worktrees stay untouched, and nothing is left behind if a test dies.
