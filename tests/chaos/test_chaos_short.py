@@ -72,9 +72,9 @@ def test_short_chaos_run_starts_nothing_twice_and_loses_nothing(
     assert figures["start_task_calls_by_connection"].get("chaos-team", 0) > 0
     assert figures["start_task_calls_by_connection"].get("default", 0) > 0
     assert figures["connection_checked"]["calls"] > 0
-    # The team connection's limit held through the chaos, and was reached.
+    # The team connection's limit held through the chaos, with runs at once under it.
     assert figures["connection_limit_exceeded"] == 0, details
-    assert figures["connection_limit_most_at_once"] == figures["connection_limit"]
+    assert 1 < figures["connection_limit_most_at_once"] <= figures["connection_limit"]
 
     # The chaos really happened, as planned.
     assert figures["kills"] == 2
