@@ -24,7 +24,6 @@ from tests.release.test_version import VERSION, released_image
 
 pytestmark = pytest.mark.slow
 
-RELEASE = REPO_ROOT / "scripts" / "release"
 CRD_NAMES = {
     "taskruns.automation.ona.com",
     "onaconnections.automation.ona.com",
@@ -54,9 +53,47 @@ class Release:
         return listed
 
 
-def run_release(out: Path, *args: str, env: dict[str, str] | None = None) -> Release:
+# What scripts/release reads. The fixtures release from a copy of them, so the two
+# releases compared below see the same sources even while the work tree changes.
+RELEASE_INPUTS = (
+    "scripts/release",
+    "scripts/build-image",
+    "scripts/build-tools",
+    "scripts/build-control-plane",
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    "CHANGELOG.md",
+    "Dockerfile",
+    ".dockerignore",
+    "requirements.lock",
+    "requirements-build.lock",
+    "requirements-cli.lock",
+    "operator",
+    "charts",
+    "manifests",
+    "crds",
+    "plugins",
+)
+
+
+def copy_sources(folder: Path) -> Path:
+    for name in RELEASE_INPUTS:
+        source, target = REPO_ROOT / name, folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+            shutil.copytree(source, target, ignore=ignore, symlinks=True)
+        else:
+            shutil.copy2(source, target)
+    return folder
+
+
+def run_release(
+    out: Path, *args: str, env: dict[str, str] | None = None, tree: Path = REPO_ROOT
+) -> Release:
     result = subprocess.run(
-        [str(RELEASE), "--out", str(out), *args],
+        [str(tree / "scripts" / "release"), "--out", str(out), *args],
         capture_output=True,
         text=True,
         timeout=2400,
@@ -85,16 +122,23 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def without_image(tmp_path_factory: pytest.TempPathFactory) -> Release:
-    """A release where no image can be built: buildah and debootstrap are not on PATH."""
-    programs = tmp_path_factory.mktemp("path")
-    env = {**os.environ, "PATH": path_without({"buildah", "debootstrap"}, programs)}
-    return run_release(tmp_path_factory.mktemp("release"), env=env)
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_sources(tmp_path_factory.mktemp("sources"))
 
 
 @pytest.fixture(scope="module")
-def no_image_flag(tmp_path_factory: pytest.TempPathFactory, without_image: Release) -> Release:
-    return run_release(tmp_path_factory.mktemp("release-no-image"), "--no-image")
+def without_image(tmp_path_factory: pytest.TempPathFactory, sources: Path) -> Release:
+    """A release where no image can be built: buildah and debootstrap are not on PATH."""
+    programs = tmp_path_factory.mktemp("path")
+    env = {**os.environ, "PATH": path_without({"buildah", "debootstrap"}, programs)}
+    return run_release(tmp_path_factory.mktemp("release"), env=env, tree=sources)
+
+
+@pytest.fixture(scope="module")
+def no_image_flag(
+    tmp_path_factory: pytest.TempPathFactory, sources: Path, without_image: Release
+) -> Release:
+    return run_release(tmp_path_factory.mktemp("release-no-image"), "--no-image", tree=sources)
 
 
 def test_without_an_image_the_release_builds_the_rest_and_fails_saying_why(
@@ -137,7 +181,7 @@ def test_printed_digests_are_the_artifacts_and_sha256sums_lists_them(
 
 
 def test_install_yaml_holds_the_crds_and_the_operator_of_the_version(
-    without_image: Release,
+    without_image: Release, sources: Path
 ) -> None:
     objects = [doc for doc in yaml.safe_load_all((without_image.out / "install.yaml").read_text())]
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects if o}
@@ -148,7 +192,7 @@ def test_install_yaml_holds_the_crds_and_the_operator_of_the_version(
     assert container["image"] == released_image()
     assert container["image"].endswith(f":{VERSION}")
     # The CRDs are those of the repository, unchanged.
-    for path in (REPO_ROOT / "crds").glob("*.automation.ona.com.yaml"):
+    for path in (sources / "crds").glob("*.automation.ona.com.yaml"):
         source = yaml.safe_load(path.read_text())
         (released,) = [o for o in objects if o and o["metadata"]["name"] == path.stem]
         assert released["spec"] == source["spec"], path.name
