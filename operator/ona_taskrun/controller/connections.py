@@ -25,12 +25,13 @@ from typing import Any
 
 from ..clients.kube import CLUSTER_CONNECTIONS, CONNECTIONS, Conflict, Gone, KubeClient, KubeError
 from ..clients.ona import NO_OBSERVER, OnaClient, OnaObserver, RetryPolicy, errors
+from ..clients.ratelimit import TokenBucket
 from ..clients.throttle import Throttle
 from ..observability import logs
 from ..observability.metrics import connection_label
 from ..rules import selectors
 from ..rules.backoff import exponential
-from ..rules.capacity import NO_LIMITS, Limits
+from ..rules.capacity import DEFAULT_REQUESTS_PER_SECOND, NO_LIMITS, Limits
 from ..rules.conditions import status_patch
 from ..rules.connection import (
     DEFAULT_CONNECTION,
@@ -107,6 +108,7 @@ class Remote:
             retry=RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0),
             observer=settings.observer,
             throttle=throttle,
+            rate=TokenBucket(DEFAULT_REQUESTS_PER_SECOND),
         )
         self.breaker = CircuitBreaker(throttle=throttle)
         # Methods this connection's API answered `unimplemented`, each told once through
@@ -296,7 +298,14 @@ class Connections:
         )
         remote.start()
         self._remotes[key] = remote
+        self._set_rate(key)
         return remote
+
+    def _set_rate(self, key: ConnectionKey) -> None:
+        """The connection's spec.limits.requestsPerSecond, on its client."""
+        remote = self._remotes.get(key)
+        if remote is not None and remote.client.rate is not None:
+            remote.client.rate.set_rate(self.limits(key).requests_per_second)
 
     async def _drop(self, key: ConnectionKey) -> None:
         remote = self._remotes.pop(key, None)
@@ -322,6 +331,7 @@ class Connections:
         if old is not None and _rv(old) > _rv(body) > 0:
             return
         self._bodies[key] = dict(body)
+        self._set_rate(key)
         # A status-only change (most often our own write) needs no new look.
         if old is None or _generation(old) != _generation(body):
             self._enqueue(key.queue_key)

@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from ..ratelimit import TokenBucket
 from ..throttle import Held, Throttle
 from ._connect import encode_envelope, error_from_reply, error_from_response
 from ._unary import (
@@ -193,6 +194,7 @@ class OnaClient:
         transport: httpx.AsyncBaseTransport | None = None,
         observer: OnaObserver = NO_OBSERVER,
         throttle: Throttle | None = None,
+        rate: TokenBucket | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -210,6 +212,9 @@ class OnaClient:
         self._retry = retry or RetryPolicy()
         self._observer = observer
         self.throttle = throttle or Throttle("", observer, sleep=self._retry.sleep)
+        # The connection's own request rate (spec.limits.requestsPerSecond): in front of
+        # the throttle, so a burst leaves the API's rate limit to other connections.
+        self.rate = rate
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -241,6 +246,14 @@ class OnaClient:
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._retry
+
+    async def _take_token(self) -> None:
+        """Wait for the connection's request rate, if it has one (the wait is told like
+        a throttle's)."""
+        if self.rate is not None:
+            waited = await self.rate.acquire()
+            if waited > 0:
+                self.throttle.note_waited(waited)
 
     def __repr__(self) -> str:
         return f"OnaClient(base_url={self._base_url!r})"
@@ -439,6 +452,7 @@ class OnaClient:
     ) -> dict[str, Any]:
         """One attempt, once the throttle lets it go; what it answered is told to the
         throttle (a 429, or any other answer)."""
+        await self._take_token()
         try:
             sent_at = await self.throttle.admit(
                 max_wait=self._retry.max_delay, waited_out=waited_out
@@ -890,6 +904,7 @@ class OnaClient:
             opened_at: float | None = None
             delivered = False
             # A stream holds no place among the calls in flight, but waits for a hold.
+            await self._take_token()
             sent_at = await self.throttle.admit(slot=False)
             answer: Mapping[str, str] = {}
             try:
