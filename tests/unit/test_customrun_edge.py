@@ -97,11 +97,7 @@ class FakeKube:
         self.taskruns[name] = stored
         return copy.deepcopy(stored)
 
-    async def _request(
-        self, method: str, path: str, *, json: Any = None, content_type: str | None = None
-    ) -> dict[str, Any]:
-        assert method == "PATCH"
-        assert content_type == "application/merge-patch+json"
+    async def merge_patch(self, path: str, json: Any) -> dict[str, Any]:
         self.calls.append(("patch", path))
         parts = path.split("/")
         if path.endswith("/status"):

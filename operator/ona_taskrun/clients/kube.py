@@ -382,6 +382,14 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
+    async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch any object by its API path (`/apis/<group>/<version>/...`); the
+        caller's preconditions (metadata.resourceVersion or metadata.uid) go in the patch.
+        Conflict or Gone as for every write."""
+        return await self._request(
+            "PATCH", path, json=dict(patch), content_type="application/merge-patch+json"
+        )
+
     async def set_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
     ) -> dict[str, Any]:

@@ -35,7 +35,6 @@ KEY_PREFIX = f"{rules.KIND}:"
 RESYNC_SECONDS = 60.0
 # Looking again after a refused create (403, or the API server away).
 REFUSED_RETRY = 30.0
-_MERGE_PATCH = "application/merge-patch+json"
 
 
 def is_key(key: str) -> bool:
@@ -290,7 +289,7 @@ class CustomRuns:
         path += f"/{TASKRUNS}/{child.name}"
         patch = {"metadata": {"uid": child.uid}, "spec": {"desiredPhase": "STOPPED"}}
         try:
-            updated = await self.kube._request("PATCH", path, json=patch, content_type=_MERGE_PATCH)
+            updated = await self.kube.merge_patch(path, patch)
         except (Gone, Conflict):
             return child  # gone, or another object now: the next look tells
         log.info("%s: cancelled, asked TaskRun %s to stop", run.key, child.name)
@@ -312,9 +311,7 @@ class CustomRuns:
             "status": patch,
         }
         try:
-            updated = await self.kube._request(
-                "PATCH", path, json=request, content_type=_MERGE_PATCH
-            )
+            updated = await self.kube.merge_patch(path, request)
         except Conflict:
             return False
         except Gone:
