@@ -8,6 +8,12 @@
 ARG BASE_IMAGE=localhost/ona-taskrun/python-base:bookworm
 
 FROM ${BASE_IMAGE} AS builder
+# SOURCE_DATE_EPOCH (scripts/release sets it; scripts/build-image passes it with
+# --timestamp) makes the compiled bytecode depend on the sources only, not on when they
+# were unpacked, and the wheel's file times fixed; unset when empty, for the tools read an
+# empty one as a bad number. Declared first in each stage, so a build with another value
+# reuses no cached layer of this stage (a development build's layers keep their own times).
+ARG SOURCE_DATE_EPOCH=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
@@ -24,10 +30,7 @@ WORKDIR /src
 # locked the same way (requirements-build.lock) and kept in a venv of its own, so nothing
 # unpinned enters the build and nothing of it the image. The optional ca-bundle secret
 # lets pip trust a TLS-intercepting proxy without the bundle ending up in any layer.
-# SOURCE_DATE_EPOCH (scripts/release sets it) makes the compiled bytecode depend on the
-# sources only, not on when they were unpacked, and the wheel's file times fixed; unset
-# when empty, for the tools read an empty one as a bad number.
-ARG SOURCE_DATE_EPOCH=
+# SOURCE_DATE_EPOCH: see the top of this stage.
 COPY requirements.lock requirements-build.lock ./
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
@@ -48,6 +51,7 @@ RUN if [ -z "$SOURCE_DATE_EPOCH" ]; then unset SOURCE_DATE_EPOCH; fi \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE_IMAGE}
+ARG SOURCE_DATE_EPOCH=
 LABEL org.opencontainers.image.title="ona-taskrun-operator" \
       org.opencontainers.image.description="Kubernetes operator that runs Ona automation tasks from TaskRun resources" \
       org.opencontainers.image.licenses="Apache-2.0"
