@@ -99,3 +99,36 @@ async def test_a_backlog_that_needs_no_io_lets_the_rest_of_the_loop_in() -> None
         await r.stop()
     # Another task ran while the backlog was worked through, not only after it.
     assert done_at_tick[0] < 100, done_at_tick
+
+
+async def test_one_worker_at_a_time_works_through_the_finished_backlog() -> None:
+    # 32 workers each taking a finished TaskRun put 32 reconciles between any two steps of
+    # everything else (the running TaskRuns' news among it); one at a time, one.
+    order: list[str] = []
+    r = reconciler(order, workers=8)
+    inside = 0
+    most = 0
+
+    async def reconcile(key: str) -> None:
+        nonlocal inside, most
+        finished = "/done-" in key
+        inside += finished
+        most = max(most, inside)
+        await asyncio.sleep(0)  # part of a reconcile: others run meanwhile
+        inside -= finished
+        order.append(key)
+
+    r.reconcile = reconcile  # type: ignore[method-assign]
+    for i in range(200):
+        r.observe("ADDED", taskrun(f"done-{i:03d}", finished=True))
+    running = [f"live-{i}" for i in range(8)]
+    for name in running:
+        r.observe("ADDED", taskrun(name, finished=False))
+    r.synced.set()
+    await r.start()
+    try:
+        await until(lambda: len(order) == 208, "every TaskRun reconciled")
+    finally:
+        await r.stop()
+    assert most == 1, most
+    assert {key.split("/", 1)[1] for key in order[:8]} == set(running)

@@ -199,6 +199,7 @@ class Reconciler:
         # wakes the runs next in line.
         self.admission = Admission(wake=self.enqueue)
         self._workers = workers
+        self._background = asyncio.Semaphore(1)  # see _worker
         # Reconcilers of other kinds whose keys (`Kind:ns/name`) share this queue.
         self.handlers: dict[str, Callable[[str], Awaitable[float | None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -512,7 +513,14 @@ class Reconciler:
                 continue  # stale: queued again in a better lane, or forgotten
             await self.synced.wait()
             await self.active.wait()
+            # One worker at a time on the finished backlog: the rest of the loop (news of
+            # running TaskRuns among it) then waits behind one of them, not behind 32.
+            background = lane >= FINISHED_LANE
+            if background:
+                await self._background.acquire()
             if self._state(key) is not state or state.lane != lane:
+                if background:
+                    self._background.release()
                 continue  # the same, while this worker waited
             state.lane = None
             started = metrics.queue_taken(key)
@@ -543,6 +551,8 @@ class Reconciler:
             finally:
                 metrics.reconciled(key, started)
                 self._done(state)
+                if background:
+                    self._background.release()
             # A reconcile that needs no I/O (a finished TaskRun's, thousands after a
             # restart) never yields: let the watches and trackers in between.
             await asyncio.sleep(0)
