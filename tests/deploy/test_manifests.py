@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.release.test_version import released_image
 from tests.support.cluster_fixtures import ControlPlane
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,6 @@ CRD_NAMES = {
     "clusteronaconnections.automation.ona.com",
     "taskrunschedules.automation.ona.com",
 }
-IMAGE = "localhost/ona-taskrun/operator:dev"
 
 
 def find_kubectl() -> Path | None:
@@ -92,7 +92,7 @@ def test_deployment_runs_the_operator_image_as_its_service_account(
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "ona-taskrun-operator"
     (container,) = pod["containers"]
-    assert container["image"] == IMAGE
+    assert container["image"] == released_image()
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
 
 
