@@ -89,7 +89,7 @@ def test_a_limit_of_two_never_runs_more_than_two(
         if c["type"] == "Succeeded"
     )
     assert "allows 2 concurrent runs" in message
-    assert "position" in message
+    assert "in line" in message
     statuses = [team.taskruns.wait_phase(n, "SUCCEEDED", timeout=90) for n in names]
     assert _most_at_once(_spans(e2e_simulator, statuses)) == 2
     assert sum(1 for s in statuses if s.get("queuedAt")) >= 8

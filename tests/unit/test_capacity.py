@@ -101,8 +101,7 @@ def test_a_run_over_the_limit_waits_with_its_place() -> None:
     queued = turn(line[1], limits, {"a": 1}, line, "OnaConnection a/ona")
     assert queued == Queued(
         1,
-        "queued: OnaConnection a/ona allows 2 concurrent runs and 1 are running; "
-        "position 1 in its queue",
+        "queued: OnaConnection a/ona allows 2 concurrent runs and 1 were running; it was 1 in line",
     )
     third = turn(line[2], limits, {"a": 1}, line, "OnaConnection a/ona")
     assert third is not None
@@ -219,7 +218,7 @@ def test_one_free_slot_goes_to_one_run_and_a_freed_slot_wakes_the_next() -> None
     assert admission.turn("team-a/r0", limits, "c") is None  # and kept
     second = admission.turn("team-a/r1", limits, "c")
     assert second == Queued(
-        1, "queued: c allows 1 concurrent runs and 1 are running; position 1 in its queue"
+        1, "queued: c allows 1 concurrent runs and 1 were running; it was 1 in line"
     )
     admission.note_body("team-a/r0", body("r0", 0, taskExecutionId="e0"))  # started
     assert admission.queued() == {("team-a", POOL): 2}
@@ -264,3 +263,12 @@ def test_suspend_cannot_pause_or_hide_a_started_run() -> None:
     succeeded = decision.status.condition("Succeeded")
     assert succeeded is None or succeeded.reason != "Suspended"
     assert place_of(running) is Place.HOLDING
+
+
+def test_a_run_still_in_line_is_not_rewritten_at_each_look() -> None:
+    first = decide(taskrun(), Observation(queued=Queued(5, "queued: 5th")), NOW)
+    run = taskrun(status=first.status.to_dict())
+    later = decide(run, Observation(queued=Queued(2, "queued: 2nd")), NOW)
+    assert later.status == run.status  # nothing to write: its place when queued stays
+    assert later.action is None
+    assert later.requeue_after is not None

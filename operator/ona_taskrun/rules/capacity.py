@@ -153,7 +153,7 @@ def turn(
                 position=position + 1,
                 message=(
                     f"queued: {connection} allows {limits.max_concurrent} concurrent runs "
-                    f"and {total} are running; position {position + 1} in its queue"
+                    f"and {total} were running; it was {position + 1} in line"
                 ),
             )
         if namespace_full:

@@ -16,6 +16,7 @@ from . import environment, retry
 from .conditions import finish, pending, unfollowable
 from .deletion import decide_deletion, left_behind
 from .model import (
+    SUCCEEDED,
     Access,
     Decision,
     Event,
@@ -99,7 +100,12 @@ def decide(run: TaskRun, obs: Observation, now: datetime, cfg: Settings = DEFAUL
 
     if never_started and obs.queued is not None:
         # Held back by its connection's limits (rules.capacity): the controller wakes it
-        # when a slot frees; the requeue is a safety net.
+        # when a slot frees; the requeue is a safety net. A run already in line keeps the
+        # message it was queued with (its place then): a place written at every look would
+        # cost a status write per waiting run per look.
+        held = status.condition(SUCCEEDED)
+        if held is not None and held.reason == QUEUED and status.queued_at:
+            return Decision(status, requeue_after=cfg.queue_recheck)
         new = replace(status, queued_at=status.queued_at or rfc3339(now))
         return Decision(
             pending(run, new, now, QUEUED, obs.queued.message), requeue_after=cfg.queue_recheck
