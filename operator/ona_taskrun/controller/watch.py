@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -71,9 +72,9 @@ def _slim(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-# Strings up to this long are shared (`sys.intern`): keys, phases, reasons, timestamps;
-# not ids (36), which are each object's own.
-SHARED_LENGTH = 24
+# Strings up to this long are shared (`sys.intern`): keys, phases, reasons, timestamps,
+# the finalizer, short messages; not ids (36), which are each object's own.
+SHARED_LENGTH = 32
 
 
 def _shared(value: Any) -> Any:
@@ -167,6 +168,7 @@ class Watch:
                 await self._sleep(delay)
 
     async def _list(self) -> None:
+        started = time.monotonic()
         if not isinstance(self._source, PagedSource):
             items, version = await self._source.list_versioned(self._plural, self._namespace)
             present = {_key(item): _uid(item) for item in items}
@@ -180,6 +182,8 @@ class Watch:
         else:
             version = await self._list_pages(self._source)
         self.resource_version = version
+        seconds = time.monotonic() - started
+        log.info("listed %d %s in %.1fs", len(self._known), self._scope(), seconds)
         self.listed.set()
 
     async def _list_pages(self, source: PagedSource) -> str:
