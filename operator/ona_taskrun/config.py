@@ -111,7 +111,7 @@ environment variables (flags win over them):
   DEFAULT_CONNECTION_REQUESTS_PER_SECOND
                           the default connection's spec.limits (docs/capacity.md): runs
                           started and not final at once, in all and per namespace (unset:
-                          no limit), and Ona requests per second (default 20)
+                          no limit), and Ona requests per second (default 100)
   OPERATOR_NAMESPACE      the operator's namespace, where ClusterOnaConnection Secrets live
                           (default ona-system)
   CONNECTION_ALLOWED_BASE_URLS     comma-separated Ona API base URLs a connection's spec.baseUrl

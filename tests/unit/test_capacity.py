@@ -36,7 +36,7 @@ def w(namespace: str, name: str, second: int) -> Waiter:
 
 def test_limits_are_read_with_a_default_rate() -> None:
     assert parse_limits(None, cluster=False) == NO_LIMITS
-    assert parse_limits({"maxConcurrentRuns": 2}, cluster=False) == Limits(2, None, 20.0)
+    assert parse_limits({"maxConcurrentRuns": 2}, cluster=False) == Limits(2, None, 100.0)
     both = {"maxConcurrentRuns": 10, "maxConcurrentRunsPerNamespace": 3, "requestsPerSecond": 5}
     assert parse_limits(both, cluster=True) == Limits(10, 3, 5.0)
     assert NO_LIMITS.requests_per_second == DEFAULT_REQUESTS_PER_SECOND
