@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from tools.bench import restart
 from tools.bench.compare import run_comparison
 from tools.bench.run import CONTENDERS, WORKLOADS, BenchError, BenchSettings
 from tools.localcluster.binaries import REPO_ROOT
@@ -113,6 +114,32 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="extra environment for the baseline, e.g. BASELINE_KOPF_FINALIZER=1 (repeatable)",
     )
+    group = parser.add_argument_group(
+        "restarts at scale",
+        "--restart-scale: fill the cluster with finished and running TaskRuns through one "
+        "operator, stop it, start another, and measure its time to ready, its Ona calls and "
+        "writes for finished TaskRuns, the mirror latency of the running ones and its memory",
+    )
+    group.add_argument(
+        "--restart-scale", action="store_true", help="run the restart benchmark instead"
+    )
+    group.add_argument(
+        "--finished", type=int, default=10_000, help="finished TaskRuns present (10000)"
+    )
+    group.add_argument("--running", type=int, default=500, help="running TaskRuns present (500)")
+    group.add_argument(
+        "--stop",
+        choices=restart.STOPS,
+        default="term",
+        help="how the first operator is stopped: SIGTERM, as a rollout or a drain does, or "
+        "SIGKILL (term)",
+    )
+    group.add_argument(
+        "--no-leader-election",
+        action="store_true",
+        help="run the operators without leader election (it is on by default, as with "
+        "more than one replica)",
+    )
     parser.add_argument("--state-dir", type=Path, default=None, help="(.local/bench/<time>)")
     parser.add_argument(
         "--keep-state",
@@ -120,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         help="keep etcd data, certificates and kubeconfigs (logs and figures are always kept)",
     )
     args = parser.parse_args(argv)
+    if args.restart_scale:
+        return _restart(parser, args)
     if args.taskruns < 1 or args.concurrency < 1 or args.poll_interval <= 0:
         parser.error("need --taskruns >= 1, --concurrency >= 1 and a positive --poll-interval")
     if args.environments < 1:
@@ -163,6 +192,40 @@ def main(argv: list[str] | None = None) -> int:
         _log("bench-operator: interrupted; everything was stopped")
         return 130
     return 0 if result["ok"] else 1
+
+
+def _restart(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.finished < 1 or args.running < 1 or args.concurrency < 1:
+        parser.error("need --finished >= 1, --running >= 1 and --concurrency >= 1")
+    if args.poll_interval <= 0:
+        parser.error("need a positive --poll-interval")
+    settings = restart.RestartSettings(
+        finished=args.finished,
+        running=args.running,
+        concurrency=args.concurrency,
+        stop=args.stop,
+        leader_election=not args.no_leader_election,
+        poll_interval=args.poll_interval,
+        operator_env=dict(args.operator_env),
+    )
+    state_dir = args.state_dir or (
+        REPO_ROOT / ".local" / "bench" / time.strftime("restart-%Y%m%d-%H%M%S")
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    _log(f"bench-operator --restart-scale: state in {state_dir}")
+    try:
+        figures = restart.run_restart(
+            settings, state_dir.resolve(), log=_log, keep_state=args.keep_state
+        )
+    except BenchError as exc:
+        _log(f"bench-operator: could not carry out the run: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _log("bench-operator: interrupted; everything was stopped")
+        return 130
+    met = restart.ok(figures)
+    _log(f"restart targets {'met' if met else 'NOT met'} (see docs/performance.md, Restarts)")
+    return 0 if met and not figures.get("teardown_leftovers") else 1
 
 
 if __name__ == "__main__":
