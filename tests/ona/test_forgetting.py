@@ -12,6 +12,7 @@ metrics' view of the work queue has no entry for it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from prometheus_client import REGISTRY, generate_latest
 from ona_taskrun.clients.kube import Conflict
 from ona_taskrun.controller.connections import Connections, RemoteSettings, Settings
 from ona_taskrun.controller.reconciler import Reconciler
+from ona_taskrun.controller.record import TaskRunRecord
 from ona_taskrun.observability import metrics
 from ona_taskrun.rules import selectors
 from ona_taskrun.rules.model import CLAIM_ANNOTATION
@@ -222,3 +224,23 @@ async def test_a_failed_run_with_a_log_tail_is_forgotten(op: Operator) -> None:
     await eventually(lambda: op.status("tailed").get("logTail"), "the log tail")
     op.kube.delete("tailed")
     await forgotten(op)
+
+
+async def test_no_worker_keeps_the_record_of_a_forgotten_taskrun(op: Operator) -> None:
+    # A worker waiting for its next key kept the last record it had handled (its frame's
+    # locals), body and all: up to one TaskRun per worker held after it was gone, which the
+    # soak's heap samples saw as TaskRunRecords nobody remembered.
+    names = [f"done-{i}" for i in range(4)]
+    for name in names:
+        op.kube.create(name, {"task": op.task(QUICK)})
+    for name in names:
+        await eventually(lambda n=name: op.status(n).get("phase") == "SUCCEEDED", f"{name} ends")
+    for name in names:
+        op.kube.delete(name)
+    await forgotten(op)
+    gc.collect()
+    prefix = f"{op.kube.namespace}/"
+    alive = [
+        o.key for o in gc.get_objects() if isinstance(o, TaskRunRecord) and o.key.startswith(prefix)
+    ]
+    assert alive == [], f"records still alive once forgotten: {alive}"

@@ -508,54 +508,59 @@ class Reconciler:
     async def _worker(self) -> None:
         while True:
             lane, _, key = await self._queue.get()
-            state = self._state(key)
-            if state is None or state.lane != lane:
-                continue  # stale: queued again in a better lane, or forgotten
-            await self.synced.wait()
-            await self.active.wait()
-            # One worker at a time on the finished backlog: the rest of the loop (news of
-            # running TaskRuns among it) then waits behind one of them, not behind 32.
-            background = lane >= FINISHED_LANE
+            # In a call of its own: what a worker took (a record, and its body) is not
+            # held by its frame while it waits for the next key.
+            await self._take(lane, key)
+
+    async def _take(self, lane: int, key: str) -> None:
+        state = self._state(key)
+        if state is None or state.lane != lane:
+            return  # stale: queued again in a better lane, or forgotten
+        await self.synced.wait()
+        await self.active.wait()
+        # One worker at a time on the finished backlog: the rest of the loop (news of
+        # running TaskRuns among it) then waits behind one of them, not behind 32.
+        background = lane >= FINISHED_LANE
+        if background:
+            await self._background.acquire()
+        if self._state(key) is not state or state.lane != lane:
             if background:
-                await self._background.acquire()
-            if self._state(key) is not state or state.lane != lane:
-                if background:
-                    self._background.release()
-                continue  # the same, while this worker waited
-            state.lane = None
-            started = metrics.queue_taken(key)
-            state.active = True
-            try:
-                handler = self.handlers.get(key.partition(":")[0]) if ":" in key else None
-                if handler is not None:  # another kind sharing the queue (schedules)
-                    again = await handler(key)
-                    if again is not None:
-                        self._requeue(key, again)
-                elif is_connection_key(key):
-                    again = await self.connections.reconcile(key)
-                    if again is not None:
-                        self._requeue(key, again)
-                else:
-                    await self.reconcile(key)
-            except asyncio.CancelledError:
-                raise
-            except KubeError as exc:
-                # The API server is restarting or refusing: expected in operation, no trace.
-                log.warning("reconciling %s: %s; looking again in 5s", key, exc)
-                self._requeue(key, 5.0)
-            except Exception:
-                # Never let one TaskRun take the operator down; look again later.
-                log.exception("reconciling %s failed unexpectedly", key)
-                metrics.reconcile_failed(key)
-                self._requeue(key, 10.0)
-            finally:
-                metrics.reconciled(key, started)
-                self._done(state)
-                if background:
-                    self._background.release()
-            # A reconcile that needs no I/O (a finished TaskRun's, thousands after a
-            # restart) never yields: let the watches and trackers in between.
-            await asyncio.sleep(0)
+                self._background.release()
+            return  # the same, while this worker waited
+        state.lane = None
+        started = metrics.queue_taken(key)
+        state.active = True
+        try:
+            handler = self.handlers.get(key.partition(":")[0]) if ":" in key else None
+            if handler is not None:  # another kind sharing the queue (schedules)
+                again = await handler(key)
+                if again is not None:
+                    self._requeue(key, again)
+            elif is_connection_key(key):
+                again = await self.connections.reconcile(key)
+                if again is not None:
+                    self._requeue(key, again)
+            else:
+                await self.reconcile(key)
+        except asyncio.CancelledError:
+            raise
+        except KubeError as exc:
+            # The API server is restarting or refusing: expected in operation, no trace.
+            log.warning("reconciling %s: %s; looking again in 5s", key, exc)
+            self._requeue(key, 5.0)
+        except Exception:
+            # Never let one TaskRun take the operator down; look again later.
+            log.exception("reconciling %s failed unexpectedly", key)
+            metrics.reconcile_failed(key)
+            self._requeue(key, 10.0)
+        finally:
+            metrics.reconciled(key, started)
+            self._done(state)
+            if background:
+                self._background.release()
+        # A reconcile that needs no I/O (a finished TaskRun's, thousands after a
+        # restart) never yields: let the watches and trackers in between.
+        await asyncio.sleep(0)
 
     def _done(self, state: QueueState) -> None:
         """A worker is done with a key: queue it again if that was asked meanwhile."""
