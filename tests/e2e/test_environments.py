@@ -150,7 +150,9 @@ def test_keep_alive_holds_the_environment_past_its_idle_timeout(
     # Without signals the environment idles out under the run, which ends saying so.
     cond = taskruns.wait_condition("left", "Succeeded", "False", "EnvironmentStopped", timeout=20)
     assert left["id"] in cond["message"]
-    assert _sim_env(e2e_simulator, left["id"])["stoppedForIdleness"] == 1
+    # At least once: on a slow machine it may also idle out before the start, and be
+    # started again for the run (a run's default environment handling).
+    assert _sim_env(e2e_simulator, left["id"])["stoppedForIdleness"] >= 1
     ready = taskruns.condition("left", "EnvironmentReady")
     assert ready is not None
     assert (ready["status"], ready["reason"]) == ("False", "Stopped")
