@@ -233,8 +233,9 @@ async def test_no_worker_keeps_the_record_of_a_forgotten_taskrun(op: Operator) -
     names = [f"done-{i}" for i in range(4)]
     for name in names:
         op.kube.create(name, {"task": op.task(QUICK)})
-    for name in names:
-        await eventually(lambda n=name: op.status(n).get("phase") == "SUCCEEDED", f"{name} ends")
+    await eventually(
+        lambda: all(op.status(n).get("phase") == "SUCCEEDED" for n in names), "the runs' ends"
+    )
     for name in names:
         op.kube.delete(name)
     await forgotten(op)
