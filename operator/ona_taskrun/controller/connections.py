@@ -67,10 +67,13 @@ from ..rules.model import (
 from ..rules.spec import parse_connection_ref
 from .breaker import CircuitBreaker
 from .environment_watch import EnvironmentWatch
+from .lru import Lru
 from .remote import is_outage, to_failure, unserved_method
 from .tracker import ExecutionTracker
 
 log = logging.getLogger(__name__)
+# The tasks' environments a connection keeps: more than the runs at once of a busy one.
+TASK_ENVIRONMENTS_KEPT = 4096
 NAMESPACE_LABELS_TTL = 10.0
 
 
@@ -130,8 +133,9 @@ class Remote:
         self.principal = ""
         self._principal_retry_at = 0.0
         self._warned = False
-        # A task's environment never changes: learned once for the environment policy.
-        self.task_environments: dict[str, str] = {}
+        # A task's environment never changes: learned once for the environment policy, and
+        # kept for the tasks used most lately (one more GetTask for a task not seen for long).
+        self.task_environments: Lru[str, str] = Lru(TASK_ENVIRONMENTS_KEPT)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -700,7 +704,7 @@ class Connections:
         return ConnectionView(Access.REFUSED, "NotPermitted", refusal)
 
     async def _task_environment(self, remote: Remote, task_id: str) -> str | ConnectionView:
-        known = remote.task_environments.get(task_id)
+        known = remote.task_environments.lookup(task_id)
         if known is not None:
             return known
         try:

@@ -37,7 +37,7 @@ def to_environment(env: Environment) -> RemoteEnvironment:
 
 
 async def _environment_of_task(remote: Remote, task_id: str) -> str:
-    known = remote.task_environments.get(task_id)
+    known = remote.task_environments.lookup(task_id)
     if known is not None:
         return known
     task = await remote.client.get_task(task_id)

@@ -234,7 +234,7 @@ class LogTails:
     async def _environment(self, body: Mapping[str, Any], status: Status, remote: Remote) -> str:
         spec = body.get("spec") or {}
         source = spec.get("task") or spec.get("taskRef") or {}
-        environment = source.get("environmentId") or remote.task_environments.get(status.task_id)
+        environment = source.get("environmentId") or remote.task_environments.lookup(status.task_id)
         if environment:
             return str(environment)
         execution = await remote.client.get_task_execution(status.task_execution_id)
