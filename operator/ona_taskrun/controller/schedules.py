@@ -30,10 +30,6 @@ KEY_PREFIX = f"{schedule_rules.KIND}:"
 _SAID_LIMIT = 32
 
 
-def is_schedule_key(key: str) -> bool:
-    return key.startswith(KEY_PREFIX)
-
-
 def key_of(body: Mapping[str, Any]) -> str:
     meta = body.get("metadata") or {}
     return f"{KEY_PREFIX}{meta.get('namespace')}/{meta.get('name')}"

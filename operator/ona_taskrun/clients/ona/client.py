@@ -243,10 +243,6 @@ class OnaClient:
     def base_url(self) -> str:
         return self._base_url
 
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return self._retry
-
     async def _take_token(self) -> None:
         """Wait for the connection's request rate, if it has one (the wait is told like
         a throttle's)."""
