@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from ona_taskrun.controller import connections
+from ona_taskrun.controller import reconciler as reconciler_module
 from ona_taskrun.controller.reconciler import Reconciler
 from ona_taskrun.rules import selectors
 from tests.support.waits import until
@@ -132,3 +135,37 @@ async def test_one_worker_at_a_time_works_through_the_finished_backlog() -> None
         await r.stop()
     assert most == 1, most
     assert {key.split("/", 1)[1] for key in order[:8]} == set(running)
+
+
+async def test_the_finished_backlog_gives_way_while_other_taskruns_are_reconciled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a busy machine the backlog's CPU was the running TaskRuns': their changes made
+    # right after a restart took 5.6 s (median) to mirror against 1.5 s with the operator
+    # steady. While any other key is being reconciled, the backlog waits (here, for as
+    # long as the test needs: FINISHED_WAIT is what bounds it in operation).
+    monkeypatch.setattr(reconciler_module, "FINISHED_WAIT", 60.0, raising=False)
+    order: list[str] = []
+    r = reconciler(order, workers=4)
+    release = asyncio.Event()
+
+    async def reconcile(key: str) -> None:
+        if "/live-" in key:
+            await release.wait()  # a running TaskRun's status write, in flight
+        order.append(key)
+
+    r.reconcile = reconcile  # type: ignore[method-assign]
+    r.observe("ADDED", taskrun("live-0", finished=False))
+    for i in range(50):
+        r.observe("ADDED", taskrun(f"done-{i:03d}", finished=True))
+    r.synced.set()
+    await r.start()
+    try:
+        for _ in range(200):  # the loop turns many times; no finished one goes meanwhile
+            await asyncio.sleep(0)
+        assert order == []
+        release.set()
+        await until(lambda: len(order) == 51, "every TaskRun reconciled")
+    finally:
+        await r.stop()
+    assert order[0] == "ns/live-0"

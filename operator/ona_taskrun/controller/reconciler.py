@@ -78,8 +78,10 @@ from .remote import to_remote
 
 log = logging.getLogger(__name__)
 MAX_STEPS = 25
-# The lane of a TaskRun first seen finished, behind news (0) and everything else (1).
+# The lane of a TaskRun first seen finished, behind news (0) and everything else (1),
+# and the longest one of them waits for the other lanes to be idle (seconds).
 FINISHED_LANE = 2
+FINISHED_WAIT = 0.01
 # Kubernetes-only actions: they never wait for the Ona API's back-off or breaker.
 _LOCAL_ACTIONS = (
     ActionKind.REMOVE_FINALIZER,
@@ -199,7 +201,12 @@ class Reconciler:
         # wakes the runs next in line.
         self.admission = Admission(wake=self.enqueue)
         self._workers = workers
-        self._background = asyncio.Semaphore(1)  # see _worker
+        # The finished backlog's turn (see _take_finished), and whether no other key is
+        # being reconciled.
+        self._background = asyncio.Semaphore(1)
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         # Reconcilers of other kinds whose keys (`Kind:ns/name`) share this queue.
         self.handlers: dict[str, Callable[[str], Awaitable[float | None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -510,6 +517,26 @@ class Reconciler:
             lane, _, key = await self._queue.get()
             # In a call of its own: what a worker took (a record, and its body) is not
             # held by its frame while it waits for the next key.
+            if lane >= FINISHED_LANE:
+                await self._take_finished(lane, key)
+                continue
+            self._busy += 1
+            self._idle.clear()
+            try:
+                await self._take(lane, key)
+            finally:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
+
+    async def _take_finished(self, lane: int, key: str) -> None:
+        """The finished backlog (thousands after a restart): one worker at a time, and
+        only once no other key is being reconciled or `FINISHED_WAIT` has passed. Its
+        TaskRuns need nothing soon; the news of running ones among it does, and on a
+        busy machine the backlog's CPU was theirs."""
+        async with self._background:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), FINISHED_WAIT)
             await self._take(lane, key)
 
     async def _take(self, lane: int, key: str) -> None:
@@ -518,14 +545,7 @@ class Reconciler:
             return  # stale: queued again in a better lane, or forgotten
         await self.synced.wait()
         await self.active.wait()
-        # One worker at a time on the finished backlog: the rest of the loop (news of
-        # running TaskRuns among it) then waits behind one of them, not behind 32.
-        background = lane >= FINISHED_LANE
-        if background:
-            await self._background.acquire()
         if self._state(key) is not state or state.lane != lane:
-            if background:
-                self._background.release()
             return  # the same, while this worker waited
         state.lane = None
         started = metrics.queue_taken(key)
@@ -556,8 +576,6 @@ class Reconciler:
         finally:
             metrics.reconciled(key, started)
             self._done(state)
-            if background:
-                self._background.release()
         # A reconcile that needs no I/O (a finished TaskRun's, thousands after a
         # restart) never yields: let the watches and trackers in between.
         await asyncio.sleep(0)
