@@ -524,6 +524,14 @@ class _Restart:
         kube = fig.increase(before["_kube"], kube_after, resources=WRITE_RESOURCES)
         kube_writes = fig.kube_writes(kube, settings.running)
         (self.stack.state_dir / "calls-after-restart.json").write_text(json.dumps(calls) + "\n")
+        if metrics_url:
+            # The restarted operator's own view (queue waits, reconcile durations, requests).
+            (self.stack.state_dir / "metrics-after-restart.txt").write_text(_scrape(metrics_url))
+        marks, _ = observer.snapshot()
+        timeline = {name: marks.get(name, {}) for name in running}
+        (self.stack.state_dir / "running-after-restart.json").write_text(
+            json.dumps({"executions": executions, "seen": timeline}) + "\n"
+        )
         # Streams opened by the restarted operator (the record keeps the first one's too).
         finished_streams = [
             s
@@ -652,12 +660,19 @@ def _attribute(
     }
 
 
-def _gauge(url: str, name: str) -> float | None:
-    """The sum of a gauge's samples on the operator's /metrics."""
+def _scrape(url: str) -> str:
+    """The operator's /metrics ("" when it does not answer)."""
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
+            return str(response.read().decode())
     except OSError:
+        return ""
+
+
+def _gauge(url: str, name: str) -> float | None:
+    """The sum of a gauge's samples on the operator's /metrics."""
+    text = _scrape(url)
+    if not text:
         return None
     total = None
     for line in text.splitlines():
