@@ -169,3 +169,37 @@ async def test_the_finished_backlog_gives_way_while_other_taskruns_are_reconcile
     finally:
         await r.stop()
     assert order[0] == "ns/live-0"
+
+
+async def test_the_finished_backlog_holds_no_worker_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker that took a finished TaskRun and waited for its turn was a worker the news
+    # of a running one could not have: the backlog has a worker of its own.
+    monkeypatch.setattr(reconciler_module, "FINISHED_WAIT", 60.0, raising=False)
+    order: list[str] = []
+    begun: list[str] = []
+    r = reconciler(order, workers=2)
+    release = asyncio.Event()
+
+    async def reconcile(key: str) -> None:
+        begun.append(key)
+        if key == "ns/live-0":
+            await release.wait()  # in flight: the backlog waits
+        order.append(key)
+
+    r.reconcile = reconcile  # type: ignore[method-assign]
+    r.observe("ADDED", taskrun("live-0", finished=False))
+    for i in range(20):
+        r.observe("ADDED", taskrun(f"done-{i:03d}", finished=True))
+    r.synced.set()
+    await r.start()
+    try:
+        await until(lambda: "ns/live-0" in begun, "the first running TaskRun in flight")
+        for _ in range(50):
+            await asyncio.sleep(0)
+        r.observe("ADDED", taskrun("live-1", finished=False))  # news of another
+        await until(lambda: "ns/live-1" in order, "the second one reconciled", within=5.0)
+        assert not [key for key in order if "/done-" in key]
+        release.set()
+        await until(lambda: len(order) == 22, "every TaskRun reconciled")
+    finally:
+        await r.stop()
