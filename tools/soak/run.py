@@ -63,7 +63,6 @@ ENVIRONMENTS = (
     "5d0c0f5e-7a0b-4d1e-9a1e-0c4a1b2c3d02",
 )
 PROJECT = "5d0c0f5e-7a0b-4d1e-9a1e-0c4a1b2c3dff"
-FINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 SYNCED_LINE = "TaskRuns; reconciling"
 METRICS_LINE = re.compile(r"serving metrics on http://127\.0\.0\.1:(\d+)/metrics")
 REMEMBERED_LINE = re.compile(r'^ona_taskrun_remembered\{kind="([a-z_]+)"\} ([0-9.e+]+)$', re.M)
@@ -260,7 +259,14 @@ def _gone(status: Mapping[str, Any]) -> bool:
 
 
 def _final(status: Mapping[str, Any]) -> bool:
-    return _gone(status) or status.get("phase") in FINAL
+    """Over, as `kubectl wait --for=condition=Succeeded` sees it: a run waiting to retry
+    shows its failed attempt's phase (FAILED) while Succeeded is still Unknown."""
+    if _gone(status):
+        return True
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "Succeeded":
+            return cond.get("status") in ("True", "False")
+    return False
 
 
 def _running(status: Mapping[str, Any]) -> bool:
