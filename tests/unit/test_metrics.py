@@ -394,3 +394,23 @@ def test_a_retry_is_counted_and_its_start_is_not_a_new_taskrun() -> None:
 
     assert sample("ona_taskrun_retries_total", namespace="retrying") == retries + 1
     assert sample("ona_taskrun_taskruns_started_total", namespace="retrying") == started
+
+
+def test_no_metric_is_bound_to_a_name_another_one_took() -> None:
+    # Two module-level metrics under one name: the later one silently replaced the queue
+    # wait histogram the reconciler labels, and every let-in run's reconcile raised.
+    import ast
+    from pathlib import Path
+
+    from ona_taskrun.observability import metrics as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    names = [
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    ]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+    module.LIMIT_WAIT.labels("team-a").observe(3.0)

@@ -740,7 +740,7 @@ class Reconciler:
         since = parse_time(run.status.queued_at)
         if queued is None and since is not None:
             waited = (_now() - since).total_seconds()
-            metrics.QUEUE_WAIT.labels(_namespace(record.key)).observe(max(waited, 0.0))
+            metrics.LIMIT_WAIT.labels(_namespace(record.key)).observe(max(waited, 0.0))
         return queued
 
     def _decide(self, record: TaskRunRecord, seen: _Seen) -> Decision:

@@ -106,7 +106,7 @@ ONA_REQUEST_DURATION = Histogram(
     ["method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-QUEUE_WAIT = Histogram(
+LIMIT_WAIT = Histogram(
     "ona_taskrun_queue_wait_seconds",
     "How long runs waited for a slot of their connection's spec.limits (reason Queued).",
     ["namespace"],
