@@ -150,6 +150,7 @@ def test_one_namespaces_backlog_does_not_starve_another(
                 sum(1 for i in range(50) if _reason(backlog, f"b-{i:02d}") == "Queued") >= 45
                 or None
             ),
+            timeout=120,
             what="the busy namespace's backlog queued",
         )
         single = _taskruns(kube, quiet)
