@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..rules.capacity import Limits, Waiter, fair_order, turn
+from ..rules.capacity import Limits, Waiter, let_in, turn
 from ..rules.connection import ConnectionKey, key_for
 from ..rules.model import (
     CLAIM_ANNOTATION,
@@ -183,26 +183,10 @@ class Admission:
 
     def _wake_next(self, pool: _Pool) -> None:
         """Wake the waiting runs that the free slots would go to now."""
-        limits = pool.limits
-        if limits is None or not pool.waiting:
+        if pool.limits is None or not pool.waiting:
             return
         running = Counter(pool.holders.values())
-        free = (
-            len(pool.waiting)
-            if limits.max_concurrent is None
-            else limits.max_concurrent - sum(running.values())
-        )
-        for waiter in fair_order(pool.waiting.values(), running):
-            if free <= 0:
-                break
-            full = (
-                limits.max_per_namespace is not None
-                and running[waiter.namespace] >= limits.max_per_namespace
-            )
-            if full:
-                continue
-            running[waiter.namespace] += 1
-            free -= 1
+        for waiter in let_in(pool.limits, running, pool.waiting.values()):
             self._wake(waiter.key)
 
     def queued(self) -> dict[tuple[str, ConnectionKey], int]:

@@ -112,6 +112,48 @@ def fair_order(waiting: Iterable[Waiter], running: Mapping[str, int]) -> list[Wa
     return [waiter for _, waiter in sorted(turns)]
 
 
+@dataclass(frozen=True)
+class _Place:
+    waiter: Waiter
+    starts: bool  # a free slot goes to it now
+    namespace_full: bool  # passed over: its namespace is at its own limit
+    position: int  # 1: next in line (for a run that does not start)
+    namespace_running: int  # its namespace's runs, counting those let in ahead of it
+
+
+def _walk(limits: Limits, running: Mapping[str, int], waiting: Iterable[Waiter]) -> list[_Place]:
+    """The one walk of the fair order: the free slots go to the first runs whose namespace
+    is not at its own limit; a run passed over holds no place in front."""
+    free = (
+        math.inf if limits.max_concurrent is None else limits.max_concurrent - sum(running.values())
+    )
+    taken: Counter[str] = Counter(running)
+    position = 0
+    places = []
+    for waiter in fair_order(waiting, running):
+        full = (
+            limits.max_per_namespace is not None
+            and taken[waiter.namespace] >= limits.max_per_namespace
+        )
+        starts = not full and free > 0
+        places.append(_Place(waiter, starts, full, position + 1, taken[waiter.namespace]))
+        if full:
+            continue
+        if starts:
+            free -= 1
+            taken[waiter.namespace] += 1
+        else:
+            position += 1
+    return places
+
+
+def let_in(limits: Limits, running: Mapping[str, int], waiting: Iterable[Waiter]) -> list[Waiter]:
+    """The waiting runs the free slots go to now, in fair order."""
+    if not limits.limited:
+        return list(waiting)
+    return [place.waiter for place in _walk(limits, running, waiting) if place.starts]
+
+
 def turn(
     waiter: Waiter,
     limits: Limits,
@@ -121,47 +163,25 @@ def turn(
 ) -> Queued | None:
     """None when `waiter` may start now, else its place in line, given the runs `running`
     per namespace (claimed or started and not final, including those just let in) and the
-    runs `waiting` with it.
-
-    It may when, walking the fair order, it is among the runs the free slots go to: a run
-    whose namespace is at its own limit is passed over, and holds no place in front."""
+    runs `waiting` with it: it may when the walk of the fair order gives it a free slot."""
     if not limits.limited:
         return None
-    total = sum(running.values())
-    free = math.inf if limits.max_concurrent is None else limits.max_concurrent - total
-    taken: Counter[str] = Counter(running)
-    position = 0
-    for other in fair_order(waiting, running):
-        namespace_full = (
-            limits.max_per_namespace is not None
-            and taken[other.namespace] >= limits.max_per_namespace
+    place = next((p for p in _walk(limits, running, waiting) if p.waiter == waiter), None)
+    if place is None or place.starts:
+        return None  # not waiting after all, or let in: nothing holds it back
+    if place.namespace_full:
+        return Queued(
+            position=place.position,
+            message=(
+                f"queued: {connection} allows {limits.max_per_namespace} concurrent "
+                f"runs per namespace and {place.namespace_running} of namespace "
+                f"{waiter.namespace} are running"
+            ),
         )
-        if other == waiter:
-            if namespace_full:
-                assert limits.max_per_namespace is not None
-                return Queued(
-                    position=position + 1,
-                    message=(
-                        f"queued: {connection} allows {limits.max_per_namespace} concurrent "
-                        f"runs per namespace and {taken[other.namespace]} of namespace "
-                        f"{other.namespace} are running"
-                    ),
-                )
-            if free > 0:
-                return None
-            assert limits.max_concurrent is not None
-            return Queued(
-                position=position + 1,
-                message=(
-                    f"queued: {connection} allows {limits.max_concurrent} concurrent runs "
-                    f"and {total} were running; it was {position + 1} in line"
-                ),
-            )
-        if namespace_full:
-            continue
-        if free > 0:
-            free -= 1
-            taken[other.namespace] += 1
-        else:
-            position += 1
-    return None  # not waiting after all: nothing holds it back
+    return Queued(
+        position=place.position,
+        message=(
+            f"queued: {connection} allows {limits.max_concurrent} concurrent runs "
+            f"and {sum(running.values())} were running; it was {place.position} in line"
+        ),
+    )
