@@ -133,15 +133,18 @@ def test_one_namespaces_backlog_does_not_starve_another(
     try:
         operator_factory(f"{busy},{quiet}", extra_env={"OPERATOR_NAMESPACE": operator_namespace})
         kube.wait_ready("", name, cluster=True)
-        task = e2e_simulator.control.seed_task(
-            environment_id=ENVIRONMENT_ID,
-            reference=unique_reference(),
-            command="build # sim:duration=2s",
+        # The backlog's runs last long enough that the line is still there when the
+        # other namespace's run comes, however slowly a loaded machine applies 50 runs.
+        long_task, short_task = (
+            e2e_simulator.control.seed_task(
+                environment_id=ENVIRONMENT_ID,
+                reference=unique_reference(),
+                command=f"build # sim:duration={duration}",
+            )
+            for duration in ("15s", "2s")
         )
-        spec = {
-            "taskRef": {"id": task["id"]},
-            "connectionRef": {"kind": "ClusterOnaConnection", "name": name},
-        }
+        connection_ref = {"kind": "ClusterOnaConnection", "name": name}
+        spec = {"taskRef": {"id": long_task["id"]}, "connectionRef": connection_ref}
         backlog = _taskruns(kube, busy)
         for i in range(50):
             backlog.apply(f"b-{i:02d}", spec)
@@ -154,8 +157,8 @@ def test_one_namespaces_backlog_does_not_starve_another(
             what="the busy namespace's backlog queued",
         )
         single = _taskruns(kube, quiet)
-        single.apply("only", spec)
-        mine = single.wait_phase("only", "SUCCEEDED", timeout=60)
+        single.apply("only", {"taskRef": {"id": short_task["id"]}, "connectionRef": connection_ref})
+        mine = single.wait_phase("only", "SUCCEEDED", timeout=90)
         started_before = [
             s
             for i in range(50)

@@ -13,8 +13,10 @@ from ona_taskrun.rules.capacity import (
     NO_LIMITS,
     InvalidLimits,
     Limits,
+    Line,
     Waiter,
     fair_order,
+    let_in,
     parse_limits,
     turn,
 )
@@ -272,3 +274,99 @@ def test_a_run_still_in_line_is_not_rewritten_at_each_look() -> None:
     assert later.status == run.status  # nothing to write: its place when queued stays
     assert later.action is None
     assert later.requeue_after is not None
+
+
+# ------------------------------------------------------------------------ the walk, checked
+
+
+def _reference(
+    limits: Limits, running: dict[str, int], waiting: list[Waiter]
+) -> dict[Waiter, tuple[bool, bool, int, int]]:
+    """The fair order's walk as the contract states it, the slow way: sort every waiting
+    run by (namespace's running + runs ahead in its namespace, creation), then give the
+    free slots to the first whose namespace is not at its own limit. Per run: whether it
+    starts, whether its namespace is full, its place, its namespace's runs."""
+    ahead: dict[str, int] = {}
+    turns = []
+    for waiter in sorted(waiting):
+        turns.append((running.get(waiter.namespace, 0) + ahead.get(waiter.namespace, 0), waiter))
+        ahead[waiter.namespace] = ahead.get(waiter.namespace, 0) + 1
+    free = (
+        float("inf")
+        if limits.max_concurrent is None
+        else limits.max_concurrent - sum(running.values())
+    )
+    taken = dict(running)
+    position = 0
+    places = {}
+    for _, waiter in sorted(turns):
+        count = taken.get(waiter.namespace, 0)
+        full = limits.max_per_namespace is not None and count >= limits.max_per_namespace
+        starts = not full and free > 0
+        places[waiter] = (starts, full, position + 1, count)
+        if full:
+            continue
+        if starts:
+            free -= 1
+            taken[waiter.namespace] = count + 1
+        else:
+            position += 1
+    return places
+
+
+def test_the_walk_agrees_with_the_contract_on_random_lines() -> None:
+    # The walk merges the namespaces' lines only as far as it needs; every answer must be
+    # the one the slow, whole sort gives.
+    random = __import__("random").Random(20261207)
+    cases = 0
+    for _ in range(600):
+        namespaces = [f"ns{i}" for i in range(random.randint(1, 4))]
+        waiting = list(
+            {
+                w(random.choice(namespaces), f"r{i}", random.randint(0, 9))
+                for i in range(random.randint(0, 14))
+            }
+        )
+        running = {ns: random.randint(0, 4) for ns in namespaces if random.random() < 0.7}
+        limits = Limits(
+            random.choice([None, 1, 2, 3, 5, 8, 20]),
+            random.choice([None, None, 1, 2, 3]),
+        )
+        if not limits.limited:
+            continue
+        expected = _reference(limits, running, waiting)
+        starting = [x for x in sorted(expected, key=lambda x: expected[x][2]) if expected[x][0]]
+        assert set(let_in(limits, running, waiting)) == set(starting)
+        for waiter in waiting:
+            starts, full, position, count = expected[waiter]
+            queued = turn(waiter, limits, running, waiting, "c")
+            cases += 1
+            if starts:
+                assert queued is None, (limits, running, waiting, waiter)
+                continue
+            assert queued is not None, (limits, running, waiting, waiter)
+            assert queued.position == position, (limits, running, waiting, waiter)
+            if full:
+                assert f"and {count} of namespace {waiter.namespace}" in queued.message
+            else:
+                assert f"it was {position} in line" in queued.message
+    assert cases > 2000
+
+
+def test_the_order_of_let_in_is_the_fair_order() -> None:
+    line = [w("a", f"a{i}", i) for i in range(5)] + [w("b", "b0", 9)]
+    assert let_in(Limits(max_concurrent=3), {"a": 0}, line) == [line[0], line[5], line[1]]
+
+
+def test_a_line_keeps_each_namespace_in_order_as_runs_join_and_leave() -> None:
+    line = Line([w("a", "late", 5), w("a", "early", 1), w("b", "b", 3)])
+    assert len(line) == 3
+    assert "a/late" in line
+    line.add(w("a", "middle", 3))
+    assert [x.name for x in line.order({})] == ["early", "b", "middle", "late"]
+    assert line.discard("a/middle") == w("a", "middle", 3)
+    assert line.discard("a/middle") is None
+    line.add(w("a", "early", 1))  # again: no double entry
+    assert [x.name for x in line.order({"a": 1})] == ["b", "early", "late"]
+    line.discard("b/b")
+    assert [ns for ns, _ in line.lines()] == ["a"]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..rules.capacity import Limits, Waiter, let_in, turn
+from ..rules.capacity import Limits, Line, Waiter, let_in, turn
 from ..rules.connection import ConnectionKey, key_for
 from ..rules.model import (
     CLAIM_ANNOTATION,
@@ -46,7 +46,7 @@ class _Pool:
     """One connection's holders (key -> namespace) and waiting runs."""
 
     holders: dict[str, str] = field(default_factory=dict)
-    waiting: dict[str, Waiter] = field(default_factory=dict)
+    waiting: Line = field(default_factory=Line)
     let_in: set[str] = field(default_factory=set)  # holders `turn` let in, not started yet
     limits: Limits | None = None  # as last seen by a turn
 
@@ -134,13 +134,13 @@ class Admission:
         pool = self._pools.setdefault(pool_key, _Pool())
         self._where[key] = pool_key
         if place is Place.HOLDING:
-            pool.waiting.pop(key, None)
+            pool.waiting.discard(key)
             pool.holders[key] = waiter.namespace
         elif key not in pool.let_in:
             # Waiting; a run counted as holding from its object alone (an unsigned claim)
             # holds nothing once its reconcile says otherwise.
             pool.holders.pop(key, None)
-            pool.waiting[key] = waiter
+            pool.waiting.add(waiter)
         # A run let in keeps its slot until it is seen started (or leaves).
 
     def waiting(self, key: str) -> bool:
@@ -154,7 +154,7 @@ class Admission:
             return
         pool = self._pools[pool_key]
         held = pool.holders.pop(key, None) is not None
-        pool.waiting.pop(key, None)
+        pool.waiting.discard(key)
         pool.let_in.discard(key)
         if not pool.holders and not pool.waiting:
             del self._pools[pool_key]
@@ -172,11 +172,9 @@ class Admission:
         waiter = pool.waiting.get(key)
         if waiter is None:
             return None
-        queued = turn(
-            waiter, limits, Counter(pool.holders.values()), pool.waiting.values(), connection
-        )
+        queued = turn(waiter, limits, Counter(pool.holders.values()), pool.waiting, connection)
         if queued is None:
-            del pool.waiting[key]
+            pool.waiting.discard(key)
             pool.holders[key] = waiter.namespace
             pool.let_in.add(key)
         return queued
@@ -186,7 +184,7 @@ class Admission:
         if pool.limits is None or not pool.waiting:
             return
         running = Counter(pool.holders.values())
-        for waiter in let_in(pool.limits, running, pool.waiting.values()):
+        for waiter in let_in(pool.limits, running, pool.waiting):
             self._wake(waiter.key)
 
     def queued(self) -> dict[tuple[str, ConnectionKey], int]:
@@ -195,7 +193,7 @@ class Admission:
         for pool_key, pool in self._pools.items():
             if pool.limits is None or not pool.limits.limited:
                 continue
-            for waiter in pool.waiting.values():
+            for waiter in pool.waiting:
                 counts[(waiter.namespace, pool_key)] += 1
         return dict(counts)
 

@@ -15,10 +15,12 @@ leader. No I/O.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Queued
@@ -98,67 +100,164 @@ class Waiter:
         return f"{self.namespace}/{self.name}"
 
 
+class Line:
+    """The runs waiting for one connection: each namespace's in creation order.
+
+    Kept sorted as runs join and leave (a bisect each), so that a run's turn and the runs
+    a freed slot goes to are found by merging the namespaces' lines up to where the
+    answer is, not by sorting every waiting run at each look: with thousands in line
+    that sort was most of a limited connection's CPU."""
+
+    def __init__(self, waiters: Iterable[Waiter] = ()) -> None:
+        self._waiters: dict[str, Waiter] = {}
+        self._by_namespace: dict[str, list[Waiter]] = {}
+        for waiter in waiters:
+            self.add(waiter)
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._waiters
+
+    def __iter__(self) -> Iterator[Waiter]:
+        return iter(self._waiters.values())
+
+    def get(self, key: str) -> Waiter | None:
+        return self._waiters.get(key)
+
+    def add(self, waiter: Waiter) -> None:
+        if self._waiters.get(waiter.key) == waiter:
+            return
+        self.discard(waiter.key)
+        self._waiters[waiter.key] = waiter
+        bisect.insort(self._by_namespace.setdefault(waiter.namespace, []), waiter)
+
+    def discard(self, key: str) -> Waiter | None:
+        waiter = self._waiters.pop(key, None)
+        if waiter is None:
+            return None
+        line = self._by_namespace[waiter.namespace]
+        del line[bisect.bisect_left(line, waiter)]
+        if not line:
+            del self._by_namespace[waiter.namespace]
+        return waiter
+
+    def order(self, running: Mapping[str, int]) -> Iterator[Waiter]:
+        """The waiting runs in fair order, lazily: by turn (the namespace's running runs
+        plus the runs ahead in its namespace), then by creation."""
+        heap = [
+            (running.get(namespace, 0), line[0], 0, line)
+            for namespace, line in self._by_namespace.items()
+        ]
+        heapq.heapify(heap)
+        while heap:
+            turn, waiter, place, line = heap[0]
+            if place + 1 < len(line):
+                heapq.heapreplace(heap, (turn + 1, line[place + 1], place + 1, line))
+            else:
+                heapq.heappop(heap)
+            yield waiter
+
+    def index(self, waiter: Waiter) -> int:
+        """How many runs of its namespace are ahead of `waiter` (one waiting)."""
+        return bisect.bisect_left(self._by_namespace[waiter.namespace], waiter)
+
+    def ahead(self, waiter: Waiter, running: Mapping[str, int], namespaces: Iterable[str]) -> int:
+        """How many runs of `namespaces` come before `waiter` (one waiting) in fair order."""
+        mine = (running.get(waiter.namespace, 0) + self.index(waiter), waiter)
+        count = 0
+        for namespace in namespaces:
+            other = self._by_namespace.get(namespace)
+            if not other:
+                continue
+            # A namespace's turns rise one a run: the runs before `waiter` are a prefix.
+            first_not_before = mine[0] - running.get(namespace, 0)
+            if first_not_before <= 0:
+                count += first_not_before == 0 and other[0] < waiter
+                continue
+            if first_not_before >= len(other):
+                count += len(other)
+                continue
+            count += first_not_before + (other[first_not_before] < waiter)
+        return count
+
+    def lines(self) -> Iterable[tuple[str, list[Waiter]]]:
+        """Each namespace's waiting runs, first created first (not to be changed)."""
+        return self._by_namespace.items()
+
+
 def fair_order(waiting: Iterable[Waiter], running: Mapping[str, int]) -> list[Waiter]:
     """The order in which waiting runs start: by turn (the namespace's running runs plus
     the runs ahead in its namespace), then by creation."""
-    by_namespace: dict[str, list[Waiter]] = {}
-    for waiter in sorted(waiting):
-        by_namespace.setdefault(waiter.namespace, []).append(waiter)
-    turns = [
-        (running.get(namespace, 0) + place, waiter)
-        for namespace, line in by_namespace.items()
-        for place, waiter in enumerate(line)
-    ]
-    return [waiter for _, waiter in sorted(turns)]
+    return list(Line(waiting).order(running))
 
 
-@dataclass(frozen=True)
-class _Place:
-    waiter: Waiter
-    starts: bool  # a free slot goes to it now
-    namespace_full: bool  # passed over: its namespace is at its own limit
-    position: int  # 1: next in line (for a run that does not start)
-    namespace_running: int  # its namespace's runs, counting those let in ahead of it
+@dataclass
+class _Walk:
+    """The walk of the fair order while free slots last: the free slots go to the first
+    runs whose namespace is not at its own limit; a run passed over holds no place in
+    front. Once no slot is left nothing changes any more, so the walk stops there, and a
+    namespace stops being walked once it is at its own limit (it stays there)."""
+
+    limits: Limits
+    taken: Counter[str]  # each namespace's runs, counting those the walk let in
+    started: list[Waiter] = field(default_factory=list)
+
+    def full(self, namespace: str) -> bool:
+        limit = self.limits.max_per_namespace
+        return limit is not None and self.taken[namespace] >= limit
 
 
-def _walk(limits: Limits, running: Mapping[str, int], waiting: Iterable[Waiter]) -> list[_Place]:
-    """The one walk of the fair order: the free slots go to the first runs whose namespace
-    is not at its own limit; a run passed over holds no place in front."""
+def _walk(
+    limits: Limits, running: Mapping[str, int], line: Line, until: Waiter | None = None
+) -> _Walk:
+    """Walk `line` in fair order, letting runs in while slots are free (up to `until`)."""
+    walk = _Walk(limits, Counter(running))
     free = (
         math.inf if limits.max_concurrent is None else limits.max_concurrent - sum(running.values())
     )
-    taken: Counter[str] = Counter(running)
-    position = 0
-    places = []
-    for waiter in fair_order(waiting, running):
-        full = (
-            limits.max_per_namespace is not None
-            and taken[waiter.namespace] >= limits.max_per_namespace
-        )
-        starts = not full and free > 0
-        places.append(_Place(waiter, starts, full, position + 1, taken[waiter.namespace]))
-        if full:
-            continue
-        if starts:
-            free -= 1
-            taken[waiter.namespace] += 1
+    if free <= 0:
+        return walk
+    heap = [
+        (running.get(namespace, 0), members[0], 0, members)
+        for namespace, members in line.lines()
+        if not walk.full(namespace)
+    ]
+    heapq.heapify(heap)
+    while heap and free > 0:
+        turn, waiter, place, members = heap[0]
+        walk.started.append(waiter)
+        walk.taken[waiter.namespace] += 1
+        free -= 1
+        if waiter == until:
+            break
+        if place + 1 < len(members) and not walk.full(waiter.namespace):
+            heapq.heapreplace(heap, (turn + 1, members[place + 1], place + 1, members))
         else:
-            position += 1
-    return places
+            heapq.heappop(heap)
+    return walk
 
 
-def let_in(limits: Limits, running: Mapping[str, int], waiting: Iterable[Waiter]) -> list[Waiter]:
+def _line(waiting: Line | Iterable[Waiter]) -> Line:
+    return waiting if isinstance(waiting, Line) else Line(waiting)
+
+
+def let_in(
+    limits: Limits, running: Mapping[str, int], waiting: Line | Iterable[Waiter]
+) -> list[Waiter]:
     """The waiting runs the free slots go to now, in fair order."""
+    line = _line(waiting)
     if not limits.limited:
-        return list(waiting)
-    return [place.waiter for place in _walk(limits, running, waiting) if place.starts]
+        return list(line.order(running))
+    return _walk(limits, running, line).started
 
 
 def turn(
     waiter: Waiter,
     limits: Limits,
     running: Mapping[str, int],
-    waiting: Iterable[Waiter],
+    waiting: Line | Iterable[Waiter],
     connection: str,
 ) -> Queued | None:
     """None when `waiter` may start now, else its place in line, given the runs `running`
@@ -166,22 +265,42 @@ def turn(
     runs `waiting` with it: it may when the walk of the fair order gives it a free slot."""
     if not limits.limited:
         return None
-    place = next((p for p in _walk(limits, running, waiting) if p.waiter == waiter), None)
-    if place is None or place.starts:
-        return None  # not waiting after all, or let in: nothing holds it back
-    if place.namespace_full:
+    line = _line(waiting)
+    if line.get(waiter.key) != waiter:
+        return None  # not waiting after all: nothing holds it back
+    walk = _walk(limits, running, line, until=waiter)
+    if walk.started and walk.started[-1] == waiter:
+        return None  # let in
+    # Its place: the runs before it in fair order that neither start now nor are passed
+    # over (their namespace at its own limit); those that start are all let in by the walk.
+    open_namespaces = [namespace for namespace, _ in line.lines() if not walk.full(namespace)]
+    mine = _fair_key(line, running, waiter)
+    position = (
+        1
+        + line.ahead(waiter, running, open_namespaces)
+        - sum(
+            1
+            for other in walk.started
+            if not walk.full(other.namespace) and _fair_key(line, running, other) < mine
+        )
+    )
+    if walk.full(waiter.namespace):
         return Queued(
-            position=place.position,
+            position=position,
             message=(
                 f"queued: {connection} allows {limits.max_per_namespace} concurrent "
-                f"runs per namespace and {place.namespace_running} of namespace "
+                f"runs per namespace and {walk.taken[waiter.namespace]} of namespace "
                 f"{waiter.namespace} are running"
             ),
         )
     return Queued(
-        position=place.position,
+        position=position,
         message=(
             f"queued: {connection} allows {limits.max_concurrent} concurrent runs "
-            f"and {sum(running.values())} were running; it was {place.position} in line"
+            f"and {sum(running.values())} were running; it was {position} in line"
         ),
     )
+
+
+def _fair_key(line: Line, running: Mapping[str, int], waiter: Waiter) -> tuple[int, Waiter]:
+    return (running.get(waiter.namespace, 0) + line.index(waiter), waiter)
