@@ -79,3 +79,30 @@ async def test_streams_are_bounded_and_handed_on(
             tracker.untrack(execution_id)
         for _, execution_id in runs:
             await ona.stop_task_execution(execution_id)
+
+
+async def test_an_execution_of_unknown_environment_gets_its_stream_without_waiting_for_a_poll(
+    simulator: SimulatorHandle, ona: OnaClient
+) -> None:
+    # After a restart a TaskRun naming its task by id holds no environment and the tracker
+    # no status: the execution is read at once (batched), so its environment's stream
+    # opens then, not at the next poll.
+    environment = str(uuid.uuid4())
+    tracker = ExecutionTracker(ona, lambda key: None, poll_interval=60.0)
+    runner = asyncio.create_task(tracker.run())
+    started = [await _start(simulator, ona, environment, "x # sim:hang") for _ in range(3)]
+    try:
+        await until(lambda: tracker.tracked == 0 or None, "the first (empty) poll")
+        simulator.control.clear_calls()
+        for index, (task_id, execution_id) in enumerate(started):
+            tracker.track(execution_id, f"ns/run-{index}", task_id, "")
+        assert tracker.watched == 0  # nothing known of the environment yet
+        await until(lambda: tracker.streams == 1 or None, "the environment's stream open")
+        assert simulator.control.calls("GetTaskExecution") == []
+        # Batched: fewer lists than executions (one now; one as the stream opens).
+        assert 0 < len(simulator.control.calls("ListTaskExecutions")) < len(started)
+    finally:
+        for _, execution_id in started:
+            tracker.untrack(execution_id)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

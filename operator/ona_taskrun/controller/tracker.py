@@ -91,6 +91,11 @@ class ExecutionTracker:
         self._watch_for(environment_id)
         # No immediate poll: a started execution's first status came with StartTask, and
         # waking on every start re-listed everything tracked, ~3 lists per TaskRun.
+        if not environment_id:
+            # Neither the TaskRun nor a status held names its environment (a run naming
+            # its task by id, after a restart): read it with the next batch of news, so
+            # its environment's stream opens now rather than after the next poll.
+            self._heard(execution_id)
 
     def _watch_for(self, environment_id: str) -> None:
         if not self._watch or not environment_id or environment_id in self._watchers:
