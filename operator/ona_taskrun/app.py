@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncGenerator, Iterable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 import kopf
 
@@ -105,6 +104,7 @@ class App:
                 remotes=self.connections.remotes,
                 leading=self.reconciler.active.is_set,
             ),
+            debug_heap=config.debug_heap,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._elector: LeaderElector | None = None
@@ -219,15 +219,7 @@ class _CurrentKube:
     ) -> tuple[list[dict[str, Any]], str, str]:
         """One page of a list (`limit` objects, from the `continue` token of the page
         before): the watch reads thousands of TaskRuns a page at a time (watch.PagedSource)."""
-        kube = self._kube()
-        query = {"limit": str(limit), **({"continue": token} if token else {})}
-        path = f"{kube._path(namespace, plural=plural)}?{urlencode(query)}"
-        body = await kube._request("GET", path)
-        items = list(body.get("items") or [])
-        for item in items:  # list items come without apiVersion
-            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-        meta = body.get("metadata") or {}
-        return items, str(meta.get("resourceVersion") or ""), str(meta.get("continue") or "")
+        return await self._kube().list_page(plural, namespace, limit=limit, token=token)
 
     def watch(
         self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int

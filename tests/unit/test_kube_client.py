@@ -136,3 +136,28 @@ async def test_without_a_token_file_a_401_is_an_error(server: Server) -> None:
     with pytest.raises(KubeError, match="401"):
         await kube.get_taskrun("ns", "run")
     await kube.aclose()
+
+
+async def test_a_list_is_read_a_page_at_a_time(server: Server) -> None:
+    async def pages(request: web.Request) -> web.StreamResponse:
+        last = request.query.get("continue") == "page-2"
+        return web.json_response(
+            {
+                "metadata": {"resourceVersion": "40", "continue": "" if last else "page-2"},
+                "items": [{"metadata": {"name": "b" if last else "a"}}],
+            }
+        )
+
+    server.handler = pages
+    kube = server.client()
+    first = await kube.list_page("taskruns", "ns", limit=1)
+    second = await kube.list_page("taskruns", "ns", limit=1, token=first[2])
+    await kube.aclose()
+    assert [request[1] for request in server.seen] == [
+        "/apis/automation.ona.com/v1alpha1/namespaces/ns/taskruns"
+    ] * 2
+    assert first[1:] == ("40", "page-2")
+    assert second[1:] == ("40", "")
+    assert second[0] == [
+        {"metadata": {"name": "b"}, "apiVersion": "automation.ona.com/v1alpha1", "kind": "TaskRun"}
+    ]

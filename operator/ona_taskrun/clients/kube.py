@@ -284,6 +284,24 @@ class KubeClient:
             item.setdefault("kind", _KINDS[plural])
         return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
 
+    async def list_page(
+        self, plural: str, namespace: str = "", *, limit: int, token: str = ""
+    ) -> tuple[list[dict[str, Any]], str, str]:
+        """One page of a list: at most `limit` objects from the `continue` token of the
+        page before ("" for the first), with their kind; the list's resourceVersion; and
+        the token of the next page ("" after the last). Thousands of TaskRuns are read a
+        page at a time (controller.watch.PagedSource)."""
+        query = {"limit": str(limit), **({"continue": token} if token else {})}
+        body = await self._request(
+            "GET", f"{self._path(namespace, plural=plural)}?{urlencode(query)}"
+        )
+        items = list(body.get("items") or [])
+        for item in items:  # list items come without kind/apiVersion
+            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+            item.setdefault("kind", _KINDS[plural])
+        meta = body.get("metadata") or {}
+        return items, str(meta.get("resourceVersion") or ""), str(meta.get("continue") or "")
+
     async def watch(
         self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
     ) -> AsyncGenerator[dict[str, Any]]:
