@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import __version__
+from .observability import heap
 from .rules import selectors
 from .rules.capacity import NO_LIMITS, InvalidLimits, Limits, parse_limits
 from .rules.connection import ONA_ONLY, AllowedUrls, InvalidConnection, check_base_url
@@ -90,6 +91,7 @@ class Config:
     # Serve Tekton CustomRuns of kind TaskRun (docs/pipelines.md); needs the RBAC of
     # manifests/tekton or the chart's tekton.customTasks.enabled.
     tekton_custom_tasks: bool = False
+    debug_heap: int = 0  # frames per traced allocation for /debug/heap; 0: off
 
     @property
     def all_namespaces(self) -> bool:
@@ -150,6 +152,9 @@ environment variables (flags win over them):
                           the idle timeout, at least 30 minutes in Ona (default 300)
   TEKTON_CUSTOM_TASKS     true to run Tekton CustomRuns of kind TaskRun as child TaskRuns
                           (docs/pipelines.md; needs RBAC for customruns) (default false)
+  ONA_TASKRUN_DEBUG_HEAP  a number of frames (1 to 25) to trace the Python heap and serve
+                          /debug/heap to loopback callers on the metrics port; for
+                          finding a leak, not for production (default off)
 """
 
 
@@ -340,7 +345,15 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         environment_timeout=_number(env, "ENVIRONMENT_START_TIMEOUT", 600.0, minimum=1),
         environment_keepalive=_number(env, "ENVIRONMENT_KEEPALIVE_SECONDS", 300.0, minimum=0.5),
         tekton_custom_tasks=_bool(env, "TEKTON_CUSTOM_TASKS"),
+        debug_heap=_debug_heap(env),
     )
+
+
+def _debug_heap(env: Mapping[str, str]) -> int:
+    try:
+        return heap.frames_from(env)
+    except heap.HeapSettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 _LIMIT_SETTINGS = {

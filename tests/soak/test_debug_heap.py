@@ -15,10 +15,11 @@ import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
-import kopf
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from ona_taskrun import config
+from ona_taskrun.config import ConfigError
 from ona_taskrun.observability import heap, logs, metrics
 
 SOURCES = metrics.Sources(taskruns=list, remotes=list, leading=lambda: True)
@@ -36,9 +37,10 @@ def untraced(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-async def traced(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[metrics.Exporter]:
-    monkeypatch.setenv(heap.ENV, "1")
-    exporter = metrics.Exporter(enabled=True, host="127.0.0.1", port=0, sources=SOURCES)
+async def traced() -> AsyncIterator[metrics.Exporter]:
+    exporter = metrics.Exporter(
+        enabled=True, host="127.0.0.1", port=0, sources=SOURCES, debug_heap=1
+    )
     await exporter.start()
     try:
         yield exporter
@@ -139,11 +141,13 @@ def test_the_setting_reads_a_number_of_frames(raw: str, frames: int) -> None:
 
 
 @pytest.mark.parametrize("raw", ["26", "-1", "lots", "1.5"])
-async def test_a_bad_setting_stops_the_operator_with_what_to_fix(
-    raw: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(heap.ENV, raw)
-    exporter = metrics.Exporter(enabled=True, host="127.0.0.1", port=0, sources=SOURCES)
-    with pytest.raises(kopf.PermanentError, match=r"ONA_TASKRUN_DEBUG_HEAP=.* from 1 to 25"):
-        await exporter.start()
+def test_a_bad_setting_stops_the_operator_with_what_to_fix(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"ONA_TASKRUN_DEBUG_HEAP=.* from 1 to 25"):
+        config.load(["--ona-base-url", "https://app.gitpod.io/api"], {heap.ENV: raw})
     assert not tracemalloc.is_tracing()
+
+
+def test_the_setting_reaches_the_config_and_is_off_by_default() -> None:
+    base = ["--ona-base-url", "https://app.gitpod.io/api"]
+    assert config.load(base, {}).debug_heap == 0
+    assert config.load(base, {heap.ENV: "3"}).debug_heap == 3

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import time
 from collections import Counter as Tally
@@ -562,29 +561,21 @@ class Exporter:
         port: int,
         sources: Sources,
         registry: CollectorRegistry = REGISTRY,
-        debug_heap: int | None = None,
+        debug_heap: int = 0,
     ) -> None:
         self.enabled = enabled
         self.host = host
         self.port = port
         self._registry = registry
         self._runner: web.AppRunner | None = None
-        # Frames per traced allocation for `/debug/heap` (observability.heap); None: read
-        # ONA_TASKRUN_DEBUG_HEAP at start; 0: off, the default.
+        # Frames per traced allocation for `/debug/heap` (observability.heap, the
+        # setting ONA_TASKRUN_DEBUG_HEAP); 0: off, the default.
         self._debug_heap = debug_heap
         self.heap: heap.HeapDebug | None = None
         STATE.sources = sources
 
-    def _heap_frames(self) -> int:
-        if self._debug_heap is not None:
-            return self._debug_heap
-        try:
-            return heap.frames_from(os.environ)
-        except heap.HeapSettingError as exc:
-            raise kopf.PermanentError(str(exc)) from None
-
     async def start(self) -> None:
-        frames = self._heap_frames()
+        frames = self._debug_heap
         if not self.enabled:
             log.info("metrics are off (METRICS_ENABLED=false)")
             if frames:
