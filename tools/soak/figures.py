@@ -199,7 +199,7 @@ def plot(figures: Mapping[str, Any], target: Path) -> Plotted:
         matplotlib.use("Agg")
         plt: Any = importlib.import_module("matplotlib.pyplot")
     except ImportError:
-        return Plotted("matplotlib is not installed (pip install matplotlib)")
+        return Plotted("matplotlib is not installed: pip install -e '.[bench]'")
     samples = [s for s in figures["samples"] if not s.get("final")]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6), dpi=100)
     for index in sorted({s["incarnation"] for s in samples}):
