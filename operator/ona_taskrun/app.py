@@ -27,7 +27,7 @@ from .clients.kube import (
     KubeClient,
 )
 from .config import Config
-from .controller import connections
+from .controller import connections, memory
 from .controller.checkpoints import NO_CHECKPOINTS, Checkpoints
 from .controller.customruns import CustomRuns
 from .controller.leader import LeaderElector
@@ -155,6 +155,9 @@ class App:
                 )
             )
             self._tasks.append(asyncio.create_task(self._announce_ready(watches), name="ready"))
+            self._tasks.append(
+                asyncio.create_task(memory.give_back_forever(), name="give-memory-back")
+            )
         if self.config.leader_election and first:
             self._elector = elector = LeaderElector(
                 self.reconciler.kube,
