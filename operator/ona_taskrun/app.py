@@ -92,9 +92,11 @@ class App:
         self.schedules = Schedules(self._enqueue, checkpoints=checkpoints)
         self.reconciler.handlers[schedule.KIND] = self.schedules.reconcile
         # Tekton CustomRuns (TEKTON_CUSTOM_TASKS): one more kind sharing the queue.
-        self.customruns = CustomRuns(self._enqueue) if config.tekton_custom_tasks else None
-        if self.customruns is not None:
-            self.reconciler.handlers[customrun.KIND] = self.customruns.reconcile
+        self.customruns: CustomRuns | None = None
+        if config.tekton_custom_tasks:
+            self.customruns = runs = CustomRuns(self._enqueue)
+            self.reconciler.handlers[customrun.KIND] = runs.reconcile
+            self.reconciler.remembered_by["customruns"] = lambda: runs.remembered
         self.metrics = metrics.Exporter(
             enabled=config.metrics_enabled,
             host=config.metrics_bind_address,

@@ -52,3 +52,22 @@ async def test_only_when_on_are_customruns_watched_and_served() -> None:
     assert on.customruns is not None
     assert on.reconciler.handlers[customrun.KIND] == on.customruns.reconcile
     assert ("tekton.dev", "customruns") in _watched(on)
+
+
+async def test_what_customruns_hold_is_counted_with_the_rest() -> None:
+    # The soak's and the leak gauge's promise (ona_taskrun_remembered all 0 once every run
+    # is gone) covers CustomRuns too, and only when they are served.
+    assert "customruns" not in App(load()).reconciler.remembered()
+    on = App(load(TEKTON_CUSTOM_TASKS="true"))
+    assert on.customruns is not None
+    assert on.reconciler.remembered()["customruns"] == 0
+    on.customruns.observe(
+        "ADDED",
+        {
+            "apiVersion": "tekton.dev/v1beta1",
+            "kind": "CustomRun",
+            "metadata": {"namespace": "team-a", "name": "p-1", "uid": "u1", "resourceVersion": "1"},
+            "spec": {"customRef": {"apiVersion": "automation.ona.com/v1alpha1", "kind": "TaskRun"}},
+        },
+    )
+    assert on.reconciler.remembered()["customruns"] == 1

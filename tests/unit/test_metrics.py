@@ -221,7 +221,9 @@ def test_the_work_queue_measures_time_in_queue_depth_and_the_oldest_wait() -> No
     [
         ("team-a/build", "taskrun"),
         ("OnaConnection:team-a/ona", "connection"),
+        ("ClusterOnaConnection:shared", "connection"),
         ("TaskRunSchedule:team-a/nightly", "schedule"),
+        ("CustomRun:team-a/pipeline-run-1", "customrun"),
     ],
 )
 def test_reconciles_are_counted_by_kind(key: str, kind: str) -> None:

@@ -210,6 +210,8 @@ class Reconciler:
         self._idle.set()
         # Reconcilers of other kinds whose keys (`Kind:ns/name`) share this queue.
         self.handlers: dict[str, Callable[[str], Awaitable[float | None]]] = {}
+        # What those other kinds hold, by name, for `remembered` (CustomRuns).
+        self.remembered_by: dict[str, Callable[[], int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.active = asyncio.Event()  # set while this replica may act (leader)
         self.active.set()
@@ -255,6 +257,7 @@ class Reconciler:
             "log_tails": self.logtails.remembered,
             "events": self.events.pending,
             "queue": len(self.admission),
+            **{kind: count() for kind, count in self.remembered_by.items()},
         }
 
     def _queued(self) -> dict[tuple[str, str], int]:

@@ -292,11 +292,15 @@ def retried() -> None:
     QUEUE_RETRIES.inc()
 
 
+_KINDS = {"TaskRunSchedule": "schedule", "CustomRun": "customrun"}
+
+
 def _kind(key: str) -> str:
-    # Connection keys look like `OnaConnection:ns/name`; TaskRun keys `ns/name`.
-    if key.startswith("TaskRunSchedule:"):
-        return "schedule"
-    return "connection" if ":" in key else "taskrun"
+    # TaskRun keys are `ns/name`; the others `Kind:ns/name`, connections of two kinds.
+    kind, colon, _ = key.partition(":")
+    if not colon:
+        return "taskrun"
+    return _KINDS.get(kind, "connection")
 
 
 def taskrun_written(
@@ -513,7 +517,8 @@ class RememberedCollector(Collector):
         family = GaugeMetricFamily(
             PREFIX + "remembered",
             "What the operator holds for TaskRuns, by kind (taskruns, executions, claims, "
-            "environments, timers, log_tails, events): 0 once every TaskRun it saw is gone.",
+            "environments, timers, log_tails, events, queue; customruns with Tekton): 0 "
+            "once every TaskRun it saw is gone.",
             labels=["kind"],
         )
         for kind, count in source().items():
