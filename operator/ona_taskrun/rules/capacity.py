@@ -19,7 +19,7 @@ import bisect
 import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,21 +143,26 @@ class Line:
             del self._by_namespace[waiter.namespace]
         return waiter
 
-    def order(self, running: Mapping[str, int]) -> Iterator[Waiter]:
+    def order(
+        self, running: Mapping[str, int], leave: Callable[[str], bool] = lambda namespace: False
+    ) -> Iterator[Waiter]:
         """The waiting runs in fair order, lazily: by turn (the namespace's running runs
-        plus the runs ahead in its namespace), then by creation."""
+        plus the runs ahead in its namespace), then by creation. A namespace for which
+        `leave` says True (asked before its first run, and after each run yielded) yields
+        no more runs."""
         heap = [
             (running.get(namespace, 0), line[0], 0, line)
             for namespace, line in self._by_namespace.items()
+            if not leave(namespace)
         ]
         heapq.heapify(heap)
         while heap:
             turn, waiter, place, line = heap[0]
-            if place + 1 < len(line):
+            yield waiter
+            if place + 1 < len(line) and not leave(waiter.namespace):
                 heapq.heapreplace(heap, (turn + 1, line[place + 1], place + 1, line))
             else:
                 heapq.heappop(heap)
-            yield waiter
 
     def index(self, waiter: Waiter) -> int:
         """How many runs of its namespace are ahead of `waiter` (one waiting)."""
@@ -219,23 +224,12 @@ def _walk(
     )
     if free <= 0:
         return walk
-    heap = [
-        (running.get(namespace, 0), members[0], 0, members)
-        for namespace, members in line.lines()
-        if not walk.full(namespace)
-    ]
-    heapq.heapify(heap)
-    while heap and free > 0:
-        turn, waiter, place, members = heap[0]
+    for waiter in line.order(running, leave=walk.full):
         walk.started.append(waiter)
         walk.taken[waiter.namespace] += 1
         free -= 1
-        if waiter == until:
+        if free <= 0 or waiter == until:
             break
-        if place + 1 < len(members) and not walk.full(waiter.namespace):
-            heapq.heapreplace(heap, (turn + 1, members[place + 1], place + 1, members))
-        else:
-            heapq.heappop(heap)
     return walk
 
 
