@@ -120,15 +120,22 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
+def c_function(name: str) -> Any:
+    """A function of the C library (glibc's allocator's, say), or None where the library
+    or the function is missing (musl has neither mallinfo2 nor malloc_trim)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def malloc_figures() -> dict[str, int]:
     """What the C allocator holds (glibc's mallinfo2, main arena and mmaps): in use, and
     free but not given back to the system. Tells a resident size that grows while the
     traced heap does not apart: C allocations (not traced), or fragmentation. Empty where
     the C library has no mallinfo2 (musl, glibc before 2.33)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallinfo2 = libc.mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = c_function("mallinfo2")
+    if mallinfo2 is None:
         return {}
     mallinfo2.restype = _MallInfo2
     info = mallinfo2()
