@@ -274,15 +274,9 @@ class KubeClient:
         """Every object of a kind (in one namespace, or all), with their kind, and the
         list's resourceVersion: a watch from it misses nothing that happened after the
         list."""
-        path = self._path(namespace, plural=plural)
-        if label_selector:
-            path += "?" + urlencode({"labelSelector": label_selector})
-        body = await self._request("GET", path)
-        items = list(body.get("items", []))
-        for item in items:  # list items come without kind/apiVersion
-            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-            item.setdefault("kind", _KINDS[plural])
-        return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+        query = {"labelSelector": label_selector} if label_selector else {}
+        items, meta = await self._list(plural, namespace, query)
+        return items, str(meta.get("resourceVersion") or "")
 
     async def list_page(
         self, plural: str, namespace: str = "", *, limit: int, token: str = ""
@@ -292,15 +286,20 @@ class KubeClient:
         the token of the next page ("" after the last). Thousands of TaskRuns are read a
         page at a time (controller.watch.PagedSource)."""
         query = {"limit": str(limit), **({"continue": token} if token else {})}
-        body = await self._request(
-            "GET", f"{self._path(namespace, plural=plural)}?{urlencode(query)}"
-        )
+        items, meta = await self._list(plural, namespace, query)
+        return items, str(meta.get("resourceVersion") or ""), str(meta.get("continue") or "")
+
+    async def _list(
+        self, plural: str, namespace: str, query: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], Mapping[str, Any]]:
+        """A list's objects, with their kind, and its metadata."""
+        path = self._path(namespace, plural=plural)
+        body = await self._request("GET", f"{path}?{urlencode(query)}" if query else path)
         items = list(body.get("items") or [])
         for item in items:  # list items come without kind/apiVersion
             item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
             item.setdefault("kind", _KINDS[plural])
-        meta = body.get("metadata") or {}
-        return items, str(meta.get("resourceVersion") or ""), str(meta.get("continue") or "")
+        return items, body.get("metadata") or {}
 
     async def watch(
         self, plural: str, namespace: str, resource_version: str, *, timeout_seconds: int
