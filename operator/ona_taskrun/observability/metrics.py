@@ -41,6 +41,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from ..rules import customrun, schedule
 from . import heap
 
 if TYPE_CHECKING:
@@ -292,7 +293,7 @@ def retried() -> None:
     QUEUE_RETRIES.inc()
 
 
-_KINDS = {"TaskRunSchedule": "schedule", "CustomRun": "customrun"}
+_KINDS = {schedule.KIND: "schedule", customrun.KIND: "customrun"}
 
 
 def _kind(key: str) -> str:
