@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 
 from ona_taskrun.clients.ona import OnaClient, RetryPolicy
+from ona_taskrun.controller.connections import Remote, RemoteSettings
+from ona_taskrun.rules.connection import ConnectionKey
 
 TOKEN = "ona-pat-s3cr3t-6f1c2d9e8b7a"
 BASE_URL = "http://ona.test/api"
@@ -99,3 +101,17 @@ def execution_json(
         "metadata": {"taskId": task_id, "environmentId": "env-1"},
         "status": {"phase": phase, "statusVersion": version},
     }
+
+
+def offline_remote(**told: Callable[[str], None]) -> Remote:
+    """A connection's Remote to an address nothing answers (its calls are faked or never
+    made), telling nobody; `told` adds callbacks such as `on_unserved`."""
+    return Remote(
+        ConnectionKey(),
+        "http://ona.test/api",
+        "a-token",
+        RemoteSettings(),
+        notify=lambda _: None,
+        on_unauthenticated=lambda: None,
+        **told,
+    )

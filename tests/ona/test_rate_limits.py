@@ -16,10 +16,9 @@ from ona_taskrun.clients.ona import OnaClient, RateLimited, Resync, RetryPolicy
 from ona_taskrun.clients.ona.errors import Unavailable
 from ona_taskrun.clients.throttle import Throttle
 from ona_taskrun.controller.breaker import CircuitBreaker
-from ona_taskrun.controller.connections import Remote, RemoteSettings
-from ona_taskrun.rules.connection import ConnectionKey
 from ona_taskrun.rules.model import FailureKind
 from tests.backpressure.test_throttle import Time
+from tests.ona.fakes import offline_remote
 from tests.support.simulator_fixtures import SimulatorHandle
 from tests.support.waits import until
 
@@ -163,14 +162,7 @@ async def test_a_refused_watch_stream_waits_for_retry_after_from_its_header(
 
 
 async def test_429s_do_not_open_the_breaker_but_hold_the_runs_back() -> None:
-    remote = Remote(
-        ConnectionKey(),
-        "http://ona.test/api",
-        "a-token",
-        RemoteSettings(),
-        notify=lambda _: None,
-        on_unauthenticated=lambda: None,
-    )
+    remote = offline_remote()
     try:
         for _ in range(10):
             remote.client.throttle.refused(time.monotonic(), 4.0)
@@ -191,14 +183,7 @@ async def test_429s_do_not_open_the_breaker_but_hold_the_runs_back() -> None:
 
 
 async def test_429s_that_persist_count_as_an_outage() -> None:
-    remote = Remote(
-        ConnectionKey(),
-        "http://ona.test/api",
-        "a-token",
-        RemoteSettings(),
-        notify=lambda _: None,
-        on_unauthenticated=lambda: None,
-    )
+    remote = offline_remote()
     fake = Time()
     remote.client.throttle = Throttle(clock=fake.clock, sleep=fake.sleep)
     rate_limited = RateLimited("slow down", method="GetTask", code="resource_exhausted")

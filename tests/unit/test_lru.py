@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ona_taskrun.controller.connections import TASK_ENVIRONMENTS_KEPT, Remote, RemoteSettings
+from ona_taskrun.controller.connections import TASK_ENVIRONMENTS_KEPT
 from ona_taskrun.controller.lru import Lru
-from ona_taskrun.rules.connection import ConnectionKey
+from tests.ona.fakes import offline_remote
 
 
 def test_the_entry_used_longest_ago_goes_first() -> None:
@@ -22,14 +22,7 @@ def test_the_entry_used_longest_ago_goes_first() -> None:
 
 
 async def test_a_connection_keeps_a_bounded_number_of_task_environments() -> None:
-    remote = Remote(
-        ConnectionKey(),
-        "http://ona.test/api",
-        "a-token",
-        RemoteSettings(),
-        notify=lambda _: None,
-        on_unauthenticated=lambda: None,
-    )
+    remote = offline_remote()
     try:
         for i in range(TASK_ENVIRONMENTS_KEPT * 2):
             remote.task_environments[f"task-{i}"] = "env"

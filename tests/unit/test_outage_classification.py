@@ -11,11 +11,9 @@ import httpx
 import pytest
 
 from ona_taskrun.clients.ona import OnaClient, OnaError
-from ona_taskrun.controller.connections import Remote, RemoteSettings
 from ona_taskrun.controller.remote import METHOD_NOT_SERVED, is_outage, to_failure, unserved_method
-from ona_taskrun.rules.connection import ConnectionKey
 from ona_taskrun.rules.model import FailureKind
-from tests.ona.fakes import FakeSleep, Recorder, client, connect_error, policy
+from tests.ona.fakes import FakeSleep, Recorder, client, connect_error, offline_remote, policy
 
 Call = Callable[[OnaClient], Awaitable[object]]
 
@@ -154,15 +152,7 @@ async def test_other_failures_name_no_method(reply: httpx.Response) -> None:
 
 async def test_unserved_answers_leave_the_breaker_closed_and_are_told_once() -> None:
     told: list[str] = []
-    remote = Remote(
-        ConnectionKey(),
-        "http://ona.test/api",
-        "a-token",
-        RemoteSettings(),
-        notify=lambda _: None,
-        on_unauthenticated=lambda: None,
-        on_unserved=told.append,
-    )
+    remote = offline_remote(on_unserved=told.append)
     try:
         unserved = await failure_of(connect_error(501, "unimplemented"))
         refused = await failure_of(connect_error(403, "permission_denied"))
@@ -188,14 +178,7 @@ async def test_unserved_answers_leave_the_breaker_closed_and_are_told_once() -> 
 
 
 async def test_failures_in_a_row_without_answers_between_open_the_breaker() -> None:
-    remote = Remote(
-        ConnectionKey(),
-        "http://ona.test/api",
-        "a-token",
-        RemoteSettings(),
-        notify=lambda _: None,
-        on_unauthenticated=lambda: None,
-    )
+    remote = offline_remote()
     try:
         timeout = await failure_of(httpx.ReadTimeout("read timed out"))
         remote.failed(timeout)
